@@ -1,0 +1,104 @@
+//! How the command line reaches a registry: flags, or a profile file naming the endpoint and the
+//! certificate files, so a person types `--profile admin.toml` instead of four paths.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use exchange_proto::registry::v1::registry_client::RegistryClient;
+use exchange_transport::client::{connect, ClientConfig};
+use exchange_transport::tls::TlsFiles;
+use serde::{Deserialize, Serialize};
+use tonic::transport::Channel;
+
+/// Connection flags shared by every registry command. Flags override the profile.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ConnectArgs {
+    /// A profile file (TOML with `registry`, `ca`, `cert`, `key`; paths relative to the file).
+    #[arg(long, global = true, env = "EXCHANGE_PROFILE")]
+    pub(crate) profile: Option<PathBuf>,
+    /// The registry's URL, e.g. https://localhost:7400.
+    #[arg(long, global = true, env = "EXCHANGE_REGISTRY")]
+    pub(crate) registry: Option<String>,
+    /// The exchange CA certificate (PEM).
+    #[arg(long, global = true, env = "EXCHANGE_CA")]
+    pub(crate) ca: Option<PathBuf>,
+    /// Your client certificate (PEM).
+    #[arg(long, global = true, env = "EXCHANGE_CERT")]
+    pub(crate) cert: Option<PathBuf>,
+    /// Your private key (PEM).
+    #[arg(long, global = true, env = "EXCHANGE_KEY")]
+    pub(crate) key: Option<PathBuf>,
+}
+
+/// A profile file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Profile {
+    /// The registry's URL.
+    pub(crate) registry: Option<String>,
+    /// The CA certificate path.
+    pub(crate) ca: Option<PathBuf>,
+    /// The client certificate path.
+    pub(crate) cert: Option<PathBuf>,
+    /// The private key path.
+    pub(crate) key: Option<PathBuf>,
+}
+
+impl Profile {
+    fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read profile {}", path.display()))?;
+        let mut profile: Profile =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("profile {}: {e}", path.display()))?;
+        // Paths in a profile are relative to the profile, so the profile works from any directory.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut profile.ca, &mut profile.cert, &mut profile.key]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(profile)
+    }
+}
+
+impl ConnectArgs {
+    fn resolve(&self) -> anyhow::Result<ClientConfig> {
+        let profile = match &self.profile {
+            Some(path) => Profile::load(path)?,
+            None => Profile::default(),
+        };
+        let missing = |what: &str, flag: &str| {
+            anyhow::anyhow!("no {what}: pass {flag} or --profile FILE (the quickstart writes profiles; see the README)")
+        };
+        let endpoint = self
+            .registry
+            .clone()
+            .or(profile.registry)
+            .ok_or_else(|| missing("registry URL", "--registry"))?;
+        let ca = self
+            .ca
+            .clone()
+            .or(profile.ca)
+            .ok_or_else(|| missing("CA certificate", "--ca"))?;
+        let cert = self
+            .cert
+            .clone()
+            .or(profile.cert)
+            .ok_or_else(|| missing("client certificate", "--cert"))?;
+        let key = self
+            .key
+            .clone()
+            .or(profile.key)
+            .ok_or_else(|| missing("private key", "--key"))?;
+        let tls = TlsFiles::read(&ca, &cert, &key)?;
+        Ok(ClientConfig { endpoint, tls })
+    }
+
+    /// A client of the registry these flags name.
+    pub(crate) async fn registry(&self) -> anyhow::Result<RegistryClient<Channel>> {
+        let config = self.resolve()?;
+        Ok(RegistryClient::new(connect(&config).await?))
+    }
+}

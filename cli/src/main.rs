@@ -1,0 +1,120 @@
+//! `exchange`: the one binary of the exchange. It parses arguments, loads configuration and calls
+//! the libraries or the gRPC API; the logic lives in the library crates.
+
+mod admin;
+mod connect;
+mod output;
+mod pki;
+mod quickstart;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exchange: a cross-department data-sharing exchange.
+#[derive(Debug, Parser)]
+#[command(name = "exchange", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    common: admin::Common,
+    /// Log as JSON lines instead of text (servers). The filter is EXCHANGE_LOG, e.g. "info,registry=debug".
+    #[arg(long, global = true)]
+    log_json: bool,
+    /// Log filter, in tracing's EnvFilter syntax.
+    #[arg(long, global = true, env = "EXCHANGE_LOG", default_value = "info")]
+    log: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a complete local exchange: a dev PKI, a registry and the sample departments and datasets.
+    Quickstart(quickstart::Args),
+    /// Run a registry from a TOML configuration.
+    Registry {
+        /// The configuration file (see deploy/registry.toml).
+        #[arg(long, short, env = "EXCHANGE_REGISTRY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Create an exchange CA and issue certificates.
+    #[command(subcommand)]
+    Pki(pki::Command),
+    /// Registry operations for admins, departments and auditors.
+    #[command(flatten)]
+    Admin(admin::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Quickstart(args) => quickstart::run(args).await,
+            Command::Registry { config } => run_registry(config).await,
+            Command::Pki(command) => pki::run(command),
+            Command::Admin(command) => admin::run(command, cli.common).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run_registry(path: PathBuf) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let config = registry::Config::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    registry::run(config, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM, so systemd and container runtimes stop the server gracefully.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

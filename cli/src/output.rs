@@ -1,0 +1,88 @@
+//! Output for people (aligned tables) and for scripts (`--json`, proto3 JSON).
+
+use unicode_width::UnicodeWidthStr as _;
+
+/// A table printed with columns aligned by display width (Chinese characters are two columns).
+pub(crate) struct Table {
+    headers: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub(crate) fn new(headers: &[&'static str]) -> Self {
+        Self {
+            headers: headers.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub(crate) fn render(&self) -> String {
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.width()).collect();
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate() {
+                if let Some(w) = widths.get_mut(i) {
+                    *w = (*w).max(cell.width());
+                }
+            }
+        }
+        let mut out = String::new();
+        let header: Vec<String> = self.headers.iter().map(|h| h.to_string()).collect();
+        for row in std::iter::once(&header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                let width = widths.get(i).copied().unwrap_or(0);
+                line.push_str(cell);
+                if i + 1 < row.len() {
+                    line.push_str(&" ".repeat(width - cell.width() + 2));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        if self.rows.is_empty() {
+            out.push_str("(none)\n");
+        }
+        out
+    }
+
+    pub(crate) fn print(&self) {
+        print!("{}", self.render());
+    }
+}
+
+/// Prints a message as pretty proto3 JSON.
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Formats Unix seconds as an RFC 3339 UTC time, or "-" for zero.
+pub(crate) fn time(secs: i64) -> String {
+    if secs == 0 {
+        return "-".to_string();
+    }
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| secs.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligns_by_display_width() {
+        let mut table = Table::new(&["ID", "NAME"]);
+        table.row(vec!["js.gongan".into(), "江苏省公安厅".into()]);
+        table.row(vec!["x.y".into(), "b".into()]);
+        assert_eq!(
+            table.render(),
+            "ID         NAME\njs.gongan  江苏省公安厅\nx.y        b\n"
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! `exchange pki`: create an exchange CA and issue certificates.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use exchange_core::identity::{Principal, Role};
+use exchange_transport::pki::{Ca, CertSpec};
+
+/// PKI commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create a CA in DIR (ca.pem, ca-key.pem with mode 0600, trust-domain). Refuses to overwrite one.
+    Init {
+        /// Directory for the CA files.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Trust domain of the identities it will issue (the host part of the spiffe:// URI).
+        #[arg(long, default_value = "exchange.local")]
+        trust_domain: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
+    },
+    /// Issue a certificate for a department and role: spiffe://<trust-domain>/dept/<dept>/<role>.
+    Issue {
+        /// The CA directory (from `pki init`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Department id, e.g. js.gongan.
+        #[arg(long)]
+        dept: String,
+        /// admin, auditor, node or system.
+        #[arg(long)]
+        role: String,
+        /// File name stem (default <dept>-<role>): writes <name>.pem and <name>-key.pem (0600).
+        #[arg(long)]
+        name: Option<String>,
+        /// Where to write (default: the CA directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// A DNS name the holder serves TLS on (nodes); repeat for more.
+        #[arg(long)]
+        dns: Vec<String>,
+        /// An IP address the holder serves TLS on (nodes); repeat for more.
+        #[arg(long)]
+        ip: Vec<IpAddr>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+    /// Issue a server certificate for a registry: DNS names and IPs, no department identity.
+    Server {
+        /// The CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// File name stem: writes <name>.pem and <name>-key.pem (0600).
+        #[arg(long, default_value = "registry")]
+        name: String,
+        /// Where to write (default: the CA directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// A DNS name clients dial; repeat for more.
+        #[arg(long, required_unless_present = "ip")]
+        dns: Vec<String>,
+        /// An IP address clients dial; repeat for more.
+        #[arg(long)]
+        ip: Vec<IpAddr>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+}
+
+/// Runs a PKI command.
+pub(crate) fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Init {
+            dir,
+            trust_domain,
+            days,
+        } => {
+            let ca = Ca::generate(&trust_domain, days)?;
+            ca.save(&dir)?;
+            println!("created CA for trust domain {trust_domain} in {}", dir.display());
+            println!(
+                "keep {} secret: whoever holds it can mint identities",
+                dir.join("ca-key.pem").display()
+            );
+        }
+        Command::Issue {
+            dir,
+            dept,
+            role,
+            name,
+            out,
+            dns,
+            ip,
+            days,
+        } => {
+            let role: Role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            exchange_core::department::check_department_id(&dept)?;
+            let ca = Ca::load(&dir)?;
+            let principal = Principal::new(dept.clone(), role);
+            let uri = principal.uri(&ca.trust_domain);
+            let issued = ca.issue(&CertSpec::for_principal(principal, days).serving(dns, ip))?;
+            let name = name.unwrap_or_else(|| format!("{dept}-{role}"));
+            let (cert, key) = issued.save(out.as_ref().unwrap_or(&dir), &name)?;
+            println!(
+                "issued {uri}\n  certificate: {}\n  key:         {} (mode 0600)",
+                cert.display(),
+                key.display()
+            );
+        }
+        Command::Server {
+            dir,
+            name,
+            out,
+            dns,
+            ip,
+            days,
+        } => {
+            let ca = Ca::load(&dir)?;
+            let issued = ca.issue(&CertSpec::for_server(&name, days).serving(dns, ip))?;
+            let (cert, key) = issued.save(out.as_ref().unwrap_or(&dir), &name)?;
+            println!(
+                "issued server certificate\n  certificate: {}\n  key:         {} (mode 0600)",
+                cert.display(),
+                key.display()
+            );
+        }
+    }
+    Ok(())
+}

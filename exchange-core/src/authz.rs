@@ -1,0 +1,131 @@
+//! Who may do what in the registry, as plain functions of the verified principal.
+//!
+//! - `admin`: everything.
+//! - `auditor`: reads everything, changes nothing.
+//! - a department's `node` or `system`: registers and updates the datasets it owns, publishes
+//!   their schema versions, requests grants for itself, decides grants on its own datasets,
+//!   withdraws its own grants, and sees the grants it holds or gives.
+
+use crate::error::PolicyError;
+use crate::identity::{Principal, Role};
+
+fn deny(message: String) -> Result<(), PolicyError> {
+    Err(PolicyError::Denied(message))
+}
+
+fn acts_for(p: &Principal, department: &str) -> bool {
+    matches!(p.role, Role::Node | Role::System) && p.department == department
+}
+
+/// Changing the member list is the data authority's job.
+pub fn manage_departments(p: &Principal) -> Result<(), PolicyError> {
+    match p.role {
+        Role::Admin => Ok(()),
+        _ => deny(format!("{p} may not register or change departments; only an admin may")),
+    }
+}
+
+/// Registering or changing a dataset, or publishing its schema: its owner or an admin.
+pub fn manage_dataset(p: &Principal, owner: &str) -> Result<(), PolicyError> {
+    if p.role == Role::Admin || acts_for(p, owner) {
+        return Ok(());
+    }
+    deny(match p.role {
+        Role::Auditor => format!("{p} is an auditor: auditors read everything and change nothing"),
+        _ => format!("{p} may not change datasets owned by {owner}; only {owner}'s node or system, or an admin, may"),
+    })
+}
+
+/// Requesting a grant for `consumer`: that department's node or system, or an admin.
+pub fn request_grant(p: &Principal, consumer: &str) -> Result<(), PolicyError> {
+    if p.role == Role::Admin || acts_for(p, consumer) {
+        return Ok(());
+    }
+    deny(match p.role {
+        Role::Auditor => format!("{p} is an auditor: auditors read everything and change nothing"),
+        _ => format!("{p} may request grants only for its own department, not for {consumer}"),
+    })
+}
+
+/// Approving or rejecting a grant on a dataset `owner` owns: the owner or an admin.
+pub fn decide_grant(p: &Principal, owner: &str) -> Result<(), PolicyError> {
+    if p.role == Role::Admin || acts_for(p, owner) {
+        return Ok(());
+    }
+    deny(format!(
+        "{p} may not decide grants on {owner}'s datasets; only {owner}'s node or system, or an admin, may"
+    ))
+}
+
+/// Revoking a grant: the dataset owner, the consumer (withdrawing its own grant) or an admin.
+pub fn revoke_grant(p: &Principal, owner: &str, consumer: &str) -> Result<(), PolicyError> {
+    if p.role == Role::Admin || acts_for(p, owner) || acts_for(p, consumer) {
+        return Ok(());
+    }
+    deny(format!(
+        "{p} may not revoke this grant; only {owner} (the owner), {consumer} (the consumer) or an admin may"
+    ))
+}
+
+/// Seeing a grant: its consumer, the dataset owner, an admin or an auditor.
+pub fn see_grant(p: &Principal, owner: &str, consumer: &str) -> bool {
+    p.role.is_exchange_wide() || p.department == owner || p.department == consumer
+}
+
+/// Watching a department's datasets and grants: that department, an admin or an auditor.
+pub fn watch(p: &Principal, department: Option<&str>) -> Result<(), PolicyError> {
+    match department {
+        _ if p.role.is_exchange_wide() => Ok(()),
+        Some(d) if acts_for(p, d) => Ok(()),
+        Some(d) => deny(format!("{p} may watch only its own department, not {d}")),
+        None => deny(format!(
+            "{p} may not watch every department; only an admin or auditor may"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(dept: &str, role: Role) -> Principal {
+        Principal::new(dept, role)
+    }
+
+    #[test]
+    fn who_may_manage_a_dataset() {
+        let owner = "js.gongan";
+        assert!(manage_dataset(&p("js.dsj", Role::Admin), owner).is_ok());
+        assert!(manage_dataset(&p(owner, Role::Node), owner).is_ok());
+        assert!(manage_dataset(&p(owner, Role::System), owner).is_ok());
+        let err = manage_dataset(&p(owner, Role::Auditor), owner).unwrap_err();
+        assert!(err.to_string().contains("change nothing"), "{err}");
+        let err = manage_dataset(&p("js.scjg", Role::Node), owner).unwrap_err();
+        assert!(err.to_string().contains("only js.gongan"), "{err}");
+    }
+
+    #[test]
+    fn who_may_decide_and_revoke() {
+        let (owner, consumer) = ("js.gongan", "js.scjg");
+        assert!(decide_grant(&p(owner, Role::System), owner).is_ok());
+        assert!(decide_grant(&p(consumer, Role::System), owner).is_err());
+        assert!(decide_grant(&p("js.dsj", Role::Auditor), owner).is_err());
+        assert!(revoke_grant(&p(consumer, Role::Node), owner, consumer).is_ok());
+        assert!(revoke_grant(&p("js.rsj", Role::Node), owner, consumer).is_err());
+        assert!(request_grant(&p(consumer, Role::Node), consumer).is_ok());
+        assert!(request_grant(&p(consumer, Role::Node), "js.rsj").is_err());
+    }
+
+    #[test]
+    fn only_admins_manage_departments_and_only_the_exchange_wide_watch_everything() {
+        assert!(manage_departments(&p("js.dsj", Role::Admin)).is_ok());
+        assert!(manage_departments(&p("js.dsj", Role::Auditor)).is_err());
+        assert!(manage_departments(&p("js.gongan", Role::Node)).is_err());
+        assert!(watch(&p("js.dsj", Role::Auditor), None).is_ok());
+        assert!(watch(&p("js.gongan", Role::Node), Some("js.gongan")).is_ok());
+        assert!(watch(&p("js.gongan", Role::Node), Some("js.scjg")).is_err());
+        assert!(watch(&p("js.gongan", Role::Node), None).is_err());
+        assert!(see_grant(&p("js.dsj", Role::Auditor), "a.b", "c.d"));
+        assert!(!see_grant(&p("js.rsj", Role::Node), "a.b", "c.d"));
+    }
+}

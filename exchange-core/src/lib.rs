@@ -1,0 +1,42 @@
+//! The exchange's pure logic: what a department, dataset, schema version and grant are, the rules
+//! they obey, who may do what, and the storage they live in. Nothing here knows gRPC, prost or
+//! sockets (Architecture Invariant: core logic knows no transport); the services in `registry`
+//! and `exchange-node` are thin skins over it.
+//!
+//! # Layout
+//! - `identity`: principals (department + role) and the SPIFFE-style certificate URI they come from.
+//! - `authz`: who may do what, as plain functions over a principal.
+//! - `department`: members of the exchange, their levels and region codes.
+//! - `catalog`: datasets, classifications, compatibility modes.
+//! - `schema`: compiling JSON Schemas with the domain formats enforced; key and sensitivity rules.
+//! - `compat`: whether a new schema version is compatible with earlier ones.
+//! - `formats`: the domain string formats (`id-number-cn`, `uscc`, `region-code`).
+//! - `filter`: the row-filter predicate language of grants and queries.
+//! - `grant`: grant requests, the state machine and expiry.
+//! - `store`: the `Store` trait, its sled and in-memory engines, and their conformance suite.
+//! - `error`: the error types, one enum per area.
+
+pub mod authz;
+pub mod catalog;
+pub mod compat;
+pub mod department;
+pub mod error;
+pub mod filter;
+pub mod formats;
+pub mod grant;
+pub mod identity;
+pub mod schema;
+pub mod store;
+
+pub use error::{CoreError, ValidationError};
+
+/// Seconds since the Unix epoch, the one time unit stored and sent.
+pub type UnixSeconds = i64;
+
+/// The current time in Unix seconds.
+pub fn now() -> UnixSeconds {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

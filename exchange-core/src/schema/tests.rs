@@ -1,0 +1,111 @@
+use serde_json::json;
+
+use super::*;
+
+fn person_schema() -> Value {
+    json!({
+        "$schema": DRAFT_2020_12,
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["id_number", "name"],
+        "properties": {
+            "id_number": {"type": "string", "format": "id-number-cn", "x-sensitivity": "id_number"},
+            "name": {"type": "string", "x-sensitivity": "name"},
+            "birth_date": {"type": "string", "format": "date"},
+            "age": {"type": ["integer", "null"]},
+            "address": {
+                "type": "object",
+                "properties": {"line": {"type": "string", "x-sensitivity": "address"}}
+            }
+        }
+    })
+}
+
+/// Asserts that checking `schema` with key `key` fails with a message containing `fragment`.
+fn check_refused(schema: Value, key: &str, fragment: &str) {
+    match check_dataset_schema(schema, key) {
+        Err(SchemaError::Invalid(errors)) => {
+            assert!(
+                errors.iter().any(|e| e.contains(fragment)),
+                "{errors:?} lacks {fragment}"
+            )
+        }
+        other => panic!("expected refusal containing {fragment}, got {other:?}"),
+    }
+}
+
+#[test]
+fn accepts_a_dataset_schema_and_reads_its_properties() {
+    let parsed = check_dataset_schema(person_schema(), "id_number").unwrap();
+    assert_eq!(parsed.properties["age"].types, ["integer", "null"]);
+    assert_eq!(parsed.properties["name"].sensitivity.as_deref(), Some("name"));
+    assert!(parsed.required.contains("id_number"));
+    let pointers: Vec<&str> = parsed.sensitive_fields.iter().map(|s| s.pointer.as_str()).collect();
+    assert_eq!(
+        pointers,
+        [
+            "/properties/address/properties/line",
+            "/properties/id_number",
+            "/properties/name"
+        ]
+    );
+}
+
+#[test]
+fn refuses_invalid_schemas_naming_the_pointer() {
+    let mut bad_type = person_schema();
+    bad_type["properties"]["age"]["type"] = json!("integr");
+    check_refused(bad_type, "id_number", "/properties/age/type");
+    let mut bad_required = person_schema();
+    bad_required["required"] = json!("id_number");
+    check_refused(bad_required, "id_number", "/required");
+    check_refused(json!([1, 2]), "id_number", "must be a JSON object");
+    check_refused(json!({"type": "array"}), "id_number", "/type");
+    let mut old_draft = person_schema();
+    old_draft["$schema"] = json!("http://json-schema.org/draft-07/schema#");
+    check_refused(old_draft, "id_number", "/$schema");
+    let mut bad_regex = person_schema();
+    bad_regex["properties"]["name"]["pattern"] = json!("([a-z");
+    check_refused(bad_regex, "id_number", "/properties/name");
+}
+
+#[test]
+fn refuses_a_key_that_is_not_a_required_string() {
+    check_refused(person_schema(), "passport", "/properties/passport");
+    check_refused(person_schema(), "age", "/properties/age/type");
+    check_refused(person_schema(), "birth_date", "/required");
+}
+
+#[test]
+fn refuses_unknown_formats_and_sensitivities() {
+    let mut typo = person_schema();
+    typo["properties"]["id_number"]["format"] = json!("id-number");
+    check_refused(typo, "id_number", "id-number");
+    let mut bad = person_schema();
+    bad["properties"]["name"]["x-sensitivity"] = json!("secret");
+    check_refused(bad, "id_number", "/properties/name/x-sensitivity");
+}
+
+#[test]
+fn refuses_text_that_is_not_json_with_its_position() {
+    match parse_dataset_schema("{\"type\": \"object\",\n \"properties\": }", "id") {
+        Err(SchemaError::Invalid(e)) => assert!(e[0].contains("line 2"), "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn formats_are_enforced_on_records() {
+    let validator = compile(&person_schema()).unwrap();
+    let good = json!({"id_number": "11010519491231002X", "name": "张三", "birth_date": "1949-12-31"});
+    assert!(validator.is_valid(&good));
+    let mut bad_check_digit = good.clone();
+    bad_check_digit["id_number"] = json!("110105194912310021");
+    assert!(
+        !validator.is_valid(&bad_check_digit),
+        "wrong ID check digit must be refused"
+    );
+    let mut bad_date = good.clone();
+    bad_date["birth_date"] = json!("1990-02-30");
+    assert!(!validator.is_valid(&bad_date), "an impossible date must be refused");
+}

@@ -1,0 +1,234 @@
+//! Storage behind a trait, so the engine can change without the services noticing.
+//!
+//! A [`Store`] is an ordered map of byte keys to byte values with atomic, durable batches:
+//! [`Store::commit`] returns only once every write of the batch is on disk, so a caller may
+//! acknowledge after it (Architecture Invariant: nothing acknowledged is lost). Callers lay out
+//! their tables as key prefixes. Every engine passes [`conformance::run`].
+//!
+//! Engines: [`SledStore`] (the one deployed) and [`MemStore`] (tests and tools).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Mutex, RwLock};
+
+pub mod conformance;
+
+/// A storage failure. Nothing of a failed commit is visible or acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The engine failed (I/O, corruption).
+    #[error("storage engine error: {0}")]
+    Engine(String),
+    /// A stored value could not be decoded.
+    #[error("stored value under {key:?} is corrupt: {message}")]
+    Corrupt {
+        /// The key, lossily decoded for the message.
+        key: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Set `key` to `value`.
+    Put(Vec<u8>, Vec<u8>),
+    /// Remove `key`.
+    Delete(Vec<u8>),
+}
+
+/// Writes applied all together or not at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// The writes, applied in order.
+    pub writes: Vec<Write>,
+}
+
+impl Batch {
+    /// Adds a put.
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.writes.push(Write::Put(key.into(), value.into()));
+    }
+
+    /// Adds a delete.
+    pub fn delete(&mut self, key: impl Into<Vec<u8>>) {
+        self.writes.push(Write::Delete(key.into()));
+    }
+
+    /// Whether the batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+}
+
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// An ordered, durable key-value store.
+pub trait Store: Send + Sync + 'static {
+    /// The value under `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Every entry whose key starts with `prefix`, in key order.
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StoreError>;
+
+    /// Up to `limit` entries with `start <= key < end`, in key order.
+    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError>;
+
+    /// Applies the batch atomically and returns once it is durable. Blocking: async callers run
+    /// it on a blocking thread.
+    fn commit(&self, batch: Batch) -> Result<(), StoreError>;
+}
+
+/// The sled engine. One tree; atomic batches; `flush` (never `flush_async`, which deadlocks in
+/// sled 0.34.7 under concurrency) after each batch.
+pub struct SledStore {
+    db: sled::Db,
+    /// Serialises flushes: a batch waiting here is usually made durable by the flush ahead of it,
+    /// so concurrent commits share disk syncs instead of queueing one each (group commit).
+    flush_lock: Mutex<()>,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in directory `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|e| StoreError::Engine(format!("cannot open {}: {e}", path.display())))?;
+        Ok(Self {
+            db,
+            flush_lock: Mutex::new(()),
+        })
+    }
+}
+
+fn engine(e: sled::Error) -> StoreError {
+    StoreError::Engine(e.to_string())
+}
+
+fn collect(
+    iter: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    limit: usize,
+) -> Result<Vec<Entry>, StoreError> {
+    iter.take(limit)
+        .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(engine))
+        .collect()
+}
+
+impl Store for SledStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get(key).map_err(engine)?.map(|v| v.to_vec()))
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        collect(self.db.scan_prefix(prefix), usize::MAX)
+    }
+
+    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        collect(self.db.range(start..end), limit)
+    }
+
+    fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        let mut sled_batch = sled::Batch::default();
+        for write in batch.writes {
+            match write {
+                Write::Put(k, v) => sled_batch.insert(k, v),
+                Write::Delete(k) => sled_batch.remove(k),
+            }
+        }
+        self.db.apply_batch(sled_batch).map_err(engine)?;
+        let _guard = self.flush_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.db.flush().map_err(engine)?;
+        Ok(())
+    }
+}
+
+/// An in-memory engine: durable only as long as the process, for tests and tools.
+#[derive(Default)]
+pub struct MemStore {
+    map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Store for MemStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        Ok(map.get(key).cloned())
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        Ok(map
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        Ok(map
+            .range(start.to_vec()..end.to_vec())
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        for write in batch.writes {
+            match write {
+                Write::Put(k, v) => {
+                    map.insert(k, v);
+                }
+                Write::Delete(k) => {
+                    map.remove(&k);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_store_passes_the_conformance_suite() {
+        conformance::run(&MemStore::new());
+    }
+
+    #[test]
+    fn sled_store_passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        conformance::run(&SledStore::open(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn sled_store_keeps_commits_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            let mut batch = Batch::default();
+            batch.put(b"k".to_vec(), b"v".to_vec());
+            store.commit(batch).unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.get(b"k").unwrap(), Some(b"v".to_vec()));
+    }
+}

@@ -1,0 +1,22 @@
+//! The exchange's gRPC API, generated from `proto/exchange/**.proto` at build time.
+//!
+//! # Layout
+//! - `registry::v1`: the registry service (departments, catalog, schemas, grants, watch).
+//! - `FILE_DESCRIPTOR_SET`: every message and service, for gRPC server reflection.
+//!
+//! Every message implements serde's `Serialize`/`Deserialize` with the canonical proto3 JSON
+//! mapping (camelCase names, enums as their names), the same JSON grpcurl prints.
+
+#![allow(unreachable_pub, missing_docs, clippy::all)]
+
+/// The registry's API, package `exchange.registry.v1`.
+pub mod registry {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("exchange.registry.v1");
+        include!(concat!(env!("OUT_DIR"), "/exchange.registry.v1.serde.rs"));
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every exchange proto, for `tonic-reflection`.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/exchange_descriptor.bin"));

@@ -1,0 +1,73 @@
+//! The registry's configuration, read from TOML (see `deploy/registry.toml`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Everything a registry needs to run. Paths are relative to the working directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:7400`; use `0.0.0.0:7400` to serve other hosts.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory of the registry's sled database. Created when missing.
+    pub data_dir: PathBuf,
+    /// The trust domain of identities, the host part of `spiffe://<trust-domain>/dept/..`.
+    #[serde(default = "default_trust_domain")]
+    pub trust_domain: String,
+    /// Mutual TLS material.
+    pub tls: TlsConfig,
+    /// Rules for grants.
+    #[serde(default)]
+    pub grants: GrantConfig,
+}
+
+/// Where the registry's TLS files are.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The exchange CA certificate (PEM): client certificates must chain to it.
+    pub ca: PathBuf,
+    /// The registry's server certificate (PEM), with the DNS names or IPs clients dial.
+    pub cert: PathBuf,
+    /// The registry's private key (PEM).
+    pub key: PathBuf,
+}
+
+/// Rules for grants.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantConfig {
+    /// The longest a grant may run, in days from its request. Default 365.
+    #[serde(default = "default_max_days")]
+    pub max_days: u32,
+}
+
+impl Default for GrantConfig {
+    fn default() -> Self {
+        Self {
+            max_days: default_max_days(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7400))
+}
+
+fn default_trust_domain() -> String {
+    "exchange.local".to_string()
+}
+
+fn default_max_days() -> u32 {
+    365
+}
+
+impl Config {
+    /// Parses a TOML configuration, naming the problem.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}

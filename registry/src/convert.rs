@@ -1,0 +1,267 @@
+//! Conversions between the API's messages and the core's types. Enum values a caller leaves
+//! unspecified get the documented default or a clear error.
+
+use exchange_core::catalog::{Classification, Dataset};
+use exchange_core::compat::CompatMode;
+use exchange_core::department::{Department, Level};
+use exchange_core::grant::{Grant, GrantRequest, GrantState};
+use exchange_core::identity::Role;
+use exchange_core::ValidationError;
+use exchange_proto::registry::v1 as pb;
+
+use crate::state::{DatasetWithVersions, SchemaVersion};
+
+fn none_if_empty(s: String) -> Option<String> {
+    if s.trim().is_empty() {
+        None
+    } else {
+        Some(s)
+    }
+}
+
+/// The API's role.
+pub(crate) fn role_to_pb(role: Role) -> pb::Role {
+    match role {
+        Role::Admin => pb::Role::Admin,
+        Role::Auditor => pb::Role::Auditor,
+        Role::Node => pb::Role::Node,
+        Role::System => pb::Role::System,
+    }
+}
+
+pub(crate) fn level_from_pb(value: i32, field: &str) -> Result<Option<Level>, ValidationError> {
+    Ok(match pb::Level::try_from(value) {
+        Ok(pb::Level::Unspecified) => None,
+        Ok(pb::Level::Province) => Some(Level::Province),
+        Ok(pb::Level::City) => Some(Level::City),
+        Ok(pb::Level::District) => Some(Level::District),
+        Ok(pb::Level::Street) => Some(Level::Street),
+        Ok(pb::Level::Community) => Some(Level::Community),
+        Err(_) => return Err(ValidationError::new(field, format!("{value} is not a level"))),
+    })
+}
+
+fn level_to_pb(level: Level) -> pb::Level {
+    match level {
+        Level::Province => pb::Level::Province,
+        Level::City => pb::Level::City,
+        Level::District => pb::Level::District,
+        Level::Street => pb::Level::Street,
+        Level::Community => pb::Level::Community,
+    }
+}
+
+pub(crate) fn department_from_pb(d: Option<pb::Department>) -> Result<Department, ValidationError> {
+    let d = d.ok_or_else(|| ValidationError::new("department", "is required"))?;
+    let level = level_from_pb(d.level, "level")?
+        .ok_or_else(|| ValidationError::new("level", "is required: province, city, district, street or community"))?;
+    Ok(Department {
+        id: d.id,
+        name: d.name,
+        level,
+        region_code: d.region_code,
+        parent_id: none_if_empty(d.parent_id),
+        node_endpoint: none_if_empty(d.node_endpoint),
+        created_at: 0,
+        updated_at: 0,
+        revision: 0,
+    })
+}
+
+pub(crate) fn department_to_pb(d: Department) -> pb::Department {
+    pb::Department {
+        id: d.id,
+        name: d.name,
+        level: level_to_pb(d.level) as i32,
+        region_code: d.region_code,
+        parent_id: d.parent_id.unwrap_or_default(),
+        node_endpoint: d.node_endpoint.unwrap_or_default(),
+        created_at: d.created_at,
+        updated_at: d.updated_at,
+        revision: d.revision,
+    }
+}
+
+pub(crate) fn classification_from_pb(value: i32) -> Result<Option<Classification>, ValidationError> {
+    Ok(match pb::Classification::try_from(value) {
+        Ok(pb::Classification::Unspecified) => None,
+        Ok(pb::Classification::Unconditional) => Some(Classification::Unconditional),
+        Ok(pb::Classification::Conditional) => Some(Classification::Conditional),
+        Ok(pb::Classification::NotShared) => Some(Classification::NotShared),
+        Ok(pb::Classification::Open) => Some(Classification::Open),
+        Err(_) => {
+            return Err(ValidationError::new(
+                "classification",
+                format!("{value} is not a classification"),
+            ))
+        }
+    })
+}
+
+fn classification_to_pb(c: Classification) -> pb::Classification {
+    match c {
+        Classification::Unconditional => pb::Classification::Unconditional,
+        Classification::Conditional => pb::Classification::Conditional,
+        Classification::NotShared => pb::Classification::NotShared,
+        Classification::Open => pb::Classification::Open,
+    }
+}
+
+fn compat_from_pb(value: i32) -> Result<CompatMode, ValidationError> {
+    use pb::CompatibilityMode as M;
+    Ok(match M::try_from(value) {
+        Ok(M::Unspecified) | Ok(M::Backward) => CompatMode::Backward,
+        Ok(M::BackwardTransitive) => CompatMode::BackwardTransitive,
+        Ok(M::Forward) => CompatMode::Forward,
+        Ok(M::ForwardTransitive) => CompatMode::ForwardTransitive,
+        Ok(M::Full) => CompatMode::Full,
+        Ok(M::FullTransitive) => CompatMode::FullTransitive,
+        Ok(M::None) => CompatMode::None,
+        Err(_) => {
+            return Err(ValidationError::new(
+                "compatibility",
+                format!("{value} is not a compatibility mode"),
+            ))
+        }
+    })
+}
+
+fn compat_to_pb(mode: CompatMode) -> pb::CompatibilityMode {
+    use pb::CompatibilityMode as M;
+    match mode {
+        CompatMode::Backward => M::Backward,
+        CompatMode::BackwardTransitive => M::BackwardTransitive,
+        CompatMode::Forward => M::Forward,
+        CompatMode::ForwardTransitive => M::ForwardTransitive,
+        CompatMode::Full => M::Full,
+        CompatMode::FullTransitive => M::FullTransitive,
+        CompatMode::None => M::None,
+    }
+}
+
+pub(crate) fn dataset_from_pb(d: Option<pb::Dataset>) -> Result<Dataset, ValidationError> {
+    let d = d.ok_or_else(|| ValidationError::new("dataset", "is required"))?;
+    let classification = classification_from_pb(d.classification)?.ok_or_else(|| {
+        ValidationError::new(
+            "classification",
+            "is required: unconditional, conditional, not_shared or open",
+        )
+    })?;
+    Ok(Dataset {
+        id: d.id,
+        title: d.title,
+        description: d.description,
+        domain: d.domain,
+        classification,
+        update_frequency: d.update_frequency,
+        steward: d.steward,
+        key_field: d.key_field,
+        tags: d.tags,
+        compatibility: compat_from_pb(d.compatibility)?,
+        latest_version: 0,
+        created_at: 0,
+        updated_at: 0,
+        revision: 0,
+    })
+}
+
+pub(crate) fn dataset_to_pb(d: Dataset, versions: Vec<SchemaVersion>) -> pb::Dataset {
+    pb::Dataset {
+        owner_id: d.owner().to_string(),
+        id: d.id,
+        title: d.title,
+        description: d.description,
+        domain: d.domain,
+        classification: classification_to_pb(d.classification) as i32,
+        update_frequency: d.update_frequency,
+        steward: d.steward,
+        key_field: d.key_field,
+        tags: d.tags,
+        compatibility: compat_to_pb(d.compatibility) as i32,
+        versions: versions.into_iter().map(schema_to_pb).collect(),
+        latest_version: d.latest_version,
+        created_at: d.created_at,
+        updated_at: d.updated_at,
+        revision: d.revision,
+    }
+}
+
+pub(crate) fn dataset_with_versions_to_pb(d: DatasetWithVersions) -> pb::Dataset {
+    dataset_to_pb(d.dataset, d.versions)
+}
+
+pub(crate) fn schema_to_pb(v: SchemaVersion) -> pb::SchemaVersion {
+    pb::SchemaVersion {
+        dataset_id: v.dataset_id,
+        version: v.version,
+        schema_json: v.schema_json,
+        sensitive_fields: v
+            .sensitive_fields
+            .into_iter()
+            .map(|s| pb::SensitiveField {
+                pointer: s.pointer,
+                sensitivity: s.sensitivity,
+            })
+            .collect(),
+        created_at: v.created_at,
+    }
+}
+
+pub(crate) fn grant_state_from_pb(value: i32) -> Result<Option<GrantState>, ValidationError> {
+    use pb::GrantState as S;
+    Ok(match S::try_from(value) {
+        Ok(S::Unspecified) => None,
+        Ok(S::Requested) => Some(GrantState::Requested),
+        Ok(S::Approved) => Some(GrantState::Approved),
+        Ok(S::Rejected) => Some(GrantState::Rejected),
+        Ok(S::Revoked) => Some(GrantState::Revoked),
+        Ok(S::Expired) => Some(GrantState::Expired),
+        Err(_) => return Err(ValidationError::new("state", format!("{value} is not a grant state"))),
+    })
+}
+
+fn grant_state_to_pb(s: GrantState) -> pb::GrantState {
+    use pb::GrantState as S;
+    match s {
+        GrantState::Requested => S::Requested,
+        GrantState::Approved => S::Approved,
+        GrantState::Rejected => S::Rejected,
+        GrantState::Revoked => S::Revoked,
+        GrantState::Expired => S::Expired,
+    }
+}
+
+/// The grant as a caller sees it at `now`: an approved grant past its expiry reads as expired.
+pub(crate) fn grant_to_pb(g: Grant, now: i64) -> pb::Grant {
+    pb::Grant {
+        state: grant_state_to_pb(g.state_at(now)) as i32,
+        id: g.id,
+        consumer_id: g.consumer_id,
+        dataset_id: g.dataset_id,
+        fields: g.fields,
+        row_filter: g.row_filter,
+        purposes: g.purposes,
+        legal_basis: g.legal_basis,
+        expires_at: g.expires_at,
+        reason: g.reason,
+        requested_by: g.requested_by,
+        decided_by: g.decided_by,
+        created_at: g.created_at,
+        updated_at: g.updated_at,
+        revision: g.revision,
+        clear_fields: g.clear_fields,
+    }
+}
+
+pub(crate) fn grant_request_from_pb(r: pb::RequestGrantRequest) -> GrantRequest {
+    GrantRequest {
+        consumer_id: r.consumer_id,
+        dataset_id: r.dataset_id,
+        fields: r.fields,
+        clear_fields: r.clear_fields,
+        row_filter: r.row_filter,
+        purposes: r.purposes,
+        legal_basis: r.legal_basis,
+        expires_at: r.expires_at,
+    }
+}

@@ -1,0 +1,314 @@
+//! The gRPC skin: authenticates (via the interceptor), converts, calls [`State`], converts back.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use exchange_core::{authz, now, CoreError};
+use exchange_proto::registry::v1 as pb;
+use exchange_transport::auth::caller;
+use exchange_transport::to_status;
+use futures_util::Stream;
+use tokio::sync::{mpsc, watch};
+use tonic::{Request, Response, Status};
+
+use crate::convert::*;
+use crate::state::{DatasetQuery, GrantQuery, State, WatchItem};
+
+/// The `exchange.registry.v1.Registry` service.
+pub struct RegistryService {
+    state: Arc<State>,
+    trust_domain: String,
+    /// Flips to true when the server shuts down, ending Watch streams so that graceful shutdown
+    /// does not wait on them forever.
+    shutdown: watch::Receiver<bool>,
+}
+
+impl RegistryService {
+    /// A service over `state`.
+    pub fn new(state: Arc<State>, trust_domain: String, shutdown: watch::Receiver<bool>) -> Self {
+        Self {
+            state,
+            trust_domain,
+            shutdown,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<Response<T>, Status>;
+
+fn ok<T>(value: std::result::Result<T, CoreError>) -> Result<T> {
+    value.map(Response::new).map_err(to_status)
+}
+
+/// How many log entries one Watch read takes before sending.
+const WATCH_BATCH: usize = 1000;
+
+#[tonic::async_trait]
+impl pb::registry_server::Registry for RegistryService {
+    async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<pb::Principal> {
+        let me = caller(&request)?;
+        let registered = self.state.is_member(&me.principal.department).map_err(to_status)?;
+        Ok(Response::new(pb::Principal {
+            uri: me.principal.uri(&self.trust_domain),
+            department_id: me.principal.department,
+            role: role_to_pb(me.principal.role) as i32,
+            department_registered: registered,
+            certificate_not_after: me.not_after,
+        }))
+    }
+
+    async fn register_department(&self, request: Request<pb::RegisterDepartmentRequest>) -> Result<pb::Department> {
+        let me = caller(&request)?.principal;
+        let dept = department_from_pb(request.into_inner().department).map_err(|e| to_status(e.into()))?;
+        ok(self.state.register_department(&me, dept).await.map(department_to_pb))
+    }
+
+    async fn update_department(&self, request: Request<pb::UpdateDepartmentRequest>) -> Result<pb::Department> {
+        let me = caller(&request)?.principal;
+        let dept = department_from_pb(request.into_inner().department).map_err(|e| to_status(e.into()))?;
+        ok(self.state.update_department(&me, dept).await.map(department_to_pb))
+    }
+
+    async fn get_department(&self, request: Request<pb::GetDepartmentRequest>) -> Result<pb::Department> {
+        caller(&request)?;
+        ok(self
+            .state
+            .get_department(&request.into_inner().id)
+            .map(department_to_pb))
+    }
+
+    async fn list_departments(
+        &self,
+        request: Request<pb::ListDepartmentsRequest>,
+    ) -> Result<pb::ListDepartmentsResponse> {
+        caller(&request)?;
+        let r = request.into_inner();
+        let level = level_from_pb(r.level, "level").map_err(|e| to_status(e.into()))?;
+        let parent = (!r.parent_id.is_empty()).then_some(r.parent_id.as_str());
+        ok(self
+            .state
+            .list_departments(parent, level)
+            .map(|ds| pb::ListDepartmentsResponse {
+                departments: ds.into_iter().map(department_to_pb).collect(),
+            }))
+    }
+
+    async fn register_dataset(&self, request: Request<pb::RegisterDatasetRequest>) -> Result<pb::Dataset> {
+        let me = caller(&request)?.principal;
+        let dataset = dataset_from_pb(request.into_inner().dataset).map_err(|e| to_status(e.into()))?;
+        ok(self
+            .state
+            .register_dataset(&me, dataset)
+            .await
+            .map(|d| dataset_to_pb(d, vec![])))
+    }
+
+    async fn update_dataset(&self, request: Request<pb::UpdateDatasetRequest>) -> Result<pb::Dataset> {
+        let me = caller(&request)?.principal;
+        let dataset = dataset_from_pb(request.into_inner().dataset).map_err(|e| to_status(e.into()))?;
+        let updated = self.state.update_dataset(&me, dataset).await.map_err(to_status)?;
+        ok(self.state.get_dataset(&updated.id).map(dataset_with_versions_to_pb))
+    }
+
+    async fn get_dataset(&self, request: Request<pb::GetDatasetRequest>) -> Result<pb::Dataset> {
+        caller(&request)?;
+        ok(self
+            .state
+            .get_dataset(&request.into_inner().id)
+            .map(dataset_with_versions_to_pb))
+    }
+
+    async fn search_datasets(&self, request: Request<pb::SearchDatasetsRequest>) -> Result<pb::SearchDatasetsResponse> {
+        caller(&request)?;
+        let r = request.into_inner();
+        let query = DatasetQuery {
+            owner_id: r.owner_id,
+            domain: r.domain,
+            classification: classification_from_pb(r.classification).map_err(|e| to_status(e.into()))?,
+            text: r.text,
+        };
+        ok(self.state.search_datasets(&query).map(|ds| pb::SearchDatasetsResponse {
+            datasets: ds.into_iter().map(|d| dataset_to_pb(d, vec![])).collect(),
+        }))
+    }
+
+    async fn publish_schema(&self, request: Request<pb::PublishSchemaRequest>) -> Result<pb::SchemaVersion> {
+        let me = caller(&request)?.principal;
+        let r = request.into_inner();
+        ok(self
+            .state
+            .publish_schema(&me, &r.dataset_id, &r.schema_json)
+            .await
+            .map(schema_to_pb))
+    }
+
+    async fn check_schema(&self, request: Request<pb::CheckSchemaRequest>) -> Result<pb::CheckSchemaResponse> {
+        let me = caller(&request)?.principal;
+        let r = request.into_inner();
+        ok(self
+            .state
+            .check_schema(&me, &r.dataset_id, &r.schema_json)
+            .map(|c| pb::CheckSchemaResponse {
+                accepted: c.accepted,
+                version: c.version,
+                errors: c.errors,
+                incompatibilities: c
+                    .incompatibilities
+                    .into_iter()
+                    .map(|i| pb::Incompatibility {
+                        against_version: i.against_version,
+                        direction: i.direction.to_string(),
+                        pointer: i.pointer,
+                        message: i.message,
+                    })
+                    .collect(),
+                broken_grants: c
+                    .broken_grants
+                    .into_iter()
+                    .map(|(grant_id, consumer_id, field, reason)| pb::BrokenGrant {
+                        grant_id,
+                        consumer_id,
+                        field,
+                        reason,
+                    })
+                    .collect(),
+            }))
+    }
+
+    async fn get_schema(&self, request: Request<pb::GetSchemaRequest>) -> Result<pb::SchemaVersion> {
+        caller(&request)?;
+        let r = request.into_inner();
+        ok(self.state.get_schema(&r.dataset_id, r.version).map(schema_to_pb))
+    }
+
+    async fn request_grant(&self, request: Request<pb::RequestGrantRequest>) -> Result<pb::Grant> {
+        let me = caller(&request)?.principal;
+        let uri = me.uri(&self.trust_domain);
+        let r = grant_request_from_pb(request.into_inner());
+        ok(self
+            .state
+            .request_grant(&me, &uri, r)
+            .await
+            .map(|g| grant_to_pb(g, now())))
+    }
+
+    async fn approve_grant(&self, request: Request<pb::DecideGrantRequest>) -> Result<pb::Grant> {
+        self.decide(request, exchange_core::grant::GrantState::Approved).await
+    }
+
+    async fn reject_grant(&self, request: Request<pb::DecideGrantRequest>) -> Result<pb::Grant> {
+        self.decide(request, exchange_core::grant::GrantState::Rejected).await
+    }
+
+    async fn revoke_grant(&self, request: Request<pb::DecideGrantRequest>) -> Result<pb::Grant> {
+        self.decide(request, exchange_core::grant::GrantState::Revoked).await
+    }
+
+    async fn get_grant(&self, request: Request<pb::GetGrantRequest>) -> Result<pb::Grant> {
+        let me = caller(&request)?.principal;
+        ok(self
+            .state
+            .get_grant(&me, &request.into_inner().grant_id)
+            .map(|g| grant_to_pb(g, now())))
+    }
+
+    async fn list_grants(&self, request: Request<pb::ListGrantsRequest>) -> Result<pb::ListGrantsResponse> {
+        let me = caller(&request)?.principal;
+        let r = request.into_inner();
+        let query = GrantQuery {
+            consumer_id: r.consumer_id,
+            dataset_id: r.dataset_id,
+            owner_id: r.owner_id,
+            state: grant_state_from_pb(r.state).map_err(|e| to_status(e.into()))?,
+        };
+        let t = now();
+        ok(self.state.list_grants(&me, &query).map(|gs| pb::ListGrantsResponse {
+            grants: gs.into_iter().map(|g| grant_to_pb(g, t)).collect(),
+        }))
+    }
+
+    type WatchStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::WatchEvent, Status>> + Send>>;
+
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Self::WatchStream> {
+        let me = caller(&request)?.principal;
+        let r = request.into_inner();
+        let department = if r.all_departments {
+            None
+        } else if r.department_id.is_empty() {
+            Some(me.department.clone())
+        } else {
+            Some(r.department_id)
+        };
+        authz::watch(&me, department.as_deref()).map_err(|e| to_status(e.into()))?;
+        let (tx, rx) = mpsc::channel(64);
+        let state = self.state.clone();
+        let mut revisions = state.subscribe();
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut last = r.from_revision;
+            let mut caught_up = false;
+            loop {
+                loop {
+                    let (items, examined) = match state.changes_since(department.as_deref(), last, WATCH_BATCH) {
+                        Ok(found) => found,
+                        Err(e) => {
+                            let _ = tx.send(Err(to_status(e))).await;
+                            return;
+                        }
+                    };
+                    for (revision, item) in items {
+                        let t = now();
+                        let event = match item {
+                            WatchItem::Dataset(d) => pb::watch_event::Event::Dataset(dataset_with_versions_to_pb(*d)),
+                            WatchItem::Grant(g) => pb::watch_event::Event::Grant(grant_to_pb(*g, t)),
+                        };
+                        let event = pb::WatchEvent {
+                            revision,
+                            event: Some(event),
+                        };
+                        if tx.send(Ok(event)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if examined == last {
+                        break;
+                    }
+                    last = examined;
+                }
+                if !caught_up {
+                    caught_up = true;
+                    let event = pb::WatchEvent {
+                        revision: last,
+                        event: Some(pb::watch_event::Event::CaughtUp(pb::CaughtUp {})),
+                    };
+                    if tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    changed = revisions.wait_for(|&r| r > last) => if changed.is_err() { return },
+                    _ = shutdown.wait_for(|&down| down) => return,
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+impl RegistryService {
+    async fn decide(
+        &self,
+        request: Request<pb::DecideGrantRequest>,
+        to: exchange_core::grant::GrantState,
+    ) -> Result<pb::Grant> {
+        let me = caller(&request)?.principal;
+        let uri = me.uri(&self.trust_domain);
+        let r = request.into_inner();
+        ok(self
+            .state
+            .decide_grant(&me, &uri, &r.grant_id, to, &r.reason)
+            .await
+            .map(|g| grant_to_pb(g, now())))
+    }
+}

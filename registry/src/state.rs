@@ -1,0 +1,782 @@
+//! The registry's state and rules, over a [`Store`]. Transport-free: the gRPC service in
+//! `service.rs` converts messages and calls these methods with the caller's principal.
+//!
+//! Writes are serialised by one lock and each is committed durably before it returns, so an
+//! acknowledged change survives a crash (registry writes are admin-paced; one writer is plenty).
+//! Every change gets the next registry *revision* and a line in the change log, which is what
+//! `Watch` replays and follows.
+//!
+//! Keys: `dept/<id>`, `ds/<dataset>`, `sv/<dataset>/<version:010>`, `grant/<id>`,
+//! `log/<revision:020>`, `meta/revision`, `meta/grant_seq`.
+
+use std::sync::Arc;
+
+use exchange_core::catalog::{self, Classification, Dataset};
+use exchange_core::compat;
+use exchange_core::department::{self, Department, Level};
+use exchange_core::error::SchemaError;
+use exchange_core::grant::{self, Grant, GrantLimits, GrantRequest, GrantState};
+use exchange_core::identity::Principal;
+use exchange_core::schema::{self, DatasetSchema, SensitiveField};
+use exchange_core::store::{Batch, Store};
+use exchange_core::{authz, now, CoreError, ValidationError};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Mutex};
+
+const META_REVISION: &[u8] = b"meta/revision";
+const META_GRANT_SEQ: &[u8] = b"meta/grant_seq";
+
+fn dept_key(id: &str) -> Vec<u8> {
+    format!("dept/{id}").into_bytes()
+}
+fn dataset_key(id: &str) -> Vec<u8> {
+    format!("ds/{id}").into_bytes()
+}
+fn versions_prefix(id: &str) -> Vec<u8> {
+    format!("sv/{id}/").into_bytes()
+}
+fn version_key(id: &str, version: u32) -> Vec<u8> {
+    format!("sv/{id}/{version:010}").into_bytes()
+}
+fn grant_key(id: &str) -> Vec<u8> {
+    format!("grant/{id}").into_bytes()
+}
+fn log_key(revision: u64) -> Vec<u8> {
+    format!("log/{revision:020}").into_bytes()
+}
+
+/// A published schema version as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SchemaVersion {
+    /// The dataset it belongs to.
+    pub dataset_id: String,
+    /// 1, 2, ...
+    pub version: u32,
+    /// The schema text exactly as published.
+    pub schema_json: String,
+    /// Its `x-sensitivity` annotations.
+    pub sensitive_fields: Vec<SensitiveField>,
+    /// When it was published.
+    pub created_at: i64,
+}
+
+/// What changed at a revision, in the change log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    Department,
+    Dataset,
+    Grant,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LogEntry {
+    kind: Kind,
+    id: String,
+}
+
+/// A dataset with its schema versions, oldest first.
+#[derive(Debug, Clone)]
+pub struct DatasetWithVersions {
+    /// The dataset.
+    pub dataset: Dataset,
+    /// Its versions.
+    pub versions: Vec<SchemaVersion>,
+}
+
+/// One item of a watch stream.
+#[derive(Debug, Clone)]
+pub enum WatchItem {
+    /// A dataset's current state, versions included.
+    Dataset(Box<DatasetWithVersions>),
+    /// A grant's current state.
+    Grant(Box<Grant>),
+}
+
+/// The outcome of checking a candidate schema version.
+#[derive(Debug, Clone, Default)]
+pub struct SchemaCheck {
+    /// Whether publishing it now would succeed.
+    pub accepted: bool,
+    /// The version number it would get.
+    pub version: u32,
+    /// Why the schema is invalid, if it is.
+    pub errors: Vec<String>,
+    /// Compatibility rules it breaks.
+    pub incompatibilities: Vec<compat::Incompatibility>,
+    /// Active grants it would break: (grant id, consumer, field, reason).
+    pub broken_grants: Vec<(String, String, String, String)>,
+}
+
+/// Filters for listing grants; empty strings and `None` match everything.
+#[derive(Debug, Clone, Default)]
+pub struct GrantQuery {
+    /// Only this consumer's grants.
+    pub consumer_id: String,
+    /// Only grants on this dataset.
+    pub dataset_id: String,
+    /// Only grants on datasets this department owns.
+    pub owner_id: String,
+    /// Only grants in this state now.
+    pub state: Option<GrantState>,
+}
+
+/// Filters for searching the catalog; empty strings and `None` match everything.
+#[derive(Debug, Clone, Default)]
+pub struct DatasetQuery {
+    /// Owner department.
+    pub owner_id: String,
+    /// Domain, exactly.
+    pub domain: String,
+    /// Classification.
+    pub classification: Option<Classification>,
+    /// Case-insensitive substring of id, title, description or a tag.
+    pub text: String,
+}
+
+/// The pending writes of one registry change.
+struct Tx {
+    batch: Batch,
+    revision: u64,
+}
+
+impl Tx {
+    fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) -> Result<(), CoreError> {
+        self.batch.put(key, encode(value)?);
+        Ok(())
+    }
+
+    /// Takes the next revision for a change of `kind` `id` and logs it.
+    fn next_revision(&mut self, kind: Kind, id: &str) -> Result<u64, CoreError> {
+        self.revision += 1;
+        let entry = LogEntry {
+            kind,
+            id: id.to_string(),
+        };
+        self.batch.put(log_key(self.revision), encode(&entry)?);
+        Ok(self.revision)
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CoreError> {
+    serde_json::to_vec(value)
+        .map_err(|e| CoreError::Store(exchange_core::store::StoreError::Engine(format!("cannot encode: {e}"))))
+}
+
+/// The registry's state.
+pub struct State {
+    store: Arc<dyn Store>,
+    /// Held for the whole of a write; holds the current revision.
+    writer: Mutex<u64>,
+    revision: watch::Sender<u64>,
+    limits: GrantLimits,
+}
+
+impl State {
+    /// Opens the state over `store`.
+    pub fn open(store: Arc<dyn Store>, limits: GrantLimits) -> Result<Self, CoreError> {
+        let revision = match store.get(META_REVISION)? {
+            Some(bytes) => decode::<u64>(META_REVISION, &bytes)?,
+            None => 0,
+        };
+        Ok(Self {
+            store,
+            writer: Mutex::new(revision),
+            revision: watch::channel(revision).0,
+            limits,
+        })
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, CoreError> {
+        self.store.get(key)?.map(|bytes| decode(key, &bytes)).transpose()
+    }
+
+    fn scan<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, CoreError> {
+        self.store
+            .scan_prefix(prefix)?
+            .into_iter()
+            .map(|(k, v)| decode(&k, &v))
+            .collect()
+    }
+
+    /// Runs `change` under the write lock and commits what it wrote durably.
+    async fn write<R>(&self, change: impl FnOnce(&mut Tx) -> Result<R, CoreError>) -> Result<R, CoreError> {
+        let mut current = self.writer.lock().await;
+        let mut tx = Tx {
+            batch: Batch::default(),
+            revision: *current,
+        };
+        let result = change(&mut tx)?;
+        if tx.batch.is_empty() {
+            return Ok(result);
+        }
+        let revision = tx.revision;
+        tx.put(META_REVISION.to_vec(), &revision)?;
+        let store = self.store.clone();
+        let batch = std::mem::take(&mut tx.batch);
+        tokio::task::spawn_blocking(move || store.commit(batch))
+            .await
+            .map_err(|e| {
+                CoreError::Store(exchange_core::store::StoreError::Engine(format!(
+                    "commit task failed: {e}"
+                )))
+            })??;
+        *current = tx.revision;
+        self.revision.send_replace(tx.revision);
+        Ok(result)
+    }
+
+    /// The latest committed revision, and a receiver that changes whenever it does.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.revision.subscribe()
+    }
+
+    // ---- departments ----
+
+    /// Whether `id` is a registered department.
+    pub fn is_member(&self, id: &str) -> Result<bool, CoreError> {
+        Ok(self.store.get(&dept_key(id))?.is_some())
+    }
+
+    /// Registers a department.
+    pub async fn register_department(&self, p: &Principal, mut dept: Department) -> Result<Department, CoreError> {
+        authz::manage_departments(p)?;
+        self.write(|tx| {
+            if self.get::<Department>(&dept_key(&dept.id))?.is_some() {
+                return Err(CoreError::AlreadyExists(format!(
+                    "department {} is already registered",
+                    dept.id
+                )));
+            }
+            let parent = self.parent_of(&dept)?;
+            department::validate(&dept, parent.as_ref())?;
+            let t = now();
+            dept.created_at = t;
+            dept.updated_at = t;
+            dept.revision = tx.next_revision(Kind::Department, &dept.id)?;
+            tx.put(dept_key(&dept.id), &dept)?;
+            Ok(dept)
+        })
+        .await
+        .inspect(|d| tracing::info!(by = %p, department = %d.id, revision = d.revision, "department registered"))
+    }
+
+    fn parent_of(&self, dept: &Department) -> Result<Option<Department>, CoreError> {
+        match &dept.parent_id {
+            Some(parent) => self.get(&dept_key(parent)),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces a department's updatable fields.
+    pub async fn update_department(&self, p: &Principal, mut dept: Department) -> Result<Department, CoreError> {
+        authz::manage_departments(p)?;
+        self.write(|tx| {
+            let old: Department = self
+                .get(&dept_key(&dept.id))?
+                .ok_or_else(|| CoreError::not_found(format!("department {} is not registered", dept.id)))?;
+            let parent = self.parent_of(&dept)?;
+            department::validate(&dept, parent.as_ref())?;
+            for child in self.scan::<Department>(b"dept/")? {
+                if child.parent_id.as_deref() == Some(dept.id.as_str()) && child.level <= dept.level {
+                    return Err(ValidationError::new(
+                        "level",
+                        format!(
+                            "child department {} is at {} level; a parent must be above its children",
+                            child.id, child.level
+                        ),
+                    )
+                    .into());
+                }
+            }
+            dept.created_at = old.created_at;
+            dept.updated_at = now();
+            dept.revision = tx.next_revision(Kind::Department, &dept.id)?;
+            tx.put(dept_key(&dept.id), &dept)?;
+            Ok(dept)
+        })
+        .await
+        .inspect(|d| tracing::info!(by = %p, department = %d.id, revision = d.revision, "department updated"))
+    }
+
+    /// One department.
+    pub fn get_department(&self, id: &str) -> Result<Department, CoreError> {
+        self.get(&dept_key(id))?
+            .ok_or_else(|| CoreError::not_found(format!("department {id} is not registered")))
+    }
+
+    /// Departments, optionally only the children of `parent` or those at `level`.
+    pub fn list_departments(&self, parent: Option<&str>, level: Option<Level>) -> Result<Vec<Department>, CoreError> {
+        Ok(self
+            .scan::<Department>(b"dept/")?
+            .into_iter()
+            .filter(|d| parent.is_none_or(|p| d.parent_id.as_deref() == Some(p)))
+            .filter(|d| level.is_none_or(|l| d.level == l))
+            .collect())
+    }
+
+    // ---- catalog ----
+
+    /// Registers a dataset (without a schema: publish version 1 next).
+    pub async fn register_dataset(&self, p: &Principal, mut dataset: Dataset) -> Result<Dataset, CoreError> {
+        catalog::validate(&dataset)?;
+        authz::manage_dataset(p, dataset.owner())?;
+        self.write(|tx| {
+            if !self.is_member(dataset.owner())? {
+                return Err(ValidationError::new(
+                    "dataset id",
+                    format!("owner {} is not a registered department", dataset.owner()),
+                )
+                .into());
+            }
+            if self.get::<Dataset>(&dataset_key(&dataset.id))?.is_some() {
+                return Err(CoreError::AlreadyExists(format!(
+                    "dataset {} already exists",
+                    dataset.id
+                )));
+            }
+            let t = now();
+            dataset.latest_version = 0;
+            dataset.created_at = t;
+            dataset.updated_at = t;
+            dataset.revision = tx.next_revision(Kind::Dataset, &dataset.id)?;
+            tx.put(dataset_key(&dataset.id), &dataset)?;
+            Ok(dataset)
+        })
+        .await
+        .inspect(|d| tracing::info!(by = %p, dataset = %d.id, revision = d.revision, "dataset registered"))
+    }
+
+    /// Replaces a dataset's descriptive fields; the key field cannot change.
+    pub async fn update_dataset(&self, p: &Principal, update: Dataset) -> Result<Dataset, CoreError> {
+        catalog::validate(&update)?;
+        authz::manage_dataset(p, update.owner())?;
+        self.write(|tx| {
+            let mut dataset = self.dataset(&update.id)?;
+            if update.key_field != dataset.key_field {
+                return Err(ValidationError::new(
+                    "key_field",
+                    format!(
+                        "cannot change from \"{}\"; register a new dataset instead",
+                        dataset.key_field
+                    ),
+                )
+                .into());
+            }
+            dataset.title = update.title;
+            dataset.description = update.description;
+            dataset.domain = update.domain;
+            dataset.classification = update.classification;
+            dataset.update_frequency = update.update_frequency;
+            dataset.steward = update.steward;
+            dataset.tags = update.tags;
+            dataset.compatibility = update.compatibility;
+            dataset.updated_at = now();
+            dataset.revision = tx.next_revision(Kind::Dataset, &dataset.id)?;
+            tx.put(dataset_key(&dataset.id), &dataset)?;
+            Ok(dataset)
+        })
+        .await
+        .inspect(|d| tracing::info!(by = %p, dataset = %d.id, revision = d.revision, "dataset updated"))
+    }
+
+    fn dataset(&self, id: &str) -> Result<Dataset, CoreError> {
+        self.get(&dataset_key(id))?
+            .ok_or_else(|| CoreError::not_found(format!("dataset {id} does not exist")))
+    }
+
+    /// A dataset with its schema versions.
+    pub fn get_dataset(&self, id: &str) -> Result<DatasetWithVersions, CoreError> {
+        let dataset = self.dataset(id)?;
+        let versions = self.scan(&versions_prefix(id))?;
+        Ok(DatasetWithVersions { dataset, versions })
+    }
+
+    /// Datasets matching every given filter.
+    pub fn search_datasets(&self, query: &DatasetQuery) -> Result<Vec<Dataset>, CoreError> {
+        let text = query.text.to_lowercase();
+        Ok(self
+            .scan::<Dataset>(b"ds/")?
+            .into_iter()
+            .filter(|d| query.owner_id.is_empty() || d.owner() == query.owner_id)
+            .filter(|d| query.domain.is_empty() || d.domain == query.domain)
+            .filter(|d| query.classification.is_none_or(|c| d.classification == c))
+            .filter(|d| text.is_empty() || d.matches_text(&text))
+            .collect())
+    }
+
+    // ---- schemas ----
+
+    /// Every check `PublishSchema` makes, without storing anything.
+    fn prepare_version(
+        &self,
+        dataset: &Dataset,
+        text: &str,
+    ) -> Result<(DatasetSchema, u32, Vec<DatasetSchemaVersion>), CoreError> {
+        let candidate = schema::parse_dataset_schema(text, &dataset.key_field)?;
+        let version = dataset.latest_version + 1;
+        let previous = self.parsed_versions(dataset)?;
+        let refs: Vec<(u32, &serde_json::Value)> = previous.iter().map(|v| (v.version, &v.schema.schema)).collect();
+        let problems = compat::check(dataset.compatibility, version, &candidate.schema, &refs);
+        if !problems.is_empty() {
+            return Err(SchemaError::Incompatible {
+                version,
+                mode: dataset.compatibility.to_string(),
+                problems,
+            }
+            .into());
+        }
+        Ok((candidate, version, previous))
+    }
+
+    fn parsed_versions(&self, dataset: &Dataset) -> Result<Vec<DatasetSchemaVersion>, CoreError> {
+        self.scan::<SchemaVersion>(&versions_prefix(&dataset.id))?
+            .into_iter()
+            .map(|v| {
+                let schema = schema::parse_dataset_schema(&v.schema_json, &dataset.key_field).map_err(|e| {
+                    CoreError::Store(exchange_core::store::StoreError::Corrupt {
+                        key: format!("sv/{}/{}", dataset.id, v.version),
+                        message: e.to_string(),
+                    })
+                })?;
+                Ok(DatasetSchemaVersion {
+                    version: v.version,
+                    schema,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether a candidate schema would be accepted, and which active grants it would break.
+    pub fn check_schema(&self, p: &Principal, dataset_id: &str, text: &str) -> Result<SchemaCheck, CoreError> {
+        let dataset = self.dataset(dataset_id)?;
+        if p.role != exchange_core::identity::Role::Auditor {
+            authz::manage_dataset(p, dataset.owner())?;
+        }
+        let mut check = SchemaCheck {
+            version: dataset.latest_version + 1,
+            ..SchemaCheck::default()
+        };
+        let (candidate, previous) = match self.prepare_version(&dataset, text) {
+            Ok((candidate, _, previous)) => (candidate, previous),
+            Err(CoreError::Schema(SchemaError::Invalid(errors))) => {
+                check.errors = errors;
+                return Ok(check);
+            }
+            Err(CoreError::Schema(SchemaError::Incompatible { problems, .. })) => {
+                check.incompatibilities = problems;
+                // Still report broken grants: the author wants the whole picture.
+                let candidate = schema::parse_dataset_schema(text, &dataset.key_field)?;
+                (candidate, self.parsed_versions(&dataset)?)
+            }
+            Err(other) => return Err(other),
+        };
+        check.accepted = check.incompatibilities.is_empty();
+        if let Some(latest) = previous.last() {
+            let t = now();
+            for g in self.scan::<Grant>(b"grant/")? {
+                if g.dataset_id == dataset.id && g.is_active(t) {
+                    for (field, reason) in g.broken_by(&latest.schema, &candidate) {
+                        check
+                            .broken_grants
+                            .push((g.id.clone(), g.consumer_id.clone(), field, reason));
+                    }
+                }
+            }
+        }
+        Ok(check)
+    }
+
+    /// Publishes the next schema version of a dataset.
+    pub async fn publish_schema(
+        &self,
+        p: &Principal,
+        dataset_id: &str,
+        text: &str,
+    ) -> Result<SchemaVersion, CoreError> {
+        self.write(|tx| {
+            let mut dataset = self.dataset(dataset_id)?;
+            authz::manage_dataset(p, dataset.owner())?;
+            let (candidate, version, _) = self.prepare_version(&dataset, text)?;
+            let stored = SchemaVersion {
+                dataset_id: dataset.id.clone(),
+                version,
+                schema_json: text.to_string(),
+                sensitive_fields: candidate.sensitive_fields,
+                created_at: now(),
+            };
+            tx.put(version_key(&dataset.id, version), &stored)?;
+            dataset.latest_version = version;
+            dataset.updated_at = stored.created_at;
+            dataset.revision = tx.next_revision(Kind::Dataset, &dataset.id)?;
+            tx.put(dataset_key(&dataset.id), &dataset)?;
+            Ok(stored)
+        })
+        .await
+        .inspect(|v| tracing::info!(by = %p, dataset = %v.dataset_id, version = v.version, "schema version published"))
+    }
+
+    /// One schema version; 0 means the latest.
+    pub fn get_schema(&self, dataset_id: &str, version: u32) -> Result<SchemaVersion, CoreError> {
+        let dataset = self.dataset(dataset_id)?;
+        if dataset.latest_version == 0 {
+            return Err(CoreError::not_found(format!(
+                "dataset {dataset_id} has no schema version yet"
+            )));
+        }
+        let version = if version == 0 { dataset.latest_version } else { version };
+        self.get(&version_key(dataset_id, version))?.ok_or_else(|| {
+            CoreError::not_found(format!(
+                "dataset {dataset_id} has no version {version}; the latest is {}",
+                dataset.latest_version
+            ))
+        })
+    }
+
+    // ---- grants ----
+
+    /// Requests a grant; approved at once for unconditional and open datasets.
+    pub async fn request_grant(&self, p: &Principal, uri: &str, mut request: GrantRequest) -> Result<Grant, CoreError> {
+        if request.consumer_id.is_empty() {
+            request.consumer_id = p.department.clone();
+        }
+        authz::request_grant(p, &request.consumer_id)?;
+        self.write(|tx| {
+            if !self.is_member(&request.consumer_id)? {
+                return Err(ValidationError::new(
+                    "consumer_id",
+                    format!("{} is not a registered department", request.consumer_id),
+                )
+                .into());
+            }
+            let dataset = self.dataset(&request.dataset_id)?;
+            if dataset.latest_version == 0 {
+                return Err(CoreError::FailedPrecondition(format!(
+                    "dataset {} has no schema version yet; its owner must publish one first",
+                    dataset.id
+                )));
+            }
+            let latest = self
+                .parsed_versions(&dataset)?
+                .pop()
+                .ok_or_else(|| CoreError::not_found(format!("dataset {} has no schema", dataset.id)))?;
+            let mut g = grant::new_grant(request, &dataset, &latest.schema, self.limits, uri, now())?;
+            let seq = self.get::<u64>(META_GRANT_SEQ)?.unwrap_or(0) + 1;
+            tx.put(META_GRANT_SEQ.to_vec(), &seq)?;
+            g.id = format!("g-{seq:06}");
+            g.revision = tx.next_revision(Kind::Grant, &g.id)?;
+            tx.put(grant_key(&g.id), &g)?;
+            Ok(g)
+        })
+        .await
+        .inspect(|g| {
+            tracing::info!(by = %p, grant = %g.id, dataset = %g.dataset_id, consumer = %g.consumer_id, state = %g.state, "grant requested")
+        })
+    }
+
+    /// Approves, rejects or revokes a grant.
+    pub async fn decide_grant(
+        &self,
+        p: &Principal,
+        uri: &str,
+        id: &str,
+        to: GrantState,
+        reason: &str,
+    ) -> Result<Grant, CoreError> {
+        self.write(|tx| {
+            let mut g = self.grant(id)?;
+            let owner = catalog::owner_of(&g.dataset_id).to_string();
+            match to {
+                GrantState::Revoked => authz::revoke_grant(p, &owner, &g.consumer_id)?,
+                _ => authz::decide_grant(p, &owner)?,
+            }
+            g.decide(to, uri, reason, now())?;
+            g.revision = tx.next_revision(Kind::Grant, &g.id)?;
+            tx.put(grant_key(&g.id), &g)?;
+            Ok(g)
+        })
+        .await
+        .inspect(|g| tracing::info!(by = %p, grant = %g.id, state = %g.state, reason = %g.reason, "grant decided"))
+    }
+
+    fn grant(&self, id: &str) -> Result<Grant, CoreError> {
+        self.get(&grant_key(id))?
+            .ok_or_else(|| CoreError::not_found(format!("grant {id} does not exist")))
+    }
+
+    /// One grant, if the caller may see it.
+    pub fn get_grant(&self, p: &Principal, id: &str) -> Result<Grant, CoreError> {
+        let g = self.grant(id)?;
+        if !authz::see_grant(p, catalog::owner_of(&g.dataset_id), &g.consumer_id) {
+            // Same answer as a missing grant: ids of other departments' grants are not disclosed.
+            return Err(CoreError::not_found(format!("grant {id} does not exist")));
+        }
+        Ok(g)
+    }
+
+    /// Grants matching the query that the caller may see.
+    pub fn list_grants(&self, p: &Principal, query: &GrantQuery) -> Result<Vec<Grant>, CoreError> {
+        let t = now();
+        Ok(self
+            .scan::<Grant>(b"grant/")?
+            .into_iter()
+            .filter(|g| authz::see_grant(p, catalog::owner_of(&g.dataset_id), &g.consumer_id))
+            .filter(|g| query.consumer_id.is_empty() || g.consumer_id == query.consumer_id)
+            .filter(|g| query.dataset_id.is_empty() || g.dataset_id == query.dataset_id)
+            .filter(|g| query.owner_id.is_empty() || catalog::owner_of(&g.dataset_id) == query.owner_id)
+            .filter(|g| query.state.is_none_or(|s| g.state_at(t) == s))
+            .collect())
+    }
+
+    // ---- watch ----
+
+    /// The current state of what changed after revision `after` and concerns the datasets of
+    /// `department` (every department when `None`), up to `limit` log entries. Returns the items
+    /// with their revisions, and the last revision examined.
+    pub fn changes_since(
+        &self,
+        department: Option<&str>,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<(u64, WatchItem)>, u64), CoreError> {
+        let entries = self.store.range(&log_key(after + 1), b"log0", limit)?;
+        let mut items = Vec::new();
+        let mut last = after;
+        for (key, value) in entries {
+            let entry: LogEntry = decode(&key, &value)?;
+            let revision = std::str::from_utf8(&key[4..])
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    CoreError::Store(exchange_core::store::StoreError::Corrupt {
+                        key: String::from_utf8_lossy(&key).into_owned(),
+                        message: "not a revision".into(),
+                    })
+                })?;
+            last = revision;
+            let concerns = |dataset_id: &str| department.is_none_or(|d| catalog::owner_of(dataset_id) == d);
+            match entry.kind {
+                Kind::Department => {}
+                Kind::Dataset => {
+                    if concerns(&entry.id) {
+                        let with = self.get_dataset(&entry.id)?;
+                        // A later log entry will send this dataset again in its newer state.
+                        if with.dataset.revision == revision {
+                            items.push((revision, WatchItem::Dataset(Box::new(with))));
+                        }
+                    }
+                }
+                Kind::Grant => {
+                    let g = self.grant(&entry.id)?;
+                    if concerns(&g.dataset_id) && g.revision == revision {
+                        items.push((revision, WatchItem::Grant(Box::new(g))));
+                    }
+                }
+            }
+        }
+        Ok((items, last))
+    }
+}
+
+/// A stored schema version, parsed.
+struct DatasetSchemaVersion {
+    version: u32,
+    schema: DatasetSchema,
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, CoreError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        CoreError::Store(exchange_core::store::StoreError::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            message: e.to_string(),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use exchange_core::identity::Role;
+    use exchange_core::store::MemStore;
+
+    fn state() -> State {
+        State::open(
+            Arc::new(MemStore::new()),
+            GrantLimits {
+                max_duration_secs: 86_400,
+            },
+        )
+        .unwrap()
+    }
+
+    fn dept(id: &str) -> Department {
+        Department {
+            id: id.into(),
+            name: id.into(),
+            level: Level::Province,
+            region_code: "320000".into(),
+            parent_id: None,
+            node_endpoint: None,
+            created_at: 0,
+            updated_at: 0,
+            revision: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn changes_since_sends_each_object_once_in_its_latest_state() {
+        let s = state();
+        let admin = Principal::new("js.dsj", Role::Admin);
+        s.register_department(&admin, dept("js.gongan")).await.unwrap();
+        let dataset = Dataset {
+            id: "js.gongan/population".into(),
+            title: "t".into(),
+            description: String::new(),
+            domain: String::new(),
+            classification: Classification::Open,
+            update_frequency: String::new(),
+            steward: String::new(),
+            key_field: "id".into(),
+            tags: vec![],
+            compatibility: compat::CompatMode::Backward,
+            latest_version: 0,
+            created_at: 0,
+            updated_at: 0,
+            revision: 0,
+        };
+        s.register_dataset(&admin, dataset.clone()).await.unwrap();
+        let schema = r#"{"type":"object","required":["id"],"properties":{"id":{"type":"string"}}}"#;
+        s.publish_schema(&admin, &dataset.id, schema).await.unwrap();
+
+        // Registered at revision 2, then changed at 3: only the latest state is sent, at 3.
+        let (items, last) = s.changes_since(Some("js.gongan"), 0, 100).unwrap();
+        assert_eq!(last, 3);
+        assert_eq!(items.len(), 1);
+        let (revision, WatchItem::Dataset(d)) = &items[0] else {
+            panic!("expected the dataset");
+        };
+        assert_eq!(*revision, 3);
+        assert_eq!(d.dataset.latest_version, 1);
+        assert_eq!(d.versions.len(), 1);
+
+        // Other departments see nothing of it; a resume after the last revision sees nothing new.
+        assert!(s.changes_since(Some("js.scjg"), 0, 100).unwrap().0.is_empty());
+        let (items, last) = s.changes_since(Some("js.gongan"), 3, 100).unwrap();
+        assert!(items.is_empty());
+        assert_eq!(last, 3);
+    }
+
+    #[tokio::test]
+    async fn a_refused_write_changes_nothing_and_takes_no_revision() {
+        let s = state();
+        let admin = Principal::new("js.dsj", Role::Admin);
+        let mut bad = dept("js.gongan");
+        bad.region_code = "x".into();
+        assert!(s.register_department(&admin, bad).await.is_err());
+        assert_eq!(*s.subscribe().borrow(), 0);
+        assert!(s.list_departments(None, None).unwrap().is_empty());
+        s.register_department(&admin, dept("js.gongan")).await.unwrap();
+        assert_eq!(*s.subscribe().borrow(), 1);
+    }
+}

@@ -1,0 +1,12 @@
+//! Integration tests: the registry served in-process on 127.0.0.1:0 over real mutual TLS, and the
+//! `exchange` binary run as a child process (SIGKILL, quickstart, CLI).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+mod catalog;
+mod config;
+mod grants;
+mod harness;
+mod identity;
+mod process;
+mod watch;

@@ -1,0 +1,261 @@
+//! The `exchange` binary as a real child process: SIGKILL durability, the quickstart, the CLI.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use exchange_core::identity::Role;
+use exchange_proto::registry::v1 as pb;
+
+use crate::harness::*;
+
+/// Starts `exchange registry` and returns it with the address it logged.
+fn spawn_registry(config: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(exchange_bin())
+        .args(["--log-json", "registry", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let address = loop {
+        let line = lines.next().expect("registry exited before serving").unwrap();
+        let log: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if let Some(address) = log["fields"]["address"].as_str() {
+            break address.to_string();
+        }
+    };
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, address)
+}
+
+#[tokio::test]
+async fn a_sigkilled_registry_keeps_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = make_pki(dir.path());
+    let config = registry_config(dir.path(), "127.0.0.1:0".parse().unwrap());
+    let config_path = dir.path().join("registry.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\ntrust_domain = \"{TRUST_DOMAIN}\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+            config.data_dir, config.tls.ca, config.tls.cert, config.tls.key
+        ),
+    )
+    .unwrap();
+    let (mut child, address) = spawn_registry(&config_path);
+    let port = address.rsplit(':').next().unwrap().to_string();
+    let ex = ProcessExchange {
+        ca,
+        endpoint: format!("https://localhost:{port}"),
+    };
+
+    let mut admin = ex.client("js.dsj", Role::Admin).await;
+    let mut acknowledged = Vec::new();
+    for i in 0..20 {
+        let id = format!("js.d{i}");
+        admin
+            .register_department(pb::RegisterDepartmentRequest {
+                department: Some(department(&id, pb::Level::Province, "320000", "")),
+            })
+            .await
+            .unwrap();
+        acknowledged.push(id);
+    }
+    let mut owner = ex.client("js.d0", Role::System).await;
+    owner
+        .register_dataset(pb::RegisterDatasetRequest {
+            dataset: Some(dataset("js.d0/people", pb::Classification::Conditional, "id")),
+        })
+        .await
+        .unwrap();
+    owner
+        .publish_schema(pb::PublishSchemaRequest {
+            dataset_id: "js.d0/people".into(),
+            schema_json: person_schema().to_string(),
+        })
+        .await
+        .unwrap();
+    let mut consumer = ex.client("js.d1", Role::System).await;
+    let g = consumer
+        .request_grant(grant_request("js.d0/people", &["name"]))
+        .await
+        .unwrap()
+        .into_inner();
+    let approved = owner
+        .approve_grant(pb::DecideGrantRequest {
+            grant_id: g.id.clone(),
+            reason: "ok".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // SIGKILL right after the last acknowledgement: no graceful shutdown, no flush on exit.
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (mut child, address) = spawn_registry(&config_path);
+    let port = address.rsplit(':').next().unwrap().to_string();
+    let ex = ProcessExchange {
+        ca: ex.ca,
+        endpoint: format!("https://localhost:{port}"),
+    };
+    let mut admin = ex.client("js.dsj", Role::Admin).await;
+    let departments = admin
+        .list_departments(pb::ListDepartmentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids: Vec<String> = departments.departments.into_iter().map(|d| d.id).collect();
+    ids.sort();
+    acknowledged.sort();
+    assert_eq!(ids, acknowledged);
+    let people = admin
+        .get_dataset(pb::GetDatasetRequest {
+            id: "js.d0/people".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(people.latest_version, 1);
+    let got = admin
+        .get_grant(pb::GetGrantRequest { grant_id: g.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, approved);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+struct ProcessExchange {
+    ca: exchange_transport::pki::Ca,
+    endpoint: String,
+}
+
+impl ProcessExchange {
+    async fn client(&self, dept: &str, role: Role) -> Client {
+        use exchange_core::identity::Principal;
+        use exchange_transport::pki::CertSpec;
+        let issued = self
+            .ca
+            .issue(&CertSpec::for_principal(Principal::new(dept, role), 1))
+            .unwrap();
+        let tls = exchange_transport::tls::TlsFiles {
+            ca_pem: self.ca.cert_pem.clone(),
+            cert_pem: issued.cert_pem,
+            key_pem: issued.key_pem,
+        };
+        let channel = exchange_transport::client::connect(&exchange_transport::client::ClientConfig {
+            endpoint: self.endpoint.clone(),
+            tls,
+        })
+        .await
+        .unwrap();
+        Client::new(channel)
+    }
+}
+
+fn run_cli(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(exchange_bin()).args(args).output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_quickstart_sets_up_a_working_exchange_and_the_cli_uses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let qs = dir.path().join("qs");
+    let qs_str = qs.to_str().unwrap();
+    let (ok, stdout, stderr) = run_cli(&["quickstart", "--dir", qs_str, "--port", "0", "--exit-after-setup"]);
+    assert!(ok, "quickstart failed: {stderr}");
+    assert!(stdout.contains("a registry is serving mutual TLS"), "{stdout}");
+    for key in ["pki/ca-key.pem", "pki/js.dsj-admin-key.pem"] {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(qs.join(key)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{key}");
+    }
+
+    // Serve it again (state is kept) and use the CLI with the written profiles.
+    let mut server = Command::new(exchange_bin())
+        .args(["quickstart", "--dir", qs_str, "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = server.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let endpoint = loop {
+        let line = lines.next().expect("quickstart exited").unwrap();
+        if let Some(rest) = line.strip_prefix("Exchange quickstart: a registry is serving mutual TLS on ") {
+            break rest.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let admin = qs.join("profiles/admin.toml");
+    let admin = admin.to_str().unwrap();
+    let with = |profile: &str, args: &[&str]| {
+        let mut all = vec!["--profile", profile, "--registry", &endpoint];
+        all.extend_from_slice(args);
+        run_cli(&all)
+    };
+    let (ok, stdout, stderr) = with(admin, &["--json", "dept", "list"]);
+    assert!(ok, "{stderr}");
+    let departments: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let ids: Vec<&str> = departments["departments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"js.gongan") && ids.contains(&"js.nj.gongan"), "{ids:?}");
+    let city = departments["departments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "js.nj.gongan")
+        .unwrap();
+    assert_eq!(city["level"], "LEVEL_CITY");
+
+    let (ok, stdout, stderr) = with(admin, &["dataset", "search"]);
+    assert!(ok, "{stderr}");
+    for id in [
+        "js.gongan/population",
+        "js.scjg/legal-persons",
+        "js.zrzy/places",
+        "js.swj/tax-registrations",
+        "js.rsj/social-insurance",
+    ] {
+        assert!(stdout.contains(id), "{id} missing from\n{stdout}");
+    }
+    let gongan = qs.join("profiles/js.gongan.toml");
+    let (ok, stdout, stderr) = with(gongan.to_str().unwrap(), &["grant", "list", "--state", "requested"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("js.rsj") && stdout.contains("social-assistance-review"),
+        "{stdout}"
+    );
+
+    // A person's mistake gets a message they can act on, and a failing exit code.
+    let (ok, _, stderr) = with(
+        admin,
+        &[
+            "dept", "register", "--id", "js.x", "--name", "X", "--level", "province", "--region", "12345",
+        ],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("invalid argument: field \"region_code\""), "{stderr}");
+    let auditor = qs.join("profiles/auditor.toml");
+    let (ok, _, stderr) = with(auditor.to_str().unwrap(), &["grant", "approve", "g-000003"]);
+    assert!(!ok);
+    assert!(stderr.contains("permission denied"), "{stderr}");
+
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
