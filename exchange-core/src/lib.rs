@@ -13,6 +13,9 @@
 //! - `formats`: the domain string formats (`id-number-cn`, `uscc`, `region-code`).
 //! - `filter`: the row-filter predicate language of grants and queries.
 //! - `grant`: grant requests, the state machine and expiry.
+//! - `policy`: read authorization on a node: grant, purpose, fields, masking, row filter.
+//! - `mask`: masking of sensitive values.
+//! - `ledger`: the hash-chained audit ledger and its verification.
 //! - `store`: the `Store` trait, its sled and in-memory engines, and their conformance suite.
 //! - `error`: the error types, one enum per area.
 
@@ -25,6 +28,9 @@ pub mod filter;
 pub mod formats;
 pub mod grant;
 pub mod identity;
+pub mod ledger;
+pub mod mask;
+pub mod policy;
 pub mod schema;
 pub mod store;
 

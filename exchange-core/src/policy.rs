@@ -1,0 +1,280 @@
+//! Read authorization on a node: may this principal read these fields of this dataset for this
+//! purpose, and if so which fields, masked how, filtered how? Default deny: no grant in force,
+//! no data (Architecture Invariant).
+
+use std::collections::BTreeMap;
+
+use crate::catalog::{Classification, Dataset};
+use crate::filter::Filter;
+use crate::grant::{Grant, GrantState};
+use crate::identity::{Principal, Role};
+use crate::schema::DatasetSchema;
+use crate::UnixSeconds;
+
+/// What a consumer asks to read.
+#[derive(Debug, Clone)]
+pub struct ReadRequest<'a> {
+    /// Fields asked for; empty means every field the caller may read.
+    pub fields: &'a [String],
+    /// The purpose code stated.
+    pub purpose: &'a str,
+    /// The caller's own row filter.
+    pub filter: &'a Filter,
+}
+
+/// How an allowed read is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadPlan {
+    /// The grant relied on (`None` for the owner reading its own data).
+    pub grant_id: Option<String>,
+    /// Fields to send, in order; the key first.
+    pub fields: Vec<String>,
+    /// Fields to mask, with their sensitivity.
+    pub masked: BTreeMap<String, String>,
+    /// The rows to send: the grant's filter AND the request's.
+    pub filter: Filter,
+    /// Why the read is allowed, for the audit event.
+    pub reason: String,
+}
+
+/// Why a read is refused; the message is what the caller and the auditor see.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    /// No grant of the caller's department covers the dataset.
+    #[error("no grant: {department} holds no grant on {dataset}; request one from the registry")]
+    NoGrant {
+        /// The caller's department.
+        department: String,
+        /// The dataset.
+        dataset: String,
+    },
+    /// Only revoked grants.
+    #[error("grant {grant} on {dataset} was revoked: {reason}")]
+    Revoked {
+        /// The grant.
+        grant: String,
+        /// The dataset.
+        dataset: String,
+        /// Why it was revoked.
+        reason: String,
+    },
+    /// Only expired grants.
+    #[error("grant {grant} on {dataset} expired")]
+    Expired {
+        /// The grant.
+        grant: String,
+        /// The dataset.
+        dataset: String,
+    },
+    /// Grants exist but only requested or rejected ones.
+    #[error("grant {grant} on {dataset} is {state}, not approved")]
+    NotApproved {
+        /// The grant.
+        grant: String,
+        /// The dataset.
+        dataset: String,
+        /// Its state.
+        state: GrantState,
+    },
+    /// No purpose was stated.
+    #[error("no purpose stated: every read must state a purpose code")]
+    NoPurpose,
+    /// The purpose is not in any grant in force.
+    #[error("purpose \"{purpose}\" not granted on {dataset}; granted purposes: {granted}")]
+    PurposeNotGranted {
+        /// The purpose stated.
+        purpose: String,
+        /// The dataset.
+        dataset: String,
+        /// The purposes the grants in force allow.
+        granted: String,
+    },
+    /// A field asked for is outside the grant.
+    #[error("field \"{field}\" not granted on {dataset} for purpose \"{purpose}\"; granted fields: {granted}")]
+    FieldNotGranted {
+        /// The field.
+        field: String,
+        /// The dataset.
+        dataset: String,
+        /// The purpose stated.
+        purpose: String,
+        /// The fields the grant allows.
+        granted: String,
+    },
+    /// A field asked for does not exist.
+    #[error("field \"{field}\" is not a property of {dataset}")]
+    UnknownField {
+        /// The field.
+        field: String,
+        /// The dataset.
+        dataset: String,
+    },
+    /// The dataset is never shared.
+    #[error("dataset {dataset} is classified not_shared and is never served to other departments")]
+    NotShared {
+        /// The dataset.
+        dataset: String,
+    },
+    /// Admins and auditors do not read data through grants.
+    #[error("{principal} may not read records: data is read by departments' node or system principals under a grant")]
+    WrongRole {
+        /// The caller.
+        principal: String,
+    },
+}
+
+/// Decides a read of `dataset` (latest schema `schema`) by `principal`, given every grant of
+/// the caller's department on the dataset.
+pub fn authorize(
+    principal: &Principal,
+    dataset: &Dataset,
+    schema: &DatasetSchema,
+    grants: &[&Grant],
+    request: &ReadRequest<'_>,
+    now: UnixSeconds,
+) -> Result<ReadPlan, Denial> {
+    if !matches!(principal.role, Role::Node | Role::System) {
+        return Err(Denial::WrongRole {
+            principal: principal.to_string(),
+        });
+    }
+    if request.purpose.trim().is_empty() {
+        return Err(Denial::NoPurpose);
+    }
+    for field in request.fields {
+        if !schema.properties.contains_key(field) {
+            return Err(Denial::UnknownField {
+                field: field.clone(),
+                dataset: dataset.id.clone(),
+            });
+        }
+    }
+    let sensitive = |f: &str| schema.properties.get(f).and_then(|p| p.sensitivity.clone());
+    if principal.department == dataset.owner() {
+        let fields = chosen_fields(&dataset.key_field, request.fields, schema.properties.keys());
+        return Ok(ReadPlan {
+            grant_id: None,
+            fields,
+            masked: BTreeMap::new(),
+            filter: request.filter.clone(),
+            reason: "owner reads its own data".into(),
+        });
+    }
+    if dataset.classification == Classification::NotShared {
+        return Err(Denial::NotShared {
+            dataset: dataset.id.clone(),
+        });
+    }
+    let in_force: Vec<&Grant> = grants.iter().copied().filter(|g| g.is_in_force(now)).collect();
+    if in_force.is_empty() {
+        return Err(why_none_in_force(principal, dataset, grants, now));
+    }
+    let for_purpose: Vec<&Grant> = in_force
+        .iter()
+        .copied()
+        .filter(|g| g.purposes.iter().any(|p| p == request.purpose))
+        .collect();
+    if for_purpose.is_empty() {
+        let mut granted: Vec<&str> = in_force
+            .iter()
+            .flat_map(|g| g.purposes.iter().map(String::as_str))
+            .collect();
+        granted.sort();
+        granted.dedup();
+        return Err(Denial::PurposeNotGranted {
+            purpose: request.purpose.to_string(),
+            dataset: dataset.id.clone(),
+            granted: granted.join(", "),
+        });
+    }
+    // The first grant (oldest id) for the purpose that covers every field asked for.
+    let covering = for_purpose
+        .iter()
+        .copied()
+        .find(|g| request.fields.iter().all(|f| g.fields.contains(f)));
+    let Some(grant) = covering else {
+        let grant = for_purpose[0];
+        let field = request
+            .fields
+            .iter()
+            .find(|f| !grant.fields.contains(f))
+            .cloned()
+            .unwrap_or_default();
+        return Err(Denial::FieldNotGranted {
+            field,
+            dataset: dataset.id.clone(),
+            purpose: request.purpose.to_string(),
+            granted: grant.fields.join(", "),
+        });
+    };
+    let fields = chosen_fields(&dataset.key_field, request.fields, grant.fields.iter());
+    let masked = fields
+        .iter()
+        .filter(|f| !grant.clear_fields.contains(f))
+        .filter_map(|f| sensitive(f).map(|s| (f.clone(), s)))
+        .collect();
+    let grant_filter: Filter = if grant.row_filter.is_empty() {
+        Filter::default()
+    } else {
+        // The registry stored the filter in canonical form; a filter that no longer parses
+        // matches nothing rather than everything.
+        grant.row_filter.parse().unwrap_or_else(|_| Filter {
+            conds: vec![crate::filter::Cond::In {
+                field: dataset.key_field.clone(),
+                values: vec![],
+            }],
+        })
+    };
+    Ok(ReadPlan {
+        grant_id: Some(grant.id.clone()),
+        fields,
+        masked,
+        filter: grant_filter.and(request.filter),
+        reason: format!("grant {} for purpose {}", grant.id, request.purpose),
+    })
+}
+
+/// The fields to send: those asked for (or all `available`), the key first, no repeats.
+fn chosen_fields<'a>(key: &str, asked: &[String], available: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut fields = vec![key.to_string()];
+    let source: Vec<&String> = if asked.is_empty() {
+        available.collect()
+    } else {
+        asked.iter().collect()
+    };
+    for f in source {
+        if !fields.contains(f) {
+            fields.push(f.clone());
+        }
+    }
+    fields
+}
+
+fn why_none_in_force(principal: &Principal, dataset: &Dataset, grants: &[&Grant], now: UnixSeconds) -> Denial {
+    // Report the most recently changed grant: it is the one the caller is thinking of.
+    let Some(latest) = grants.iter().max_by_key(|g| (g.updated_at, g.id.clone())) else {
+        return Denial::NoGrant {
+            department: principal.department.clone(),
+            dataset: dataset.id.clone(),
+        };
+    };
+    match latest.state_at(now) {
+        GrantState::Revoked => Denial::Revoked {
+            grant: latest.id.clone(),
+            dataset: dataset.id.clone(),
+            reason: latest.reason.clone(),
+        },
+        GrantState::Expired => Denial::Expired {
+            grant: latest.id.clone(),
+            dataset: dataset.id.clone(),
+        },
+        state => Denial::NotApproved {
+            grant: latest.id.clone(),
+            dataset: dataset.id.clone(),
+            state,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

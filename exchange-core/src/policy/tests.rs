@@ -1,0 +1,262 @@
+use serde_json::json;
+
+use super::*;
+use crate::compat::CompatMode;
+use crate::schema::check_dataset_schema;
+
+const NOW: i64 = 1_800_000_000;
+
+fn dataset(classification: Classification) -> Dataset {
+    Dataset {
+        id: "js.gongan/population".into(),
+        title: "人口".into(),
+        description: String::new(),
+        domain: String::new(),
+        classification,
+        update_frequency: String::new(),
+        steward: String::new(),
+        key_field: "id_number".into(),
+        tags: vec![],
+        compatibility: CompatMode::Backward,
+        latest_version: 1,
+        created_at: 0,
+        updated_at: 0,
+        revision: 0,
+    }
+}
+
+fn schema() -> DatasetSchema {
+    check_dataset_schema(
+        json!({
+            "type": "object",
+            "required": ["id_number"],
+            "properties": {
+                "id_number": {"type": "string", "x-sensitivity": "id_number"},
+                "name": {"type": "string", "x-sensitivity": "name"},
+                "phone": {"type": "string", "x-sensitivity": "phone"},
+                "region_code": {"type": "string"}
+            }
+        }),
+        "id_number",
+    )
+    .unwrap()
+}
+
+fn grant(id: &str, state: GrantState) -> Grant {
+    Grant {
+        id: id.into(),
+        consumer_id: "js.scjg".into(),
+        dataset_id: "js.gongan/population".into(),
+        fields: vec!["id_number".into(), "name".into(), "region_code".into()],
+        clear_fields: vec![],
+        row_filter: "region_code STARTS WITH \"3201\"".into(),
+        purposes: vec!["business-licensing".into()],
+        legal_basis: "law".into(),
+        expires_at: NOW + 1000,
+        state,
+        reason: "case closed".into(),
+        requested_by: String::new(),
+        decided_by: String::new(),
+        created_at: NOW - 10,
+        updated_at: NOW - 5,
+        revision: 1,
+    }
+}
+
+fn consumer() -> Principal {
+    Principal::new("js.scjg", Role::System)
+}
+
+fn read(principal: &Principal, grants: &[Grant], fields: &[&str], purpose: &str) -> Result<ReadPlan, Denial> {
+    let fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+    let filter = Filter::default();
+    let refs: Vec<&Grant> = grants.iter().collect();
+    authorize(
+        principal,
+        &dataset(Classification::Conditional),
+        &schema(),
+        &refs,
+        &ReadRequest {
+            fields: &fields,
+            purpose,
+            filter: &filter,
+        },
+        NOW,
+    )
+}
+
+#[test]
+fn a_grant_in_force_allows_its_fields_masked_and_filtered() {
+    let plan = read(
+        &consumer(),
+        &[grant("g-1", GrantState::Approved)],
+        &["name"],
+        "business-licensing",
+    )
+    .unwrap();
+    assert_eq!(plan.grant_id.as_deref(), Some("g-1"));
+    assert_eq!(plan.fields, ["id_number", "name"], "the key always leads");
+    assert_eq!(plan.masked.get("name").map(String::as_str), Some("name"));
+    assert_eq!(plan.masked.get("id_number").map(String::as_str), Some("id_number"));
+    assert_eq!(plan.filter.to_string(), "region_code STARTS WITH \"3201\"");
+    let all = read(
+        &consumer(),
+        &[grant("g-1", GrantState::Approved)],
+        &[],
+        "business-licensing",
+    )
+    .unwrap();
+    assert_eq!(
+        all.fields,
+        ["id_number", "name", "region_code"],
+        "no fields asked: every granted field"
+    );
+}
+
+#[test]
+fn clear_fields_are_not_masked() {
+    let mut g = grant("g-1", GrantState::Approved);
+    g.clear_fields = vec!["name".into()];
+    let plan = read(&consumer(), &[g], &["name"], "business-licensing").unwrap();
+    assert!(!plan.masked.contains_key("name"));
+    assert!(plan.masked.contains_key("id_number"));
+}
+
+#[test]
+fn the_owner_reads_everything_in_clear() {
+    let owner = Principal::new("js.gongan", Role::Node);
+    let plan = read(&owner, &[], &[], "internal-audit").unwrap();
+    assert_eq!(plan.grant_id, None);
+    assert!(plan.masked.is_empty());
+    assert_eq!(plan.fields.len(), 4);
+}
+
+/// Asserts the read is denied with a message containing `fragment`.
+fn check_denied(principal: &Principal, grants: &[Grant], fields: &[&str], purpose: &str, fragment: &str) {
+    match read(principal, grants, fields, purpose) {
+        Err(denial) => assert!(denial.to_string().contains(fragment), "{denial} lacks {fragment}"),
+        Ok(plan) => panic!("expected denial {fragment}, got {plan:?}"),
+    }
+}
+
+#[test]
+fn each_denial_reason() {
+    let approved = grant("g-1", GrantState::Approved);
+    check_denied(
+        &consumer(),
+        &[],
+        &[],
+        "business-licensing",
+        "no grant: js.scjg holds no grant",
+    );
+    check_denied(
+        &consumer(),
+        &[grant("g-1", GrantState::Revoked)],
+        &[],
+        "business-licensing",
+        "g-1 on js.gongan/population was revoked: case closed",
+    );
+    let mut expired = approved.clone();
+    expired.expires_at = NOW;
+    check_denied(
+        &consumer(),
+        &[expired],
+        &[],
+        "business-licensing",
+        "g-1 on js.gongan/population expired",
+    );
+    check_denied(
+        &consumer(),
+        &[grant("g-1", GrantState::Requested)],
+        &[],
+        "business-licensing",
+        "is requested, not approved",
+    );
+    check_denied(
+        &consumer(),
+        std::slice::from_ref(&approved),
+        &[],
+        "tax-audit",
+        "purpose \"tax-audit\" not granted",
+    );
+    check_denied(
+        &consumer(),
+        std::slice::from_ref(&approved),
+        &["phone"],
+        "business-licensing",
+        "field \"phone\" not granted",
+    );
+    check_denied(
+        &consumer(),
+        std::slice::from_ref(&approved),
+        &["passport"],
+        "business-licensing",
+        "not a property",
+    );
+    check_denied(
+        &consumer(),
+        std::slice::from_ref(&approved),
+        &[],
+        "",
+        "no purpose stated",
+    );
+    check_denied(
+        &Principal::new("js.dsj", Role::Admin),
+        std::slice::from_ref(&approved),
+        &[],
+        "x",
+        "may not read records",
+    );
+}
+
+#[test]
+fn not_shared_is_never_served_to_others() {
+    let g = grant("g-1", GrantState::Approved);
+    let filter = Filter::default();
+    let denial = authorize(
+        &consumer(),
+        &dataset(Classification::NotShared),
+        &schema(),
+        &[&g],
+        &ReadRequest {
+            fields: &[],
+            purpose: "business-licensing",
+            filter: &filter,
+        },
+        NOW,
+    )
+    .unwrap_err();
+    assert!(matches!(denial, Denial::NotShared { .. }));
+}
+
+#[test]
+fn a_revoked_grant_does_not_hide_another_in_force() {
+    let mut second = grant("g-2", GrantState::Approved);
+    second.purposes = vec!["social-assistance-review".into()];
+    let grants = [grant("g-1", GrantState::Revoked), second];
+    let plan = read(&consumer(), &grants, &[], "social-assistance-review").unwrap();
+    assert_eq!(plan.grant_id.as_deref(), Some("g-2"));
+}
+
+#[test]
+fn the_request_filter_is_anded_with_the_grant_filter() {
+    let g = grant("g-1", GrantState::Approved);
+    let request_filter: Filter = "name = \"张三\"".parse().unwrap();
+    let plan = authorize(
+        &consumer(),
+        &dataset(Classification::Conditional),
+        &schema(),
+        &[&g],
+        &ReadRequest {
+            fields: &[],
+            purpose: "business-licensing",
+            filter: &request_filter,
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(
+        plan.filter.to_string(),
+        "region_code STARTS WITH \"3201\" AND name = \"张三\""
+    );
+}
