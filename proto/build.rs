@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["exchange/registry/v1/registry.proto"];
+    let files = ["exchange/registry/v1/registry.proto", "exchange/node/v1/node.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

@@ -114,6 +114,21 @@ impl Dataset {
     }
 }
 
+/// A published schema version as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SchemaVersion {
+    /// The dataset it belongs to.
+    pub dataset_id: String,
+    /// 1, 2, ...
+    pub version: u32,
+    /// The schema text exactly as published.
+    pub schema_json: String,
+    /// Its `x-sensitivity` annotations.
+    pub sensitive_fields: Vec<crate::schema::SensitiveField>,
+    /// When it was published.
+    pub created_at: i64,
+}
+
 /// The owner part of a dataset id (the whole id if it has no `/`).
 pub fn owner_of(dataset_id: &str) -> &str {
     dataset_id.split_once('/').map_or(dataset_id, |(owner, _)| owner)

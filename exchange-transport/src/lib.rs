@@ -6,10 +6,12 @@
 //! - `tls`: the server side of mutual TLS; the accept loop hands verified-later connections to tonic.
 //! - `auth`: turns a request's peer certificate into a [`exchange_core::identity::Principal`].
 //! - `client`: a tonic channel to a registry or node over mutual TLS.
+//! - `convert`: API messages to core types and back.
 //! - `status`: `CoreError` to `tonic::Status`, in one place.
 
 pub mod auth;
 pub mod client;
+pub mod convert;
 pub mod pki;
 pub mod status;
 pub mod tls;

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - `registry::v1`: the registry service (departments, catalog, schemas, grants, watch).
+//! - `node::v1`: a department node (publish, get, query, subscribe, status).
 //! - `FILE_DESCRIPTOR_SET`: every message and service, for gRPC server reflection.
 //!
 //! Every message implements serde's `Serialize`/`Deserialize` with the canonical proto3 JSON
@@ -15,6 +16,15 @@ pub mod registry {
     pub mod v1 {
         tonic::include_proto!("exchange.registry.v1");
         include!(concat!(env!("OUT_DIR"), "/exchange.registry.v1.serde.rs"));
+    }
+}
+
+/// A department node's API, package `exchange.node.v1`.
+pub mod node {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("exchange.node.v1");
+        include!(concat!(env!("OUT_DIR"), "/exchange.node.v1.serde.rs"));
     }
 }
 

@@ -5,11 +5,9 @@
 //! - `config`: the TOML configuration.
 //! - `state`: the rules and the stored state, transport-free.
 //! - `service`: the gRPC service over the state.
-//! - `convert`: messages to core types and back.
 //! - [`run`]: serve on a listener the caller bound, until the shutdown future resolves.
 
 pub mod config;
-mod convert;
 pub mod service;
 pub mod state;
 

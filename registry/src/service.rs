@@ -11,8 +11,8 @@ use futures_util::Stream;
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
-use crate::convert::*;
 use crate::state::{DatasetQuery, GrantQuery, State, WatchItem};
+use exchange_transport::convert::*;
 
 /// The `exchange.registry.v1.Registry` service.
 pub struct RegistryService {
@@ -107,7 +107,10 @@ impl pb::registry_server::Registry for RegistryService {
         let me = caller(&request)?.principal;
         let dataset = dataset_from_pb(request.into_inner().dataset).map_err(|e| to_status(e.into()))?;
         let updated = self.state.update_dataset(&me, dataset).await.map_err(to_status)?;
-        ok(self.state.get_dataset(&updated.id).map(dataset_with_versions_to_pb))
+        ok(self
+            .state
+            .get_dataset(&updated.id)
+            .map(|d| dataset_to_pb(d.dataset, d.versions)))
     }
 
     async fn get_dataset(&self, request: Request<pb::GetDatasetRequest>) -> Result<pb::Dataset> {
@@ -115,7 +118,7 @@ impl pb::registry_server::Registry for RegistryService {
         ok(self
             .state
             .get_dataset(&request.into_inner().id)
-            .map(dataset_with_versions_to_pb))
+            .map(|d| dataset_to_pb(d.dataset, d.versions)))
     }
 
     async fn search_datasets(&self, request: Request<pb::SearchDatasetsRequest>) -> Result<pb::SearchDatasetsResponse> {
@@ -259,7 +262,9 @@ impl pb::registry_server::Registry for RegistryService {
                     for (revision, item) in items {
                         let t = now();
                         let event = match item {
-                            WatchItem::Dataset(d) => pb::watch_event::Event::Dataset(dataset_with_versions_to_pb(*d)),
+                            WatchItem::Dataset(d) => {
+                                pb::watch_event::Event::Dataset(dataset_to_pb(d.dataset, d.versions))
+                            }
                             WatchItem::Grant(g) => pb::watch_event::Event::Grant(grant_to_pb(*g, t)),
                         };
                         let event = pb::WatchEvent {

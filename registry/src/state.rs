@@ -11,13 +11,13 @@
 
 use std::sync::Arc;
 
-use exchange_core::catalog::{self, Classification, Dataset};
+use exchange_core::catalog::{self, Classification, Dataset, SchemaVersion};
 use exchange_core::compat;
 use exchange_core::department::{self, Department, Level};
 use exchange_core::error::SchemaError;
 use exchange_core::grant::{self, Grant, GrantLimits, GrantRequest, GrantState};
 use exchange_core::identity::Principal;
-use exchange_core::schema::{self, DatasetSchema, SensitiveField};
+use exchange_core::schema::{self, DatasetSchema};
 use exchange_core::store::{Batch, Store};
 use exchange_core::{authz, now, CoreError, ValidationError};
 use serde::de::DeserializeOwned;
@@ -44,21 +44,6 @@ fn grant_key(id: &str) -> Vec<u8> {
 }
 fn log_key(revision: u64) -> Vec<u8> {
     format!("log/{revision:020}").into_bytes()
-}
-
-/// A published schema version as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SchemaVersion {
-    /// The dataset it belongs to.
-    pub dataset_id: String,
-    /// 1, 2, ...
-    pub version: u32,
-    /// The schema text exactly as published.
-    pub schema_json: String,
-    /// Its `x-sensitivity` annotations.
-    pub sensitive_fields: Vec<SensitiveField>,
-    /// When it was published.
-    pub created_at: i64,
 }
 
 /// What changed at a revision, in the change log.

@@ -20,6 +20,7 @@ pub struct TestExchange {
     pub dir: tempfile::TempDir,
     pub ca: Ca,
     pub endpoint: String,
+    port: u16,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), registry::RunError>>>,
 }
@@ -56,6 +57,7 @@ impl TestExchange {
             dir,
             ca,
             endpoint: String::new(),
+            port: 0,
             stop: None,
             task: None,
         };
@@ -63,9 +65,11 @@ impl TestExchange {
         exchange
     }
 
+    /// Serves on the port used before (so nodes find the registry again), or a free one.
     async fn serve(&mut self) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
+        self.port = addr.port();
         self.endpoint = format!("https://localhost:{}", addr.port());
         let config = registry_config(self.dir.path(), addr);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -75,10 +79,20 @@ impl TestExchange {
         })));
     }
 
-    /// Stops the registry gracefully and starts it again on the same data directory.
+    /// Stops the registry gracefully and starts it again on the same data directory and port.
     pub async fn restart(&mut self) {
+        self.stop_registry().await;
+        self.serve().await;
+    }
+
+    /// Stops the registry gracefully (nodes keep running).
+    pub async fn stop_registry(&mut self) {
         self.stop.take().unwrap().send(()).unwrap();
         self.task.take().unwrap().await.unwrap().unwrap();
+    }
+
+    /// Starts the registry again after [`TestExchange::stop_registry`].
+    pub async fn start_registry(&mut self) {
         self.serve().await;
     }
 

@@ -8,5 +8,7 @@ mod config;
 mod grants;
 mod harness;
 mod identity;
+mod node;
+mod nodes;
 mod process;
 mod watch;

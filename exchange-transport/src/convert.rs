@@ -1,15 +1,14 @@
-//! Conversions between the API's messages and the core's types. Enum values a caller leaves
-//! unspecified get the documented default or a clear error.
+//! Conversions between the API's messages and the core's types, shared by the registry (which
+//! serves them) and the nodes (which read them from the registry's Watch). Enum values a caller
+//! leaves unspecified get the documented default or a clear error.
 
-use exchange_core::catalog::{Classification, Dataset};
+use exchange_core::catalog::{Classification, Dataset, SchemaVersion};
 use exchange_core::compat::CompatMode;
 use exchange_core::department::{Department, Level};
 use exchange_core::grant::{Grant, GrantRequest, GrantState};
 use exchange_core::identity::Role;
 use exchange_core::ValidationError;
 use exchange_proto::registry::v1 as pb;
-
-use crate::state::{DatasetWithVersions, SchemaVersion};
 
 fn none_if_empty(s: String) -> Option<String> {
     if s.trim().is_empty() {
@@ -20,7 +19,7 @@ fn none_if_empty(s: String) -> Option<String> {
 }
 
 /// The API's role.
-pub(crate) fn role_to_pb(role: Role) -> pb::Role {
+pub fn role_to_pb(role: Role) -> pb::Role {
     match role {
         Role::Admin => pb::Role::Admin,
         Role::Auditor => pb::Role::Auditor,
@@ -29,7 +28,7 @@ pub(crate) fn role_to_pb(role: Role) -> pb::Role {
     }
 }
 
-pub(crate) fn level_from_pb(value: i32, field: &str) -> Result<Option<Level>, ValidationError> {
+pub fn level_from_pb(value: i32, field: &str) -> Result<Option<Level>, ValidationError> {
     Ok(match pb::Level::try_from(value) {
         Ok(pb::Level::Unspecified) => None,
         Ok(pb::Level::Province) => Some(Level::Province),
@@ -41,7 +40,7 @@ pub(crate) fn level_from_pb(value: i32, field: &str) -> Result<Option<Level>, Va
     })
 }
 
-fn level_to_pb(level: Level) -> pb::Level {
+pub fn level_to_pb(level: Level) -> pb::Level {
     match level {
         Level::Province => pb::Level::Province,
         Level::City => pb::Level::City,
@@ -51,7 +50,7 @@ fn level_to_pb(level: Level) -> pb::Level {
     }
 }
 
-pub(crate) fn department_from_pb(d: Option<pb::Department>) -> Result<Department, ValidationError> {
+pub fn department_from_pb(d: Option<pb::Department>) -> Result<Department, ValidationError> {
     let d = d.ok_or_else(|| ValidationError::new("department", "is required"))?;
     let level = level_from_pb(d.level, "level")?
         .ok_or_else(|| ValidationError::new("level", "is required: province, city, district, street or community"))?;
@@ -68,7 +67,7 @@ pub(crate) fn department_from_pb(d: Option<pb::Department>) -> Result<Department
     })
 }
 
-pub(crate) fn department_to_pb(d: Department) -> pb::Department {
+pub fn department_to_pb(d: Department) -> pb::Department {
     pb::Department {
         id: d.id,
         name: d.name,
@@ -82,7 +81,7 @@ pub(crate) fn department_to_pb(d: Department) -> pb::Department {
     }
 }
 
-pub(crate) fn classification_from_pb(value: i32) -> Result<Option<Classification>, ValidationError> {
+pub fn classification_from_pb(value: i32) -> Result<Option<Classification>, ValidationError> {
     Ok(match pb::Classification::try_from(value) {
         Ok(pb::Classification::Unspecified) => None,
         Ok(pb::Classification::Unconditional) => Some(Classification::Unconditional),
@@ -98,7 +97,7 @@ pub(crate) fn classification_from_pb(value: i32) -> Result<Option<Classification
     })
 }
 
-fn classification_to_pb(c: Classification) -> pb::Classification {
+pub fn classification_to_pb(c: Classification) -> pb::Classification {
     match c {
         Classification::Unconditional => pb::Classification::Unconditional,
         Classification::Conditional => pb::Classification::Conditional,
@@ -107,7 +106,7 @@ fn classification_to_pb(c: Classification) -> pb::Classification {
     }
 }
 
-fn compat_from_pb(value: i32) -> Result<CompatMode, ValidationError> {
+pub fn compat_from_pb(value: i32) -> Result<CompatMode, ValidationError> {
     use pb::CompatibilityMode as M;
     Ok(match M::try_from(value) {
         Ok(M::Unspecified) | Ok(M::Backward) => CompatMode::Backward,
@@ -126,7 +125,7 @@ fn compat_from_pb(value: i32) -> Result<CompatMode, ValidationError> {
     })
 }
 
-fn compat_to_pb(mode: CompatMode) -> pb::CompatibilityMode {
+pub fn compat_to_pb(mode: CompatMode) -> pb::CompatibilityMode {
     use pb::CompatibilityMode as M;
     match mode {
         CompatMode::Backward => M::Backward,
@@ -139,7 +138,7 @@ fn compat_to_pb(mode: CompatMode) -> pb::CompatibilityMode {
     }
 }
 
-pub(crate) fn dataset_from_pb(d: Option<pb::Dataset>) -> Result<Dataset, ValidationError> {
+pub fn dataset_from_pb(d: Option<pb::Dataset>) -> Result<Dataset, ValidationError> {
     let d = d.ok_or_else(|| ValidationError::new("dataset", "is required"))?;
     let classification = classification_from_pb(d.classification)?.ok_or_else(|| {
         ValidationError::new(
@@ -165,7 +164,7 @@ pub(crate) fn dataset_from_pb(d: Option<pb::Dataset>) -> Result<Dataset, Validat
     })
 }
 
-pub(crate) fn dataset_to_pb(d: Dataset, versions: Vec<SchemaVersion>) -> pb::Dataset {
+pub fn dataset_to_pb(d: Dataset, versions: Vec<SchemaVersion>) -> pb::Dataset {
     pb::Dataset {
         owner_id: d.owner().to_string(),
         id: d.id,
@@ -186,11 +185,7 @@ pub(crate) fn dataset_to_pb(d: Dataset, versions: Vec<SchemaVersion>) -> pb::Dat
     }
 }
 
-pub(crate) fn dataset_with_versions_to_pb(d: DatasetWithVersions) -> pb::Dataset {
-    dataset_to_pb(d.dataset, d.versions)
-}
-
-pub(crate) fn schema_to_pb(v: SchemaVersion) -> pb::SchemaVersion {
+pub fn schema_to_pb(v: SchemaVersion) -> pb::SchemaVersion {
     pb::SchemaVersion {
         dataset_id: v.dataset_id,
         version: v.version,
@@ -207,7 +202,7 @@ pub(crate) fn schema_to_pb(v: SchemaVersion) -> pb::SchemaVersion {
     }
 }
 
-pub(crate) fn grant_state_from_pb(value: i32) -> Result<Option<GrantState>, ValidationError> {
+pub fn grant_state_from_pb(value: i32) -> Result<Option<GrantState>, ValidationError> {
     use pb::GrantState as S;
     Ok(match S::try_from(value) {
         Ok(S::Unspecified) => None,
@@ -220,7 +215,7 @@ pub(crate) fn grant_state_from_pb(value: i32) -> Result<Option<GrantState>, Vali
     })
 }
 
-fn grant_state_to_pb(s: GrantState) -> pb::GrantState {
+pub fn grant_state_to_pb(s: GrantState) -> pb::GrantState {
     use pb::GrantState as S;
     match s {
         GrantState::Requested => S::Requested,
@@ -232,7 +227,7 @@ fn grant_state_to_pb(s: GrantState) -> pb::GrantState {
 }
 
 /// The grant as a caller sees it at `now`: an approved grant past its expiry reads as expired.
-pub(crate) fn grant_to_pb(g: Grant, now: i64) -> pb::Grant {
+pub fn grant_to_pb(g: Grant, now: i64) -> pb::Grant {
     pb::Grant {
         state: grant_state_to_pb(g.state_at(now)) as i32,
         id: g.id,
@@ -253,7 +248,7 @@ pub(crate) fn grant_to_pb(g: Grant, now: i64) -> pb::Grant {
     }
 }
 
-pub(crate) fn grant_request_from_pb(r: pb::RequestGrantRequest) -> GrantRequest {
+pub fn grant_request_from_pb(r: pb::RequestGrantRequest) -> GrantRequest {
     GrantRequest {
         consumer_id: r.consumer_id,
         dataset_id: r.dataset_id,
@@ -264,4 +259,56 @@ pub(crate) fn grant_request_from_pb(r: pb::RequestGrantRequest) -> GrantRequest 
         legal_basis: r.legal_basis,
         expires_at: r.expires_at,
     }
+}
+
+/// A dataset as the registry's Watch sends it, with its schema versions, back into core types.
+pub fn dataset_from_watch(d: pb::Dataset) -> Result<(Dataset, Vec<SchemaVersion>), ValidationError> {
+    let versions = d
+        .versions
+        .iter()
+        .map(|v| SchemaVersion {
+            dataset_id: v.dataset_id.clone(),
+            version: v.version,
+            schema_json: v.schema_json.clone(),
+            sensitive_fields: v
+                .sensitive_fields
+                .iter()
+                .map(|s| exchange_core::schema::SensitiveField {
+                    pointer: s.pointer.clone(),
+                    sensitivity: s.sensitivity.clone(),
+                })
+                .collect(),
+            created_at: v.created_at,
+        })
+        .collect();
+    let (latest_version, created_at, updated_at, revision) = (d.latest_version, d.created_at, d.updated_at, d.revision);
+    let mut dataset = dataset_from_pb(Some(d))?;
+    dataset.latest_version = latest_version;
+    dataset.created_at = created_at;
+    dataset.updated_at = updated_at;
+    dataset.revision = revision;
+    Ok((dataset, versions))
+}
+
+/// A grant as the registry sends it. A grant the registry reports as expired stays expired.
+pub fn grant_from_pb(g: pb::Grant) -> Result<Grant, ValidationError> {
+    let state = grant_state_from_pb(g.state)?.ok_or_else(|| ValidationError::new("state", "is unspecified"))?;
+    Ok(Grant {
+        id: g.id,
+        consumer_id: g.consumer_id,
+        dataset_id: g.dataset_id,
+        fields: g.fields,
+        clear_fields: g.clear_fields,
+        row_filter: g.row_filter,
+        purposes: g.purposes,
+        legal_basis: g.legal_basis,
+        expires_at: g.expires_at,
+        state,
+        reason: g.reason,
+        requested_by: g.requested_by,
+        decided_by: g.decided_by,
+        created_at: g.created_at,
+        updated_at: g.updated_at,
+        revision: g.revision,
+    })
 }

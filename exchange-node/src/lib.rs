@@ -1,0 +1,146 @@
+//! A department's exchange node: its systems publish schema-validated records to it; other
+//! departments read them under their grants, projected and masked; every read, allowed or
+//! denied, is in the node's hash-chained audit ledger before any data leaves.
+//!
+//! # Layout
+//! - `config`: the TOML configuration.
+//! - `catalog`: the node's durable view of the registry (datasets, schemas, grants).
+//! - `sync`: follows the registry's Watch, resuming from the last revision applied.
+//! - `records`: records, change feed and audit ledger in the store; the group-commit writer.
+//! - `service`: the gRPC service.
+//! - [`run`]: serve on a listener the caller bound, until the shutdown future resolves.
+
+mod catalog;
+pub mod config;
+mod records;
+pub mod service;
+mod sync;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use exchange_core::identity::{Principal, Role};
+use exchange_core::store::{SledStore, Store};
+use exchange_proto::node::v1::node_server::NodeServer;
+use exchange_transport::client::ClientConfig;
+use exchange_transport::tls::{self, TlsFiles};
+use exchange_transport::Authenticator;
+use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
+
+pub use config::Config;
+
+/// Why the node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RunError(pub String);
+
+fn err(e: impl std::fmt::Display) -> RunError {
+    RunError(e.to_string())
+}
+
+/// The node's own identity, read from its certificate: it must be a `node` certificate.
+fn own_identity(cert_pem: &str, trust_domain: &str) -> Result<Principal, RunError> {
+    let certs = tls::parse_certs(cert_pem, "node certificate").map_err(err)?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(certs[0].as_ref())
+        .map_err(|e| RunError(format!("node certificate cannot be parsed: {e}")))?;
+    let uris = exchange_transport::auth::san_uris(&parsed);
+    let principal = Principal::from_uris(uris.iter().map(String::as_str), trust_domain).map_err(err)?;
+    if principal.role != Role::Node {
+        return Err(RunError(format!(
+            "the node's certificate names {principal}; a node needs a certificate with role node"
+        )));
+    }
+    Ok(principal)
+}
+
+/// Serves the node on `listener` until `shutdown` resolves, then stops gracefully.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let files = TlsFiles::read(&config.tls.ca, &config.tls.cert, &config.tls.key).map_err(err)?;
+    let me = own_identity(&files.cert_pem, &config.trust_domain)?;
+    let tls_config = tls::server_config(&files).map_err(err)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| RunError(format!("cannot create data_dir {}: {e}", config.data_dir.display())))?;
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir).map_err(err)?);
+    let catalog = Arc::new(catalog::Catalog::load(store.clone()).map_err(err)?);
+    let writer = records::Writer::start(store.clone()).map_err(err)?;
+
+    // Membership is the registry's business: on a node, grants decide who reads what, and a
+    // department without grants reads nothing.
+    let auth = Authenticator::new(&files.ca_pem, &config.trust_domain, Arc::new(|_| Ok(()))).map_err(err)?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (epoch_tx, epoch_rx) = tokio::sync::watch::channel(0u64);
+    let sync_state: sync::SharedSync = Arc::new(Mutex::new(sync::SyncState {
+        current: false,
+        last_current: None,
+        started: std::time::Instant::now(),
+    }));
+    let on_change: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(move |_dataset| {
+        epoch_tx.send_modify(|e| *e += 1);
+    });
+    let follower = tokio::spawn(sync::follow(
+        ClientConfig {
+            endpoint: config.registry.endpoint.clone(),
+            tls: files.clone(),
+        },
+        me.department.clone(),
+        catalog.clone(),
+        sync_state.clone(),
+        on_change,
+        stop_rx.clone(),
+    ));
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<NodeServer<service::NodeService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(exchange_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| RunError(format!("reflection: {e}")))?;
+
+    let service = service::NodeService {
+        department: me.department.clone(),
+        trust_domain: config.trust_domain.clone(),
+        catalog,
+        store,
+        writer,
+        limits: config.limits,
+        sync: sync_state,
+        policy_epoch: epoch_rx,
+        shutdown: stop_rx,
+    };
+    let local = listener.local_addr().map_err(err)?;
+    tracing::info!(address = %local, department = %me.department, registry = %config.registry.endpoint, "node serving mutual TLS");
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("node shutting down");
+        let _ = stop_tx.send(true);
+    };
+    let max = config.limits.max_message_bytes;
+    let served = tonic::transport::Server::builder()
+        .add_service(InterceptedService::new(
+            NodeServer::new(service).max_decoding_message_size(max),
+            auth.clone(),
+        ))
+        .add_service(InterceptedService::new(health, auth.clone()))
+        .add_service(InterceptedService::new(reflection, auth))
+        .serve_with_incoming_shutdown(tls::incoming(listener, tls_config), shutdown)
+        .await
+        .map_err(|e| RunError(format!("server failed: {e}")));
+    let _ = follower.await;
+    served
+}
+
+/// Reads and verifies the audit ledger of a stopped node's data directory (the node holds a lock
+/// on it while it runs). Returns the entries in order, or where the chain breaks.
+pub fn read_ledger(data_dir: &std::path::Path) -> Result<Vec<exchange_core::ledger::Entry>, RunError> {
+    let store = SledStore::open(data_dir).map_err(err)?;
+    let entries = records::audit_entries(&store).map_err(err)?;
+    exchange_core::ledger::verify(entries.clone()).map_err(err)?;
+    Ok(entries)
+}

@@ -1,0 +1,134 @@
+//! Following the registry: the node watches its department's datasets and grants and applies
+//! every change to its [`Catalog`] durably, resuming from the last revision it applied. While the
+//! registry is unreachable the node keeps serving with its last view and retries.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use exchange_proto::registry::v1 as pb;
+use exchange_proto::registry::v1::registry_client::RegistryClient;
+use exchange_proto::registry::v1::watch_event::Event;
+use exchange_transport::client::{connect, ClientConfig};
+use exchange_transport::convert::{dataset_from_watch, grant_from_pb};
+use tokio::sync::watch;
+
+use crate::catalog::Catalog;
+
+/// How fresh the node's view of the registry is.
+#[derive(Debug, Clone)]
+pub(crate) struct SyncState {
+    /// Connected and caught up: the view is current.
+    pub(crate) current: bool,
+    /// When the view was last known current (`None`: never since start).
+    pub(crate) last_current: Option<Instant>,
+    /// When the node started, for the age of a view never confirmed current.
+    pub(crate) started: Instant,
+}
+
+impl SyncState {
+    /// Seconds since the view was last known current; 0 while current.
+    pub(crate) fn view_age_seconds(&self) -> i64 {
+        if self.current {
+            return 0;
+        }
+        self.last_current.unwrap_or(self.started).elapsed().as_secs() as i64
+    }
+}
+
+/// Shared freshness state.
+pub(crate) type SharedSync = Arc<Mutex<SyncState>>;
+
+fn set_current(state: &SharedSync, current: bool) {
+    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+    if s.current || current {
+        s.last_current = Some(Instant::now());
+    }
+    s.current = current;
+}
+
+/// Follows the registry until `stop` flips to true.
+pub(crate) async fn follow(
+    client: ClientConfig,
+    department: String,
+    catalog: Arc<Catalog>,
+    state: SharedSync,
+    on_change: Arc<dyn Fn(&str) + Send + Sync>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let outcome = tokio::select! {
+            outcome = follow_once(&client, &department, &catalog, &state, &on_change) => outcome,
+            _ = stop.wait_for(|&s| s) => return,
+        };
+        set_current(&state, false);
+        match outcome {
+            Ok(()) => tracing::warn!(registry = %client.endpoint, "registry closed the watch; reconnecting"),
+            Err(e) => {
+                tracing::warn!(registry = %client.endpoint, error = %e, retry_in = ?backoff, "registry unreachable; serving the last known view")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {},
+            _ = stop.wait_for(|&s| s) => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn follow_once(
+    client: &ClientConfig,
+    department: &str,
+    catalog: &Catalog,
+    state: &SharedSync,
+    on_change: &Arc<dyn Fn(&str) + Send + Sync>,
+) -> Result<(), String> {
+    let channel = connect(client).await.map_err(|e| e.to_string())?;
+    let mut registry = RegistryClient::new(channel);
+    let request = pb::WatchRequest {
+        department_id: department.to_string(),
+        all_departments: false,
+        from_revision: catalog.revision(),
+    };
+    let mut events = registry
+        .watch(request)
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    while let Some(event) = events
+        .message()
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+    {
+        let revision = event.revision;
+        let applied = match event.event {
+            Some(Event::Dataset(d)) => {
+                let id = d.id.clone();
+                let (dataset, versions) = dataset_from_watch(d).map_err(|e| e.to_string())?;
+                catalog
+                    .apply_dataset(revision, dataset, versions)
+                    .map_err(|e| e.to_string())?;
+                Some(id)
+            }
+            Some(Event::Grant(g)) => {
+                let dataset = g.dataset_id.clone();
+                catalog
+                    .apply_grant(revision, grant_from_pb(g).map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?;
+                Some(dataset)
+            }
+            Some(Event::CaughtUp(_)) => {
+                catalog.mark_revision(revision).map_err(|e| e.to_string())?;
+                set_current(state, true);
+                tracing::info!(revision, "registry view is current");
+                None
+            }
+            None => None,
+        };
+        if let Some(dataset) = applied {
+            tracing::debug!(revision, %dataset, "applied registry change");
+            on_change(&dataset);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,474 @@
+//! Department nodes: validated publish, authorized reads with projection and masking, row
+//! filters, revocation, registry outages, the change feed, and the audit of every read.
+
+use std::time::Duration;
+
+use exchange_core::identity::Role;
+use exchange_core::ledger::Decision;
+use exchange_proto::node::v1 as npb;
+use exchange_proto::registry::v1 as pb;
+use serde_json::{json, Value};
+use tonic::Code;
+
+use crate::harness::*;
+use crate::nodes::*;
+
+/// A valid resident id number in region `region` with sequence `n`.
+fn id_number(region: &str, n: u32) -> String {
+    let first17 = format!("{region}19900101{n:03}");
+    let check = exchange_core::formats::id_number_check_char(&first17).unwrap();
+    format!("{first17}{check}")
+}
+
+fn person(region: &str, n: u32, name: &str) -> Value {
+    json!({"id": id_number(region, n), "name": name, "region_code": region, "phone": "13812345678", "age": 30})
+}
+
+fn upsert(record: &Value) -> npb::Change {
+    npb::Change {
+        op: Some(npb::change::Op::Upsert(serde_json::to_vec(record).unwrap())),
+    }
+}
+
+fn publish_request(changes: Vec<npb::Change>) -> npb::PublishRequest {
+    npb::PublishRequest {
+        dataset_id: "js.gongan/population".into(),
+        schema_version: 0,
+        changes,
+        atomic: false,
+    }
+}
+
+fn get(keys: &[String], fields: &[&str], purpose: &str) -> npb::GetRequest {
+    npb::GetRequest {
+        dataset_id: "js.gongan/population".into(),
+        keys: keys.to_vec(),
+        fields: fields.iter().map(|f| f.to_string()).collect(),
+        purpose: purpose.into(),
+        case_id: "case-42".into(),
+    }
+}
+
+fn records(response: &npb::GetResponse) -> Vec<Value> {
+    response
+        .records
+        .iter()
+        .map(|r| serde_json::from_slice(&r.json).unwrap())
+        .collect()
+}
+
+/// A registry with the seeded datasets, js.gongan's node with people in Nanjing (3201xx) and
+/// Suzhou (3205xx), and an approved grant for js.scjg on name, region_code and phone for
+/// business-licensing, limited to Nanjing. Returns the keys and the grant id.
+async fn setup() -> (TestExchange, TestNode, Vec<String>, String) {
+    let ex = TestExchange::start().await;
+    ex.seed().await;
+    let mut scjg = ex.client("js.scjg", Role::System).await;
+    let mut request = grant_request("js.gongan/population", &["name", "region_code", "phone"]);
+    request.row_filter = "region_code STARTS WITH \"3201\"".into();
+    let g = scjg.request_grant(request).await.unwrap().into_inner();
+    let mut gongan = ex.client("js.gongan", Role::System).await;
+    let approved = gongan
+        .approve_grant(pb::DecideGrantRequest {
+            grant_id: g.id.clone(),
+            reason: "ok".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let node = TestNode::start(&ex, "js.gongan").await;
+    let mut owner = node.client(&ex, "js.gongan", Role::System).await;
+    node.wait_current(&mut owner, approved.revision).await;
+    let people = [
+        person("320102", 1, "张三"),
+        person("320102", 2, "李四"),
+        person("320506", 3, "王五"),
+    ];
+    let reply = owner
+        .publish(publish_request(people.iter().map(upsert).collect()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.accepted, 3);
+    let keys = people.iter().map(|p| p["id"].as_str().unwrap().to_string()).collect();
+    (ex, node, keys, g.id)
+}
+
+#[tokio::test]
+async fn a_mixed_publish_stores_the_valid_records_and_names_every_error_of_the_others() {
+    let (ex, node, _, _) = setup().await;
+    let mut owner = node.client(&ex, "js.gongan", Role::System).await;
+    let good = person("320102", 10, "赵六");
+    let mut bad_check_digit = person("320102", 11, "钱七");
+    bad_check_digit["id"] = json!("320102199001010110");
+    let mut two_errors = person("320102", 12, "孙八");
+    two_errors["age"] = json!(-1);
+    two_errors["region_code"] = json!("990000");
+    let not_json = npb::Change {
+        op: Some(npb::change::Op::Upsert(b"{\"id\": ".to_vec())),
+    };
+    let too_big = person("320102", 13, &"长".repeat(2000));
+    let reply = owner
+        .publish(publish_request(vec![
+            upsert(&good),
+            upsert(&bad_check_digit),
+            upsert(&two_errors),
+            not_json,
+            upsert(&too_big),
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((reply.accepted, reply.rejected), (1, 4));
+    let positions: Vec<u64> = reply.rejections.iter().map(|r| r.position).collect();
+    assert_eq!(positions, [1, 2, 3, 4]);
+    assert_eq!(reply.rejections[0].key, "320102199001010110");
+    assert_eq!(reply.rejections[0].errors[0].pointer, "/id");
+    let pointers: Vec<&str> = reply.rejections[1].errors.iter().map(|e| e.pointer.as_str()).collect();
+    assert!(
+        pointers.contains(&"/age") && pointers.contains(&"/region_code"),
+        "{pointers:?}"
+    );
+    assert!(reply.rejections[2].errors[0].message.contains("not JSON"));
+    assert!(
+        reply.rejections[3].errors[0].message.contains("the limit is 4096"),
+        "{:?}",
+        reply.rejections[3]
+    );
+    assert!(reply.first_sequence > 0 && reply.first_sequence == reply.last_sequence);
+
+    let got = owner
+        .get(get(
+            &[id_number("320102", 10), id_number("320102", 12)],
+            &[],
+            "internal",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.records.len(), 1, "the rejected record stored nothing");
+    assert_eq!(got.missing_keys, [id_number("320102", 12)]);
+
+    // Atomic: one bad record and nothing is stored.
+    let mut atomic = publish_request(vec![upsert(&person("320102", 20, "周九")), upsert(&bad_check_digit)]);
+    atomic.atomic = true;
+    let reply = owner.publish(atomic).await.unwrap().into_inner();
+    assert_eq!((reply.accepted, reply.rejected), (0, 1));
+    let got = owner
+        .get(get(&[id_number("320102", 20)], &[], "internal"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.records.is_empty());
+
+    // Only the owner publishes.
+    let mut other = node.client(&ex, "js.scjg", Role::System).await;
+    let refused = other.publish(publish_request(vec![upsert(&good)])).await;
+    assert_status(refused, Code::PermissionDenied, "only js.gongan's system or node may");
+}
+
+#[tokio::test]
+async fn reads_are_projected_masked_and_filtered_by_the_grant() {
+    let (ex, node, keys, grant) = setup().await;
+    let mut consumer = node.client(&ex, "js.scjg", Role::System).await;
+    let got = consumer
+        .get(get(&keys, &["name", "phone"], "business-licensing"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.grant_id, grant);
+    // The grant's filter keeps Nanjing (3201); Suzhou's record is hidden.
+    assert_eq!(got.missing_keys, [keys[2].clone()]);
+    let served = records(&got);
+    assert_eq!(served.len(), 2);
+    let first = served[0].as_object().unwrap();
+    assert_eq!(
+        first.keys().collect::<Vec<_>>(),
+        ["id", "name", "phone"],
+        "only asked fields and the key"
+    );
+    assert_eq!(first["name"], "张*");
+    assert_eq!(first["phone"], "138****5678");
+    assert_eq!(
+        first["id"].as_str().unwrap(),
+        format!("3201**********{}", &keys[0][14..])
+    );
+
+    // The owner reads its own data in clear, every field.
+    let mut owner = node.client(&ex, "js.gongan", Role::Node).await;
+    let own = owner
+        .get(get(&keys[..1], &[], "internal-check"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(records(&own)[0], person("320102", 1, "张三"));
+
+    // Query: the grant's filter AND the request's.
+    let mut stream = consumer
+        .query(npb::QueryRequest {
+            dataset_id: "js.gongan/population".into(),
+            filter: "name STARTS WITH \"李\"".into(),
+            fields: vec!["name".into()],
+            purpose: "business-licensing".into(),
+            case_id: String::new(),
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut queried = Vec::new();
+    while let Some(batch) = stream.message().await.unwrap() {
+        queried.extend(batch.records);
+    }
+    assert_eq!(
+        queried.iter().map(|r| r.key.clone()).collect::<Vec<_>>(),
+        [keys[1].clone()]
+    );
+}
+
+#[tokio::test]
+async fn each_denial_reason_is_permission_denied_and_audited() {
+    let (mut ex, mut node, keys, grant) = setup().await;
+    let mut consumer = node.client(&ex, "js.scjg", Role::System).await;
+    let mut stranger = node.client(&ex, "js.rsj", Role::System).await;
+    assert_status(
+        stranger.get(get(&keys, &[], "business-licensing")).await,
+        Code::PermissionDenied,
+        "no grant",
+    );
+    assert_status(
+        consumer.get(get(&keys, &[], "tax-audit")).await,
+        Code::PermissionDenied,
+        "purpose \"tax-audit\" not granted",
+    );
+    assert_status(
+        consumer.get(get(&keys, &["age"], "business-licensing")).await,
+        Code::PermissionDenied,
+        "field \"age\" not granted",
+    );
+    assert_status(
+        consumer.get(get(&keys, &[], "")).await,
+        Code::InvalidArgument,
+        "no purpose",
+    );
+
+    let mut owner = ex.client("js.gongan", Role::System).await;
+    let revoked = owner
+        .revoke_grant(pb::DecideGrantRequest {
+            grant_id: grant.clone(),
+            reason: "case closed".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    node.wait_current(&mut consumer, revoked.revision).await;
+    assert_status(
+        consumer.get(get(&keys, &[], "business-licensing")).await,
+        Code::PermissionDenied,
+        "was revoked: case closed",
+    );
+
+    // An expired grant.
+    let mut rsj = ex.client("js.rsj", Role::System).await;
+    let mut short = grant_request("js.gongan/population", &["name"]);
+    short.expires_at = exchange_core::now() + 2;
+    let g = rsj.request_grant(short).await.unwrap().into_inner();
+    let approved = owner
+        .approve_grant(pb::DecideGrantRequest {
+            grant_id: g.id,
+            reason: "short".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    node.wait_current(&mut stranger, approved.revision).await;
+    stranger.get(get(&keys, &[], "business-licensing")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_status(
+        stranger.get(get(&keys, &[], "business-licensing")).await,
+        Code::PermissionDenied,
+        "expired",
+    );
+
+    // Every read above is in the ledger, allowed or denied, with its reason.
+    node.stop().await;
+    ex.stop_registry().await;
+    let ledger = exchange_node::read_ledger(&node.data_dir).unwrap();
+    let denials: Vec<&str> = ledger
+        .iter()
+        .filter(|e| e.event.decision == Decision::Deny)
+        .map(|e| e.event.reason.as_str())
+        .collect();
+    for fragment in [
+        "no grant",
+        "not granted",
+        "field \"age\"",
+        "no purpose",
+        "revoked",
+        "expired",
+    ] {
+        assert!(
+            denials.iter().any(|d| d.contains(fragment)),
+            "no denial with {fragment:?} in {denials:?}"
+        );
+    }
+    let allowed: Vec<_> = ledger
+        .iter()
+        .filter(|e| e.event.decision == Decision::Allow && e.event.department == "js.rsj")
+        .collect();
+    assert_eq!(allowed.len(), 1);
+    assert_eq!(allowed[0].event.purpose, "business-licensing");
+    assert_eq!(allowed[0].event.case_id, "case-42");
+    assert_eq!(allowed[0].event.keys.len(), 3);
+}
+
+#[tokio::test]
+async fn a_revocation_is_enforced_within_a_second() {
+    let (ex, node, keys, grant) = setup().await;
+    let mut consumer = node.client(&ex, "js.scjg", Role::System).await;
+    consumer.get(get(&keys, &[], "business-licensing")).await.unwrap();
+    let mut owner = ex.client("js.gongan", Role::System).await;
+    owner
+        .revoke_grant(pb::DecideGrantRequest {
+            grant_id: grant,
+            reason: "emergency".into(),
+        })
+        .await
+        .unwrap();
+    let revoked_at = tokio::time::Instant::now();
+    loop {
+        match consumer.get(get(&keys, &[], "business-licensing")).await {
+            Err(status) if status.code() == Code::PermissionDenied => break,
+            Ok(_) => assert!(
+                revoked_at.elapsed() < Duration::from_secs(1),
+                "still served a second after the revocation"
+            ),
+            Err(other) => panic!("{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn with_the_registry_down_the_node_serves_its_last_grants_and_catches_up_after() {
+    let (mut ex, node, keys, _) = setup().await;
+    let mut consumer = node.client(&ex, "js.scjg", Role::System).await;
+    ex.stop_registry().await;
+    // Still served from the cached grant, and the status says the view is not current.
+    consumer.get(get(&keys, &[], "business-licensing")).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = consumer.status(npb::StatusRequest {}).await.unwrap().into_inner();
+        if !status.registry_connected {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut rsj = node.client(&ex, "js.rsj", Role::System).await;
+    assert_status(
+        rsj.get(get(&keys, &[], "business-licensing")).await,
+        Code::PermissionDenied,
+        "no grant",
+    );
+
+    ex.start_registry().await;
+    let mut rsj_registry = ex.client("js.rsj", Role::System).await;
+    let g = rsj_registry
+        .request_grant(grant_request("js.gongan/population", &["name"]))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut owner = ex.client("js.gongan", Role::System).await;
+    let approved = owner
+        .approve_grant(pb::DecideGrantRequest {
+            grant_id: g.id,
+            reason: "ok".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    node.wait_current(&mut rsj, approved.revision).await;
+    rsj.get(get(&keys, &[], "business-licensing")).await.unwrap();
+}
+
+async fn collect(stream: &mut tonic::Streaming<npb::ChangeBatch>, want: usize) -> (Vec<npb::ChangeEvent>, u64) {
+    let mut events = Vec::new();
+    let mut cursor = 0;
+    while events.len() < want {
+        let batch = tokio::time::timeout(Duration::from_secs(2), stream.message())
+            .await
+            .expect("no change within two seconds")
+            .unwrap()
+            .unwrap();
+        cursor = batch.cursor;
+        events.extend(batch.events);
+    }
+    (events, cursor)
+}
+
+fn subscribe(after: u64) -> npb::SubscribeRequest {
+    npb::SubscribeRequest {
+        dataset_id: "js.gongan/population".into(),
+        after_sequence: after,
+        filter: String::new(),
+        fields: vec!["name".into()],
+        purpose: "business-licensing".into(),
+        case_id: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn the_change_feed_resumes_without_gap_or_duplicate_across_reconnects_and_restarts() {
+    let (ex, mut node, _, _) = setup().await;
+    let mut consumer = node.client(&ex, "js.scjg", Role::System).await;
+    let mut stream = consumer.subscribe(subscribe(0)).await.unwrap().into_inner();
+    // Two of the three seeded people are in the grant's filter.
+    let (first, cursor) = collect(&mut stream, 2).await;
+    assert_eq!(first.len(), 2);
+    assert_eq!(cursor, 3, "the cursor passes the filtered-out change");
+    let masked: Value = match &first[0].change {
+        Some(npb::change_event::Change::Upsert(json)) => serde_json::from_slice(json).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(masked["name"], "张*");
+
+    // Live: a new record arrives on the open stream.
+    let mut owner = node.client(&ex, "js.gongan", Role::System).await;
+    owner
+        .publish(publish_request(vec![upsert(&person("320102", 4, "陈十"))]))
+        .await
+        .unwrap();
+    let (live, cursor) = collect(&mut stream, 1).await;
+    assert_eq!(live[0].sequence, 4);
+    drop(stream);
+
+    // Changes while disconnected, then resume from the cursor: exactly those, in order.
+    owner
+        .publish(publish_request(vec![upsert(&person("320102", 5, "林一"))]))
+        .await
+        .unwrap();
+    owner
+        .publish(publish_request(vec![npb::Change {
+            op: Some(npb::change::Op::DeleteKey(id_number("320102", 1))),
+        }]))
+        .await
+        .unwrap();
+    let mut resumed = consumer.subscribe(subscribe(cursor)).await.unwrap().into_inner();
+    let (missed, cursor) = collect(&mut resumed, 2).await;
+    assert_eq!(missed.iter().map(|e| e.sequence).collect::<Vec<_>>(), [5, 6]);
+    assert_eq!(missed[1].change, Some(npb::change_event::Change::Removed(true)));
+    drop(resumed);
+
+    // Across a node restart.
+    node.restart().await;
+    let mut owner = node.client(&ex, "js.gongan", Role::System).await;
+    owner
+        .publish(publish_request(vec![upsert(&person("320102", 7, "黄二"))]))
+        .await
+        .unwrap();
+    let mut consumer = node.client(&ex, "js.scjg", Role::System).await;
+    let mut after_restart = consumer.subscribe(subscribe(cursor)).await.unwrap().into_inner();
+    let (events, _) = collect(&mut after_restart, 1).await;
+    assert_eq!(events.iter().map(|e| e.sequence).collect::<Vec<_>>(), [7]);
+}
