@@ -1,9 +1,11 @@
-//! How the command line reaches a registry: flags, or a profile file naming the endpoint and the
-//! certificate files, so a person types `--profile admin.toml` instead of four paths.
+//! How the command line reaches a registry or a node: flags, or a profile file naming the
+//! endpoints and the certificate files, so a person types `--profile admin.toml` instead of five
+//! paths.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use exchange_proto::node::v1::node_client::NodeClient;
 use exchange_proto::registry::v1::registry_client::RegistryClient;
 use exchange_transport::client::{connect, ClientConfig};
 use exchange_transport::tls::TlsFiles;
@@ -13,12 +15,15 @@ use tonic::transport::Channel;
 /// Connection flags shared by every registry command. Flags override the profile.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ConnectArgs {
-    /// A profile file (TOML with `registry`, `ca`, `cert`, `key`; paths relative to the file).
+    /// A profile file (TOML with `registry`, `node`, `ca`, `cert`, `key`; paths relative to the file).
     #[arg(long, global = true, env = "EXCHANGE_PROFILE")]
     pub(crate) profile: Option<PathBuf>,
     /// The registry's URL, e.g. https://localhost:7400.
     #[arg(long, global = true, env = "EXCHANGE_REGISTRY")]
     pub(crate) registry: Option<String>,
+    /// A node's URL, e.g. https://node.gongan.example:7401 (for publish, get, query, subscribe, status).
+    #[arg(long, global = true, env = "EXCHANGE_NODE")]
+    pub(crate) node: Option<String>,
     /// The exchange CA certificate (PEM).
     #[arg(long, global = true, env = "EXCHANGE_CA")]
     pub(crate) ca: Option<PathBuf>,
@@ -36,6 +41,9 @@ pub(crate) struct ConnectArgs {
 pub(crate) struct Profile {
     /// The registry's URL.
     pub(crate) registry: Option<String>,
+    /// A node's URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) node: Option<String>,
     /// The CA certificate path.
     pub(crate) ca: Option<PathBuf>,
     /// The client certificate path.
@@ -64,7 +72,7 @@ impl Profile {
 }
 
 impl ConnectArgs {
-    fn resolve(&self) -> anyhow::Result<ClientConfig> {
+    fn resolve(&self, to_node: bool) -> anyhow::Result<ClientConfig> {
         let profile = match &self.profile {
             Some(path) => Profile::load(path)?,
             None => Profile::default(),
@@ -72,11 +80,17 @@ impl ConnectArgs {
         let missing = |what: &str, flag: &str| {
             anyhow::anyhow!("no {what}: pass {flag} or --profile FILE (the quickstart writes profiles; see the README)")
         };
-        let endpoint = self
-            .registry
-            .clone()
-            .or(profile.registry)
-            .ok_or_else(|| missing("registry URL", "--registry"))?;
+        let endpoint = if to_node {
+            self.node
+                .clone()
+                .or(profile.node)
+                .ok_or_else(|| missing("node URL", "--node"))?
+        } else {
+            self.registry
+                .clone()
+                .or(profile.registry)
+                .ok_or_else(|| missing("registry URL", "--registry"))?
+        };
         let ca = self
             .ca
             .clone()
@@ -98,7 +112,13 @@ impl ConnectArgs {
 
     /// A client of the registry these flags name.
     pub(crate) async fn registry(&self) -> anyhow::Result<RegistryClient<Channel>> {
-        let config = self.resolve()?;
+        let config = self.resolve(false)?;
         Ok(RegistryClient::new(connect(&config).await?))
+    }
+
+    /// A client of the node these flags name.
+    pub(crate) async fn node(&self) -> anyhow::Result<NodeClient<Channel>> {
+        let config = self.resolve(true)?;
+        Ok(NodeClient::new(connect(&config).await?).max_decoding_message_size(64 * 1024 * 1024))
     }
 }

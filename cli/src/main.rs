@@ -3,9 +3,11 @@
 
 mod admin;
 mod connect;
+mod data;
 mod output;
 mod pki;
 mod quickstart;
+mod samples;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,12 +40,21 @@ enum Command {
         #[arg(long, short, env = "EXCHANGE_REGISTRY_CONFIG")]
         config: PathBuf,
     },
+    /// Run a department's exchange node from a TOML configuration.
+    Node {
+        /// The configuration file (see deploy/node-gongan.toml).
+        #[arg(long, short, env = "EXCHANGE_NODE_CONFIG")]
+        config: PathBuf,
+    },
     /// Create an exchange CA and issue certificates.
     #[command(subcommand)]
     Pki(pki::Command),
     /// Registry operations for admins, departments and auditors.
     #[command(flatten)]
     Admin(admin::Command),
+    /// Reading and publishing data at a node.
+    #[command(flatten)]
+    Data(data::Command),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +73,8 @@ fn main() -> ExitCode {
             Command::Registry { config } => run_registry(config).await,
             Command::Pki(command) => pki::run(command),
             Command::Admin(command) => admin::run(command, cli.common).await,
+            Command::Data(command) => data::run(command, cli.common).await,
+            Command::Node { config } => run_node(config).await,
         }
     });
     match result {
@@ -94,6 +107,17 @@ async fn run_registry(path: PathBuf) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     registry::run(config, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn run_node(path: PathBuf) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let config = exchange_node::Config::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    exchange_node::run(config, listener, shutdown_signal()).await?;
     Ok(())
 }
 

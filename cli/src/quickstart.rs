@@ -1,13 +1,17 @@
 //! `exchange quickstart`: a complete local exchange in one command. It makes a dev PKI, starts a
 //! registry on an embedded sled directory, registers sample departments at two levels and the
-//! sample datasets of `schemas/` with their schemas, sets up a grant of each kind, writes
-//! ready-to-use CLI profiles and prints how to call it. Running it again reuses what is there.
+//! sample datasets of `schemas/` with their schemas, sets up a grant of each kind, starts three
+//! department nodes and publishes generated sample records to them, writes ready-to-use CLI
+//! profiles, and prints an allowed, a masked and a denied read with their results. Running it
+//! again reuses what is there.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use exchange_core::identity::{Principal, Role};
+use exchange_proto::node::v1 as npb;
+use exchange_proto::node::v1::node_client::NodeClient;
 use exchange_proto::registry::v1 as pb;
 use exchange_proto::registry::v1::registry_client::RegistryClient;
 use exchange_transport::client::{connect, ClientConfig};
@@ -18,6 +22,7 @@ use tonic::Code;
 
 use crate::admin::status_error;
 use crate::connect::Profile;
+use crate::samples;
 
 /// Quickstart flags.
 #[derive(Debug, clap::Args)]
@@ -150,8 +155,16 @@ impl Paths {
     }
 }
 
-/// Creates the dev PKI and profiles unless they exist.
-fn make_pki(paths: &Paths, endpoint: &str) -> anyhow::Result<()> {
+/// Departments that run a node in the quickstart, with the dataset each serves.
+const NODES: &[(&str, &str)] = &[
+    ("js.gongan", "js.gongan/population"),
+    ("js.scjg", "js.scjg/legal-persons"),
+    ("js.zrzy", "js.zrzy/places"),
+];
+
+/// Creates the dev PKI unless it exists: the CA, the registry's and the nodes' server
+/// certificates, and a client certificate for the admin, the auditor and each department.
+fn make_pki(paths: &Paths) -> anyhow::Result<()> {
     let ca = if paths.pki.join("ca.pem").exists() {
         Ca::load(&paths.pki)?
     } else {
@@ -159,42 +172,59 @@ fn make_pki(paths: &Paths, endpoint: &str) -> anyhow::Result<()> {
         ca.save(&paths.pki)?;
         ca
     };
+    let local = || (vec!["localhost".to_string()], vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
     if !paths.pki.join("registry.pem").exists() {
-        let spec = CertSpec::for_server("registry", 365)
-            .serving(vec!["localhost".into()], vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
-        ca.issue(&spec)?.save(&paths.pki, "registry")?;
+        let (dns, ips) = local();
+        ca.issue(&CertSpec::for_server("registry", 365).serving(dns, ips))?
+            .save(&paths.pki, "registry")?;
     }
-    let mut identities = vec![
-        (AUTHORITY, Role::Admin, "admin".to_string()),
-        (AUTHORITY, Role::Auditor, "auditor".to_string()),
-    ];
+    let mut identities = vec![(AUTHORITY, Role::Admin), (AUTHORITY, Role::Auditor)];
     for (id, ..) in DEPARTMENTS.iter().skip(1) {
-        identities.push((id, Role::System, id.to_string()));
+        identities.push((id, Role::System));
     }
-    for (dept, role, name) in identities {
+    for (dept, _) in NODES {
+        identities.push((dept, Role::Node));
+    }
+    for (dept, role) in identities {
         let stem = format!("{dept}-{role}");
         if !paths.pki.join(format!("{stem}.pem")).exists() {
-            ca.issue(&CertSpec::for_principal(Principal::new(dept, role), 365))?
-                .save(&paths.pki, &stem)?;
+            let mut spec = CertSpec::for_principal(Principal::new(dept, role), 365);
+            if role == Role::Node {
+                let (dns, ips) = local();
+                spec = spec.serving(dns, ips);
+            }
+            ca.issue(&spec)?.save(&paths.pki, &stem)?;
         }
+    }
+    Ok(())
+}
+
+/// Writes a CLI profile for the admin, the auditor and each department (with its node, if any).
+fn write_profiles(paths: &Paths, registry: &str, nodes: &[(String, String)]) -> anyhow::Result<()> {
+    let mut profiles = vec![
+        ("admin".to_string(), format!("{AUTHORITY}-admin"), None),
+        ("auditor".to_string(), format!("{AUTHORITY}-auditor"), None),
+    ];
+    for (id, ..) in DEPARTMENTS.iter().skip(1) {
+        let node = nodes.iter().find(|(d, _)| d == id).map(|(_, e)| e.clone());
+        profiles.push((id.to_string(), format!("{id}-system"), node));
+    }
+    std::fs::create_dir_all(&paths.profiles)?;
+    for (name, stem, node) in profiles {
         let profile = Profile {
-            registry: Some(endpoint.to_string()),
+            registry: Some(registry.to_string()),
+            node,
             ca: Some(PathBuf::from("../pki/ca.pem")),
             cert: Some(PathBuf::from(format!("../pki/{stem}.pem"))),
             key: Some(PathBuf::from(format!("../pki/{stem}-key.pem"))),
         };
-        std::fs::create_dir_all(&paths.profiles)?;
         std::fs::write(paths.profiles.join(format!("{name}.toml")), toml::to_string(&profile)?)?;
     }
     Ok(())
 }
 
 async fn client_as(paths: &Paths, endpoint: &str, stem: &str) -> anyhow::Result<RegistryClient<Channel>> {
-    let tls = TlsFiles::read(
-        &paths.pki.join("ca.pem"),
-        &paths.pki.join(format!("{stem}.pem")),
-        &paths.pki.join(format!("{stem}-key.pem")),
-    )?;
+    let tls = tls_for(paths, stem)?;
     let channel = connect(&ClientConfig {
         endpoint: endpoint.to_string(),
         tls,
@@ -335,6 +365,128 @@ async fn seed_grants(paths: &Paths, endpoint: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn tls_for(paths: &Paths, stem: &str) -> anyhow::Result<TlsFiles> {
+    Ok(TlsFiles::read(
+        &paths.pki.join("ca.pem"),
+        &paths.pki.join(format!("{stem}.pem")),
+        &paths.pki.join(format!("{stem}-key.pem")),
+    )?)
+}
+
+async fn node_as(paths: &Paths, endpoint: &str, stem: &str) -> anyhow::Result<NodeClient<Channel>> {
+    let channel = connect(&ClientConfig {
+        endpoint: endpoint.to_string(),
+        tls: tls_for(paths, stem)?,
+    })
+    .await?;
+    Ok(NodeClient::new(channel))
+}
+
+fn port_after(base: u16, offset: u16) -> u16 {
+    if base == 0 {
+        0
+    } else {
+        base + offset
+    }
+}
+
+/// Starts a department's node in-process; returns its endpoint.
+async fn start_node(
+    paths: &Paths,
+    registry: &str,
+    dept: &str,
+    port: u16,
+    stop: tokio::sync::watch::Receiver<bool>,
+    tasks: &mut Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{port} for {dept}'s node (try --port)"))?;
+    let endpoint = format!("https://localhost:{}", listener.local_addr()?.port());
+    let config = exchange_node::Config {
+        listen: listener.local_addr()?,
+        data_dir: paths
+            .data
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(format!("node-{dept}")),
+        trust_domain: TRUST_DOMAIN.to_string(),
+        tls: exchange_node::config::TlsConfig {
+            ca: paths.pki.join("ca.pem"),
+            cert: paths.pki.join(format!("{dept}-node.pem")),
+            key: paths.pki.join(format!("{dept}-node-key.pem")),
+        },
+        registry: exchange_node::config::RegistryConfig {
+            endpoint: registry.to_string(),
+        },
+        limits: exchange_node::config::Limits::default(),
+    };
+    let mut stop = stop;
+    tasks.push(tokio::spawn(async move {
+        exchange_node::run(config, listener, async move {
+            let _ = stop.wait_for(|&s| s).await;
+        })
+        .await?;
+        Ok(())
+    }));
+    Ok(endpoint)
+}
+
+/// Waits until a node serves its dataset's schema, then publishes the samples if it is empty.
+async fn fill_node(paths: &Paths, endpoint: &str, dept: &str, dataset: &str) -> anyhow::Result<()> {
+    let mut node = node_as(paths, endpoint, &format!("{dept}-system")).await?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    let current = loop {
+        let status = node
+            .status(npb::StatusRequest {})
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        if let Some(d) = status
+            .datasets
+            .iter()
+            .find(|d| d.dataset_id == dataset && d.latest_version > 0)
+        {
+            break d.clone();
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("{dept}'s node did not receive {dataset} from the registry within 15 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    if current.records > 0 {
+        return Ok(());
+    }
+    let records = match dataset {
+        "js.gongan/population" => samples::people(200),
+        "js.scjg/legal-persons" => samples::companies(50),
+        _ => samples::places(30),
+    };
+    let changes = records
+        .iter()
+        .map(|r| npb::Change {
+            op: Some(npb::change::Op::Upsert(serde_json::to_vec(r).unwrap_or_default())),
+        })
+        .collect();
+    let reply = node
+        .publish(npb::PublishRequest {
+            dataset_id: dataset.to_string(),
+            schema_version: 0,
+            changes,
+            atomic: true,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if reply.rejected > 0 {
+        anyhow::bail!(
+            "sample records for {dataset} were rejected: {:?}",
+            reply.rejections.first()
+        );
+    }
+    Ok(())
+}
+
 /// Runs the quickstart.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if args.fresh && args.dir.exists() {
@@ -352,7 +504,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         })?;
     let port = listener.local_addr()?.port();
     let endpoint = format!("https://localhost:{port}");
-    make_pki(&paths, &endpoint)?;
+    make_pki(&paths)?;
 
     let config = registry::Config {
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
@@ -365,48 +517,194 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         },
         grants: registry::config::GrantConfig::default(),
     };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(registry::run(config, listener, async move {
-        tokio::select! {
-            () = crate::shutdown_signal() => {},
-            _ = stop_rx => {},
-        }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();
+    let mut registry_stop = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        registry::run(config, listener, async move {
+            let _ = registry_stop.wait_for(|&s| s).await;
+        })
+        .await?;
+        Ok(())
     }));
-
-    let seeded = seed(&paths, &endpoint).await;
-    if let Err(e) = seeded {
-        let _ = stop_tx.send(());
-        let _ = server.await;
-        return Err(e.context("setting up the sample exchange"));
-    }
-    print_summary(&args.dir, &endpoint);
+    let setup = async {
+        seed(&paths, &endpoint).await?;
+        let mut admin = client_as(&paths, &endpoint, &format!("{AUTHORITY}-admin")).await?;
+        let mut nodes = Vec::new();
+        for (i, (dept, dataset)) in NODES.iter().enumerate() {
+            let node_endpoint = start_node(
+                &paths,
+                &endpoint,
+                dept,
+                port_after(args.port, i as u16 + 1),
+                stop_rx.clone(),
+                &mut tasks,
+            )
+            .await?;
+            let mut department = admin
+                .get_department(pb::GetDepartmentRequest { id: dept.to_string() })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if department.node_endpoint != node_endpoint {
+                department.node_endpoint = node_endpoint.clone();
+                admin
+                    .update_department(pb::UpdateDepartmentRequest {
+                        department: Some(department),
+                    })
+                    .await
+                    .map_err(status_error)?;
+            }
+            fill_node(&paths, &node_endpoint, dept, dataset).await?;
+            nodes.push((dept.to_string(), node_endpoint));
+        }
+        write_profiles(&paths, &endpoint, &nodes)?;
+        let examples = examples(&paths, &nodes).await?;
+        anyhow::Ok((nodes, examples))
+    };
+    let (nodes, examples) = match setup.await {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = stop_tx.send(true);
+            for task in tasks {
+                let _ = task.await;
+            }
+            return Err(e.context("setting up the sample exchange"));
+        }
+    };
+    print_summary(&args.dir, &endpoint, &nodes, &examples);
     if args.exit_after_setup {
-        let _ = stop_tx.send(());
+        let _ = stop_tx.send(true);
     } else {
         println!("\nServing until Ctrl-C.");
+        crate::shutdown_signal().await;
+        let _ = stop_tx.send(true);
     }
-    server.await.context("registry task")??;
+    for task in tasks {
+        task.await.context("server task")??;
+    }
     Ok(())
 }
 
-fn print_summary(dir: &Path, endpoint: &str) {
+/// A read shown in the summary: its command line and what it returned.
+struct Example {
+    title: &'static str,
+    command: String,
+    result: String,
+}
+
+/// Performs the three example reads and keeps their commands and results.
+async fn examples(paths: &Paths, nodes: &[(String, String)]) -> anyhow::Result<Vec<Example>> {
+    let gongan = nodes
+        .iter()
+        .find(|(d, _)| d == "js.gongan")
+        .map(|(_, e)| e.clone())
+        .unwrap_or_default();
+    let scjg = nodes
+        .iter()
+        .find(|(d, _)| d == "js.scjg")
+        .map(|(_, e)| e.clone())
+        .unwrap_or_default();
+    let person = samples::people(1).remove(0);
+    let person_id = person["id_number"].as_str().unwrap_or_default().to_string();
+    let company = samples::companies(1).remove(0);
+    let company_id = company["uscc"].as_str().unwrap_or_default().to_string();
+    let d = paths.profiles.display();
+    let read = |dataset: &str, key: &str, fields: &[&str], purpose: &str| npb::GetRequest {
+        dataset_id: dataset.to_string(),
+        keys: vec![key.to_string()],
+        fields: fields.iter().map(|f| f.to_string()).collect(),
+        purpose: purpose.to_string(),
+        case_id: "quickstart".to_string(),
+    };
+    let show = |r: Result<tonic::Response<npb::GetResponse>, tonic::Status>| match r {
+        Ok(response) => response
+            .into_inner()
+            .records
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.json).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(status) => format!("{}", status_error(status)),
+    };
+    let mut swj = node_as(paths, &scjg, "js.swj-system").await?;
+    let allowed = show(
+        swj.get(read(
+            "js.scjg/legal-persons",
+            &company_id,
+            &["name", "status"],
+            "tax-registration",
+        ))
+        .await,
+    );
+    let mut scjg_client = node_as(paths, &gongan, "js.scjg-system").await?;
+    let masked = show(
+        scjg_client
+            .get(read(
+                "js.gongan/population",
+                &person_id,
+                &["name", "birth_date"],
+                "business-licensing",
+            ))
+            .await,
+    );
+    let mut rsj = node_as(paths, &gongan, "js.rsj-system").await?;
+    let denied = show(
+        rsj.get(read(
+            "js.gongan/population",
+            &person_id,
+            &["name"],
+            "social-assistance-review",
+        ))
+        .await,
+    );
+    Ok(vec![
+        Example {
+            title: "An allowed read: tax reads the company register (unconditional, nothing sensitive)",
+            command: format!("exchange --profile {d}/js.swj.toml --node {scjg} get js.scjg/legal-persons {company_id} --fields name,status --purpose tax-registration"),
+            result: allowed,
+        },
+        Example {
+            title: "A masked read: market regulation reads a resident (approved grant; id and name are masked)",
+            command: format!("exchange --profile {d}/js.scjg.toml --node {gongan} get js.gongan/population {person_id} --fields name,birth_date --purpose business-licensing"),
+            result: masked,
+        },
+        Example {
+            title: "A denied read: social insurance's grant is still waiting for public security's approval",
+            command: format!("exchange --profile {d}/js.rsj.toml --node {gongan} get js.gongan/population {person_id} --fields name --purpose social-assistance-review"),
+            result: denied,
+        },
+    ])
+}
+
+fn print_summary(dir: &Path, endpoint: &str, nodes: &[(String, String)], examples: &[Example]) {
     let d = dir.display();
+    println!("Exchange quickstart: a registry is serving mutual TLS on {endpoint}");
+    for (dept, node) in nodes {
+        println!("  node of {dept:<10} {node}");
+    }
     println!(
-        r#"
-Exchange quickstart: a registry is serving mutual TLS on {endpoint}
-  data:      {d}/registry-data (sled)
+        r#"  data:      {d}/registry-data, {d}/node-* (sled)
   PKI:       {d}/pki (dev CA, trust domain {TRUST_DOMAIN}; keys are mode 0600)
   profiles:  {d}/profiles/admin.toml, auditor.toml, js.gongan.toml, js.scjg.toml, ...
-
-Try it (in another terminal):
+(`exchange` is target/debug/exchange, or `cargo run --` in the repository.)
+"#
+    );
+    for example in examples {
+        println!(
+            "{}:\n  {}\n  => {}\n",
+            example.title,
+            example.command,
+            example.result.replace('\n', "\n     ")
+        );
+    }
+    println!(
+        r#"More:
   exchange --profile {d}/profiles/admin.toml dept list
   exchange --profile {d}/profiles/admin.toml dataset search
-  exchange --profile {d}/profiles/admin.toml dataset get js.gongan/population
-  exchange --profile {d}/profiles/js.gongan.toml grant list
-  exchange --profile {d}/profiles/auditor.toml grant list --state requested
+  exchange --profile {d}/profiles/js.gongan.toml grant list --state requested
+  exchange --profile {d}/profiles/js.gongan.toml status
   exchange --profile {d}/profiles/js.gongan.toml grant watch
-(`exchange` is target/debug/exchange, or `cargo run --` in the repository.)
-
 Any gRPC client works; with grpcurl:
   grpcurl -cacert {d}/pki/ca.pem -cert {d}/pki/js.dsj-admin.pem -key {d}/pki/js.dsj-admin-key.pem \
     localhost:{port} exchange.registry.v1.Registry/ListDepartments"#,

@@ -176,6 +176,19 @@ fn the_quickstart_sets_up_a_working_exchange_and_the_cli_uses_it() {
     let (ok, stdout, stderr) = run_cli(&["quickstart", "--dir", qs_str, "--port", "0", "--exit-after-setup"]);
     assert!(ok, "quickstart failed: {stderr}");
     assert!(stdout.contains("a registry is serving mutual TLS"), "{stdout}");
+    // The three example reads ran and show what they promise.
+    assert!(
+        stdout.contains("\"status\":"),
+        "the allowed read returned a record:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("\"id_number\":\"32") && stdout.contains("**********"),
+        "the masked read is masked:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("permission denied: grant g-000003"),
+        "the denied read was denied:\n{stdout}"
+    );
     for key in ["pki/ca-key.pem", "pki/js.dsj-admin-key.pem"] {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(qs.join(key)).unwrap().permissions().mode() & 0o777;
@@ -255,6 +268,112 @@ fn the_quickstart_sets_up_a_working_exchange_and_the_cli_uses_it() {
     let (ok, _, stderr) = with(auditor.to_str().unwrap(), &["grant", "approve", "g-000003"]);
     assert!(!ok);
     assert!(stderr.contains("permission denied"), "{stderr}");
+
+    // Node commands: publish NDJSON with a reject file, publish CSV, get, query, status.
+    let node_of = |dept: &str| -> String {
+        let profile: toml::Value =
+            toml::from_str(&std::fs::read_to_string(qs.join(format!("profiles/{dept}.toml"))).unwrap()).unwrap();
+        profile["node"].as_str().unwrap().to_string()
+    };
+    let gongan_node = node_of("js.gongan");
+    let gongan_profile = gongan.to_str().unwrap();
+    let ndjson = dir.path().join("people.ndjson");
+    let first17 = "32010220000101001";
+    let good_id = format!(
+        "{first17}{}",
+        exchange_core::formats::id_number_check_char(first17).unwrap()
+    );
+    std::fs::write(
+        &ndjson,
+        format!(
+            "{{\"id_number\":\"{good_id}\",\"name\":\"测试\",\"gender\":\"male\",\"birth_date\":\"2000-01-01\",\"household_register_region\":\"320102\",\"updated_at\":\"2026-11-01T00:00:00Z\"}}\n{{\"id_number\":\"320102200001010010\",\"name\":\"坏\",\"gender\":\"x\",\"birth_date\":\"2000-13-01\",\"household_register_region\":\"320102\",\"updated_at\":\"2026-11-01T00:00:00Z\"}}\n"
+        ),
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = with(
+        gongan_profile,
+        &[
+            "--node",
+            &gongan_node,
+            "publish",
+            "js.gongan/population",
+            ndjson.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok, "a rejected line makes publish fail");
+    assert!(stdout.contains("1 stored, 1 rejected"), "{stdout}\n{stderr}");
+    let rejects = std::fs::read_to_string(dir.path().join("people.ndjson.rejects.ndjson")).unwrap();
+    let reject: serde_json::Value = serde_json::from_str(rejects.lines().next().unwrap()).unwrap();
+    assert_eq!(reject["line"], 2);
+    let pointers: Vec<&str> = reject["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    for pointer in ["/id_number", "/gender", "/birth_date"] {
+        assert!(pointers.contains(&pointer), "{pointer} missing from {reject}");
+    }
+
+    let csv = dir.path().join("places.csv");
+    std::fs::write(
+        &csv,
+        "place_id,name,category,region_code,longitude,latitude,area_sq_m\n320102-900001,测试地块,land_parcel,320102,118.8,32.05,1200\n320102-900002,测试公园,park,320102,118.81,32.06,\n",
+    )
+    .unwrap();
+    let zrzy = qs.join("profiles/js.zrzy.toml");
+    let (ok, stdout, stderr) = with(
+        zrzy.to_str().unwrap(),
+        &["publish", "js.zrzy/places", csv.to_str().unwrap()],
+    );
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("2 stored, 0 rejected"), "{stdout}");
+
+    let scjg = qs.join("profiles/js.scjg.toml");
+    let (ok, stdout, stderr) = with(
+        scjg.to_str().unwrap(),
+        &[
+            "--node",
+            &gongan_node,
+            "get",
+            "js.gongan/population",
+            &good_id,
+            "--fields",
+            "name",
+            "--purpose",
+            "business-licensing",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let record: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(record["name"], "测*");
+    let (ok, stdout, stderr) = with(
+        scjg.to_str().unwrap(),
+        &[
+            "--node",
+            &gongan_node,
+            "query",
+            "js.gongan/population",
+            "--filter",
+            "household_register_region = \"320102\"",
+            "--fields",
+            "name",
+            "--purpose",
+            "business-licensing",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.lines().count() >= 1);
+    assert!(
+        stdout.contains(&format!("3201**********{}", &good_id[14..])),
+        "{stdout}"
+    );
+    let (ok, stdout, stderr) = with(gongan_profile, &["status"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("connected, current") && stdout.contains("js.gongan/population"),
+        "{stdout}"
+    );
 
     server.kill().unwrap();
     server.wait().unwrap();

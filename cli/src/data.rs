@@ -1,0 +1,396 @@
+//! Node commands: publish records from NDJSON or CSV, get, query and subscribe (JSON lines), and
+//! a node's status.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use exchange_proto::node::v1 as npb;
+use exchange_proto::registry::v1 as pb;
+use serde_json::{json, Map, Value};
+
+use crate::admin::{status_error, Common};
+
+/// Node commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Publish records to your node from an NDJSON or CSV file.
+    Publish {
+        /// Dataset id.
+        dataset: String,
+        /// The file: .ndjson/.jsonl (one JSON object a line; {"$delete": "<key>"} deletes) or .csv
+        /// (a header row of field names; values typed by the dataset's schema, empty cells left out).
+        file: PathBuf,
+        /// Schema version to validate against (default: the latest).
+        #[arg(long, default_value_t = 0)]
+        schema_version: u32,
+        /// Records per request.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// Where to write rejected lines with their errors (default: <file>.rejects.ndjson).
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+    },
+    /// Read records by key; prints one JSON object a line.
+    Get {
+        /// Dataset id.
+        dataset: String,
+        /// Record keys.
+        #[arg(required = true)]
+        keys: Vec<String>,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Read records matching a row filter; prints one JSON object a line.
+    Query {
+        /// Dataset id.
+        dataset: String,
+        /// Row filter, e.g. 'region_code STARTS WITH "3201"'.
+        #[arg(long, default_value = "")]
+        filter: String,
+        /// At most this many records (0: the node's maximum).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Follow a dataset's changes after a cursor; prints one JSON object a line.
+    Subscribe {
+        /// Dataset id.
+        dataset: String,
+        /// Resume after this sequence number (the `cursor` of the last line you processed).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Row filter.
+        #[arg(long, default_value = "")]
+        filter: String,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Show a node's datasets, registry view and audit ledger head.
+    Status,
+}
+
+/// Flags every read takes.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ReadArgs {
+    /// Why you read: a purpose code of your grant, e.g. business-licensing.
+    #[arg(long)]
+    purpose: String,
+    /// The case the read is for (recorded in the audit ledger).
+    #[arg(long, default_value = "")]
+    case: String,
+    /// Fields, comma-separated (default: every field your grant allows).
+    #[arg(long, value_delimiter = ',')]
+    fields: Vec<String>,
+}
+
+fn record_line(record: &npb::Record) -> anyhow::Result<String> {
+    let value: Value = serde_json::from_slice(&record.json).context("the node sent a record that is not JSON")?;
+    Ok(serde_json::to_string(&value)?)
+}
+
+/// Runs a node command.
+pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> {
+    match command {
+        Command::Publish {
+            dataset,
+            file,
+            schema_version,
+            batch,
+            rejects,
+        } => publish(&common, &dataset, &file, schema_version, batch.max(1), rejects).await,
+        Command::Get { dataset, keys, read } => {
+            let mut node = common.connect.node().await?;
+            let response = node
+                .get(npb::GetRequest {
+                    dataset_id: dataset,
+                    keys,
+                    fields: read.fields,
+                    purpose: read.purpose,
+                    case_id: read.case,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            for record in &response.records {
+                println!("{}", record_line(record)?);
+            }
+            if !response.missing_keys.is_empty() {
+                eprintln!(
+                    "not found or not visible under your grant: {}",
+                    response.missing_keys.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Command::Query {
+            dataset,
+            filter,
+            limit,
+            read,
+        } => {
+            let mut node = common.connect.node().await?;
+            let mut stream = node
+                .query(npb::QueryRequest {
+                    dataset_id: dataset,
+                    filter,
+                    fields: read.fields,
+                    purpose: read.purpose,
+                    case_id: read.case,
+                    limit,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let mut out = std::io::stdout().lock();
+            while let Some(batch) = stream.message().await.map_err(status_error)? {
+                for record in &batch.records {
+                    writeln!(out, "{}", record_line(record)?)?;
+                }
+            }
+            Ok(())
+        }
+        Command::Subscribe {
+            dataset,
+            after,
+            filter,
+            read,
+        } => {
+            let mut node = common.connect.node().await?;
+            let mut stream = node
+                .subscribe(npb::SubscribeRequest {
+                    dataset_id: dataset,
+                    after_sequence: after,
+                    filter,
+                    fields: read.fields,
+                    purpose: read.purpose,
+                    case_id: read.case,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            while let Some(batch) = stream.message().await.map_err(status_error)? {
+                let mut out = std::io::stdout().lock();
+                for event in &batch.events {
+                    let line = match &event.change {
+                        Some(npb::change_event::Change::Upsert(json)) => {
+                            let record: Value = serde_json::from_slice(json)?;
+                            json!({"cursor": event.sequence, "key": event.key, "record": record})
+                        }
+                        _ => json!({"cursor": event.sequence, "key": event.key, "removed": true}),
+                    };
+                    writeln!(out, "{line}")?;
+                }
+                out.flush()?;
+            }
+            Ok(())
+        }
+        Command::Status => {
+            let mut node = common.connect.node().await?;
+            let status = node
+                .status(npb::StatusRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if common.json {
+                return crate::output::print_json(&status);
+            }
+            println!("node:     {}", status.department_id);
+            println!(
+                "registry: {} (revision {}, view age {} s)",
+                if status.registry_connected {
+                    "connected, current"
+                } else {
+                    "NOT CONNECTED"
+                },
+                status.registry_revision,
+                status.view_age_seconds
+            );
+            println!("audit:    {} entries, head {}", status.audit_entries, status.audit_head);
+            let mut table = crate::output::Table::new(&["DATASET", "VERSION", "RECORDS", "LAST SEQUENCE"]);
+            for d in &status.datasets {
+                table.row(vec![
+                    d.dataset_id.clone(),
+                    d.latest_version.to_string(),
+                    d.records.to_string(),
+                    d.last_sequence.to_string(),
+                ]);
+            }
+            table.print();
+            Ok(())
+        }
+    }
+}
+
+/// A line of the input, ready to send.
+struct Line {
+    number: usize,
+    text: String,
+    change: npb::Change,
+}
+
+/// The JSON types of each top-level property of the dataset's schema, for typing CSV cells.
+async fn property_types(common: &Common, dataset: &str, version: u32) -> anyhow::Result<Map<String, Value>> {
+    let mut registry = common.connect.registry().await?;
+    let schema = registry
+        .get_schema(pb::GetSchemaRequest {
+            dataset_id: dataset.to_string(),
+            version,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let schema: Value = serde_json::from_str(&schema.schema_json)?;
+    Ok(schema["properties"].as_object().cloned().unwrap_or_default())
+}
+
+fn csv_cell(types: &Map<String, Value>, field: &str, cell: &str) -> Value {
+    let declared = exchange_core::schema::types_of(types.get(field).unwrap_or(&Value::Null));
+    let has = |t: &str| declared.iter().any(|d| d == t);
+    if has("integer") {
+        if let Ok(i) = cell.parse::<i64>() {
+            return json!(i);
+        }
+    }
+    if has("number") {
+        if let Ok(n) = cell.parse::<f64>() {
+            return json!(n);
+        }
+    }
+    if has("boolean") {
+        if let Ok(b) = cell.parse::<bool>() {
+            return json!(b);
+        }
+    }
+    // Anything else stays a string: the node's validation will say what is wrong with it.
+    json!(cell)
+}
+
+fn read_lines(path: &Path, types: Option<&Map<String, Value>>) -> anyhow::Result<Vec<Line>> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut lines = Vec::new();
+    if let Some(types) = types {
+        let mut reader = csv::Reader::from_reader(file);
+        let headers = reader.headers()?.clone();
+        for (i, row) in reader.records().enumerate() {
+            let row = row.with_context(|| format!("{}: row {}", path.display(), i + 2))?;
+            let mut record = Map::new();
+            for (field, cell) in headers.iter().zip(row.iter()) {
+                if !cell.is_empty() {
+                    record.insert(field.to_string(), csv_cell(types, field, cell));
+                }
+            }
+            let text = serde_json::to_string(&record)?;
+            lines.push(Line {
+                number: i + 2,
+                change: npb::Change {
+                    op: Some(npb::change::Op::Upsert(text.clone().into_bytes())),
+                },
+                text,
+            });
+        }
+        return Ok(lines);
+    }
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let text = line.with_context(|| format!("{}: line {}", path.display(), i + 1))?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let delete = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("$delete").and_then(Value::as_str).map(str::to_string));
+        let op = match delete {
+            Some(key) => npb::change::Op::DeleteKey(key),
+            // Sent as written: the node says exactly what is wrong with a bad line.
+            None => npb::change::Op::Upsert(text.clone().into_bytes()),
+        };
+        lines.push(Line {
+            number: i + 1,
+            change: npb::Change { op: Some(op) },
+            text,
+        });
+    }
+    Ok(lines)
+}
+
+async fn publish(
+    common: &Common,
+    dataset: &str,
+    file: &Path,
+    schema_version: u32,
+    batch: usize,
+    rejects: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let is_csv = file
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let types = if is_csv {
+        Some(property_types(common, dataset, schema_version).await?)
+    } else {
+        None
+    };
+    let lines = read_lines(file, types.as_ref())?;
+    let mut node = common.connect.node().await?;
+    let progress = indicatif::ProgressBar::new(lines.len() as u64);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records {per_sec} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let rejects_path = rejects.unwrap_or_else(|| {
+        let mut name = file.as_os_str().to_owned();
+        name.push(".rejects.ndjson");
+        PathBuf::from(name)
+    });
+    let mut rejected_lines = Vec::new();
+    let (mut accepted, mut rejected) = (0u64, 0u64);
+    for chunk in lines.chunks(batch) {
+        let response = node
+            .publish(npb::PublishRequest {
+                dataset_id: dataset.to_string(),
+                schema_version,
+                changes: chunk.iter().map(|l| l.change.clone()).collect(),
+                atomic: false,
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        accepted += response.accepted;
+        rejected += response.rejected;
+        for r in response.rejections {
+            let Some(line) = chunk.get(r.position as usize) else {
+                continue;
+            };
+            let errors: Vec<Value> = r
+                .errors
+                .iter()
+                .map(|e| json!({"pointer": e.pointer, "message": e.message}))
+                .collect();
+            rejected_lines.push(json!({"line": line.number, "key": r.key, "errors": errors, "input": line.text}));
+        }
+        progress.inc(chunk.len() as u64);
+        progress.set_message(format!("{rejected} rejected"));
+    }
+    progress.finish_and_clear();
+    if !rejected_lines.is_empty() {
+        let mut out =
+            std::fs::File::create(&rejects_path).with_context(|| format!("cannot write {}", rejects_path.display()))?;
+        for line in &rejected_lines {
+            writeln!(out, "{line}")?;
+        }
+    }
+    println!(
+        "{dataset}: {accepted} stored, {rejected} rejected, from {}",
+        file.display()
+    );
+    if rejected > 0 {
+        println!("rejected lines and their errors: {}", rejects_path.display());
+        if let Some(first) = rejected_lines.first() {
+            println!("first: line {}: {}", first["line"], first["errors"]);
+        }
+        anyhow::bail!("{rejected} records were rejected");
+    }
+    Ok(())
+}
