@@ -108,7 +108,7 @@ pub(crate) struct DatasetFields {
     classification: Classification,
     /// The key field: a required string property of every schema version.
     #[arg(long)]
-    key: String,
+    key_field: String,
     /// What the dataset holds.
     #[arg(long, default_value = "")]
     description: String,
@@ -383,7 +383,7 @@ fn dataset_pb(f: DatasetFields) -> pb::Dataset {
         classification: classification_pb(f.classification),
         update_frequency: f.frequency,
         steward: f.steward,
-        key_field: f.key,
+        key_field: f.key_field,
         tags: f.tags,
         compatibility: compat_pb(f.compatibility),
         ..Default::default()

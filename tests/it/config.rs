@@ -1,24 +1,46 @@
 //! Every config in deploy/ parses, and every schema in schemas/ is a valid dataset schema.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
 }
 
+fn tomls(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            name.starts_with(prefix) && name.ends_with(".toml")
+        })
+        .collect();
+    found.sort();
+    found
+}
+
 #[test]
-fn every_registry_config_in_deploy_parses() {
-    let mut seen = 0;
-    for entry in std::fs::read_dir(repo().join("deploy")).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_string();
-        if name.starts_with("registry") && name.ends_with(".toml") {
+fn every_config_in_deploy_parses() {
+    let mut registries = 0;
+    let mut nodes = 0;
+    for dir in ["deploy", "deploy/local", "deploy/compose"] {
+        let dir = repo().join(dir);
+        for path in tomls(&dir, "registry") {
             let text = std::fs::read_to_string(&path).unwrap();
-            registry::Config::from_toml(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
-            seen += 1;
+            registry::Config::from_toml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            registries += 1;
+        }
+        for path in tomls(&dir, "node-") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            exchange_node::Config::from_toml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            nodes += 1;
         }
     }
-    assert!(seen >= 2, "expected the registry configs in deploy/");
+    assert_eq!(
+        (registries, nodes),
+        (3, 9),
+        "a registry and three nodes in each of deploy/, local/, compose/"
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@
 
 mod catalog;
 mod config;
+mod deploy;
 mod grants;
 mod harness;
 mod identity;

@@ -10,8 +10,18 @@ use crate::harness::*;
 
 /// Starts `exchange registry` and returns it with the address it logged.
 fn spawn_registry(config: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(exchange_bin())
-        .args(["--log-json", "registry", "--config"])
+    spawn_server("registry", config, None)
+}
+
+/// Starts `exchange <kind> --config <config>` (in `cwd`, if given) and returns it with the
+/// address it logged once serving.
+pub fn spawn_server(kind: &str, config: &std::path::Path, cwd: Option<&std::path::Path>) -> (Child, String) {
+    let mut command = Command::new(exchange_bin());
+    if let Some(cwd) = cwd {
+        command.current_dir(cwd);
+    }
+    let mut child = command
+        .args(["--log-json", kind, "--config"])
         .arg(config)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -20,7 +30,7 @@ fn spawn_registry(config: &std::path::Path) -> (Child, String) {
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let address = loop {
-        let line = lines.next().expect("registry exited before serving").unwrap();
+        let line = lines.next().expect("server exited before serving").unwrap();
         let log: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         if let Some(address) = log["fields"]["address"].as_str() {
             break address.to_string();
@@ -159,7 +169,7 @@ impl ProcessExchange {
     }
 }
 
-fn run_cli(args: &[&str]) -> (bool, String, String) {
+pub fn run_cli(args: &[&str]) -> (bool, String, String) {
     let output = Command::new(exchange_bin()).args(args).output().unwrap();
     (
         output.status.success(),

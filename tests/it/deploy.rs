@@ -1,0 +1,237 @@
+//! deploy/local run as separate processes of the real binary: a registry and two nodes, set up
+//! and read across with the CLI; then a node is SIGKILLed and keeps every acknowledged record
+//! and audit event.
+
+use std::path::Path;
+
+use crate::harness::exchange_bin;
+use crate::process::{run_cli, spawn_server};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs the CLI, failing the test with its output when it fails.
+#[track_caller]
+fn cli(args: &[&str]) -> String {
+    let (ok, stdout, stderr) = run_cli(args);
+    assert!(ok, "exchange {}\n{stdout}\n{stderr}", args.join(" "));
+    stdout
+}
+
+fn person(n: u32) -> String {
+    let first17 = format!("32010219850505{n:03}");
+    let id = format!(
+        "{first17}{}",
+        exchange_core::formats::id_number_check_char(&first17).unwrap()
+    );
+    format!(
+        "{{\"id_number\":\"{id}\",\"name\":\"居民{n}\",\"gender\":\"female\",\"birth_date\":\"1985-05-05\",\"household_register_region\":\"320102\",\"phone\":\"13900000000\",\"updated_at\":\"2026-11-01T00:00:00Z\"}}"
+    )
+}
+
+#[test]
+fn the_local_deployment_runs_as_separate_processes_and_a_killed_node_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    // The configs as shipped, with free ports instead of 7500-7503 so tests can run in parallel.
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    for name in ["registry.toml", "node-gongan.toml", "node-scjg.toml", "node-zrzy.toml"] {
+        let mut text = std::fs::read_to_string(repo().join("deploy/local").join(name)).unwrap();
+        for (i, port) in ports.iter().enumerate() {
+            text = text.replace(&format!(":{}", 7500 + i), &format!(":{port}"));
+        }
+        std::fs::write(work.join(name), text).unwrap();
+    }
+    std::fs::copy(repo().join("deploy/local/setup-pki.sh"), work.join("setup-pki.sh")).unwrap();
+    let status = std::process::Command::new("bash")
+        .arg(work.join("setup-pki.sh"))
+        .env("EXCHANGE", exchange_bin())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "setup-pki.sh failed");
+
+    let (mut registry, _) = spawn_server("registry", Path::new("registry.toml"), Some(work));
+    let registry_url = format!("https://localhost:{}", ports[0]);
+    let pki = work.join("pki");
+    let as_ = |who: &str| -> Vec<String> {
+        vec![
+            "--registry".into(),
+            registry_url.clone(),
+            "--ca".into(),
+            pki.join("ca.pem").to_str().unwrap().into(),
+            "--cert".into(),
+            pki.join(format!("{who}.pem")).to_str().unwrap().into(),
+            "--key".into(),
+            pki.join(format!("{who}-key.pem")).to_str().unwrap().into(),
+        ]
+    };
+    let run = |who: &str, args: &[&str]| {
+        let mut all: Vec<String> = as_(who);
+        all.extend(args.iter().map(|a| a.to_string()));
+        cli(&all.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let try_run = |who: &str, args: &[&str]| {
+        let mut all: Vec<String> = as_(who);
+        all.extend(args.iter().map(|a| a.to_string()));
+        run_cli(&all.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+
+    for (id, name) in [("js.gongan", "江苏省公安厅"), ("js.scjg", "江苏省市场监督管理局")] {
+        run(
+            "js.dsj-admin",
+            &[
+                "dept", "register", "--id", id, "--name", name, "--level", "province", "--region", "320000",
+            ],
+        );
+    }
+    run(
+        "js.gongan-system",
+        &[
+            "dataset",
+            "register",
+            "--id",
+            "js.gongan/population",
+            "--title",
+            "人口基础信息",
+            "--classification",
+            "conditional",
+            "--key-field",
+            "id_number",
+        ],
+    );
+    let schema = repo().join("schemas/population.json");
+    run(
+        "js.gongan-system",
+        &["schema", "publish", "js.gongan/population", schema.to_str().unwrap()],
+    );
+    let grant = run(
+        "js.scjg-system",
+        &[
+            "--json",
+            "grant",
+            "request",
+            "--dataset",
+            "js.gongan/population",
+            "--fields",
+            "name",
+            "--purpose",
+            "business-licensing",
+            "--legal-basis",
+            "《优化营商环境条例》",
+            "--expires",
+            "30d",
+        ],
+    );
+    let grant: serde_json::Value = serde_json::from_str(&grant).unwrap();
+    run("js.gongan-system", &["grant", "approve", grant["id"].as_str().unwrap()]);
+
+    let (mut gongan, _) = spawn_server("node", Path::new("node-gongan.toml"), Some(work));
+    let (mut scjg, _) = spawn_server("node", Path::new("node-scjg.toml"), Some(work));
+    let gongan_url = format!("https://localhost:{}", ports[1]);
+
+    // Wait for the node to learn the dataset and the grant from the registry.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = run("js.gongan-system", &["--node", &gongan_url, "--json", "status"]);
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        if status["registryConnected"] == true && status["datasets"][0]["latestVersion"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "node never caught up: {status}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    // Publish 50 records (acknowledged when the command succeeds), then read across processes.
+    let ndjson = work.join("people.ndjson");
+    std::fs::write(&ndjson, (0..50).map(person).collect::<Vec<_>>().join("\n")).unwrap();
+    let out = run(
+        "js.gongan-system",
+        &[
+            "--node",
+            &gongan_url,
+            "publish",
+            "js.gongan/population",
+            ndjson.to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("50 stored, 0 rejected"), "{out}");
+    let id = serde_json::from_str::<serde_json::Value>(&person(7)).unwrap()["id_number"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let read = |who: &str, purpose: &str| {
+        try_run(
+            who,
+            &[
+                "--node",
+                &gongan_url,
+                "get",
+                "js.gongan/population",
+                &id,
+                "--purpose",
+                purpose,
+            ],
+        )
+    };
+    let (ok, stdout, stderr) = read("js.scjg-system", "business-licensing");
+    assert!(ok, "{stderr}");
+    let record: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(record["name"], "居**");
+    assert!(record.get("phone").is_none(), "phone is not granted");
+    let (ok, _, stderr) = read("js.scjg-system", "tax-audit");
+    assert!(
+        !ok && stderr.contains("permission denied: purpose \"tax-audit\" not granted"),
+        "{stderr}"
+    );
+
+    // SIGKILL the node right after those acknowledged writes and audited reads.
+    gongan.kill().unwrap();
+    gongan.wait().unwrap();
+    let (mut gongan, _) = spawn_server("node", Path::new("node-gongan.toml"), Some(work));
+    let query = run(
+        "js.gongan-system",
+        &[
+            "--node",
+            &gongan_url,
+            "query",
+            "js.gongan/population",
+            "--purpose",
+            "internal-check",
+            "--fields",
+            "name",
+        ],
+    );
+    assert_eq!(query.lines().count(), 50, "every acknowledged record survived");
+    let status = run("js.gongan-system", &["--node", &gongan_url, "--json", "status"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    // The allowed read, the denied read, then this query: nothing was lost.
+    assert_eq!(status["auditEntries"], "3", "{status}"); // proto3 JSON writes 64-bit integers as strings
+
+    for child in [&mut gongan, &mut scjg, &mut registry] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let ledger = exchange_node::read_ledger(&work.join("data/node-gongan")).unwrap();
+    let decisions: Vec<(String, String)> = ledger
+        .iter()
+        .map(|e| (e.event.department.clone(), format!("{:?}", e.event.decision)))
+        .collect();
+    assert_eq!(
+        decisions,
+        [
+            ("js.scjg".into(), "Allow".into()),
+            ("js.scjg".into(), "Deny".into()),
+            ("js.gongan".into(), "Allow".into())
+        ]
+    );
+}
