@@ -83,6 +83,13 @@ pub async fn run(
     let on_change: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(move |_dataset| {
         epoch_tx.send_modify(|e| *e += 1);
     });
+    // The node serves whether or not the registry is reachable; a second health service says
+    // whether its view of the registry is current, for monitoring.
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<NodeServer<service::NodeService>>().await;
+    health_reporter
+        .set_service_status(sync::VIEW_HEALTH, tonic_health::ServingStatus::NotServing)
+        .await;
     let follower = tokio::spawn(sync::follow(
         ClientConfig {
             endpoint: config.registry.endpoint.clone(),
@@ -91,12 +98,10 @@ pub async fn run(
         me.department.clone(),
         catalog.clone(),
         sync_state.clone(),
+        health_reporter.clone(),
         on_change,
         stop_rx.clone(),
     ));
-
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<NodeServer<service::NodeService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(exchange_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -108,7 +113,7 @@ pub async fn run(
         trust_domain: config.trust_domain.clone(),
         catalog,
         store,
-        writer,
+        writer: writer.clone(),
         limits: config.limits,
         sync: sync_state,
         policy_epoch: epoch_rx,
@@ -133,6 +138,7 @@ pub async fn run(
         .await
         .map_err(|e| RunError(format!("server failed: {e}")));
     let _ = follower.await;
+    writer.stop().await;
     served
 }
 

@@ -179,6 +179,8 @@ enum Job {
         events: Vec<AuditEvent>,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Finish what is queued before it, then exit (releasing the store).
+    Stop,
 }
 
 /// The handle to the writer thread.
@@ -187,6 +189,7 @@ pub(crate) struct Writer {
     jobs: mpsc::SyncSender<Job>,
     feeds: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
     chain: Arc<Mutex<Chain>>,
+    thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 /// How many jobs one group commit takes at most.
@@ -218,11 +221,26 @@ impl Writer {
         let (tx, rx) = mpsc::sync_channel(GROUP_LIMIT);
         let thread_feeds = feeds.clone();
         let thread_chain = chain.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("node-writer".into())
             .spawn(move || run(store, rx, seqs, thread_chain, thread_feeds))
             .map_err(|e| StoreError::Engine(format!("cannot start the writer thread: {e}")))?;
-        Ok(Self { jobs: tx, feeds, chain })
+        Ok(Self {
+            jobs: tx,
+            feeds,
+            chain,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        })
+    }
+
+    /// Commits what is queued, stops the thread and waits for it, so the store is released
+    /// when the node returns from `run`.
+    pub(crate) async fn stop(&self) {
+        let _ = self.submit(Job::Stop).await;
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 
     async fn submit(&self, job: Job) -> Result<(), StoreError> {
@@ -288,10 +306,18 @@ fn run(
     chain: Arc<Mutex<Chain>>,
     feeds: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
 ) {
+    let mut stopping = false;
     while let Ok(first) = jobs.recv() {
+        if matches!(first, Job::Stop) {
+            return;
+        }
         let mut group = vec![first];
         while group.len() < GROUP_LIMIT {
             match jobs.try_recv() {
+                Ok(Job::Stop) => {
+                    stopping = true;
+                    break;
+                }
                 Ok(job) => group.push(job),
                 Err(_) => break,
             }
@@ -341,6 +367,7 @@ fn run(
                         }
                     }
                 }
+                Job::Stop => Ok((0, 0)),
                 Job::Audit { events, .. } => {
                     let mut staged_head = head.clone();
                     stage_audit(&mut local, &mut staged_head, events).map(|()| {
@@ -382,7 +409,11 @@ fn run(
                 Job::Audit { reply, .. } => {
                     let _ = reply.send(result.map(|_| ()));
                 }
+                Job::Stop => {}
             }
+        }
+        if stopping {
+            return;
         }
     }
 }

@@ -38,12 +38,23 @@ impl SyncState {
 /// Shared freshness state.
 pub(crate) type SharedSync = Arc<Mutex<SyncState>>;
 
-fn set_current(state: &SharedSync, current: bool) {
-    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-    if s.current || current {
-        s.last_current = Some(Instant::now());
+/// The health service name that reports whether the registry view is current.
+pub(crate) const VIEW_HEALTH: &str = "exchange.node.v1.RegistryView";
+
+async fn set_current(state: &SharedSync, health: &tonic_health::server::HealthReporter, current: bool) {
+    {
+        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.current || current {
+            s.last_current = Some(Instant::now());
+        }
+        s.current = current;
     }
-    s.current = current;
+    let status = if current {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    health.set_service_status(VIEW_HEALTH, status).await;
 }
 
 /// Follows the registry until `stop` flips to true.
@@ -52,16 +63,17 @@ pub(crate) async fn follow(
     department: String,
     catalog: Arc<Catalog>,
     state: SharedSync,
+    health: tonic_health::server::HealthReporter,
     on_change: Arc<dyn Fn(&str) + Send + Sync>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let outcome = tokio::select! {
-            outcome = follow_once(&client, &department, &catalog, &state, &on_change) => outcome,
+            outcome = follow_once(&client, &department, &catalog, &state, &health, &on_change) => outcome,
             _ = stop.wait_for(|&s| s) => return,
         };
-        set_current(&state, false);
+        set_current(&state, &health, false).await;
         match outcome {
             Ok(()) => tracing::warn!(registry = %client.endpoint, "registry closed the watch; reconnecting"),
             Err(e) => {
@@ -81,6 +93,7 @@ async fn follow_once(
     department: &str,
     catalog: &Catalog,
     state: &SharedSync,
+    health: &tonic_health::server::HealthReporter,
     on_change: &Arc<dyn Fn(&str) + Send + Sync>,
 ) -> Result<(), String> {
     let channel = connect(client).await.map_err(|e| e.to_string())?;
@@ -119,7 +132,7 @@ async fn follow_once(
             }
             Some(Event::CaughtUp(_)) => {
                 catalog.mark_revision(revision).map_err(|e| e.to_string())?;
-                set_current(state, true);
+                set_current(state, health, true).await;
                 tracing::info!(revision, "registry view is current");
                 None
             }

@@ -161,6 +161,35 @@ async fn a_mixed_publish_stores_the_valid_records_and_names_every_error_of_the_o
         .into_inner();
     assert!(got.records.is_empty());
 
+    // A request over the message limit is refused naming the limit, and stores nothing.
+    let filler = "长".repeat(1000);
+    let big: Vec<npb::Change> = (100..200).map(|n| upsert(&person("320102", n, &filler[..]))).collect();
+    let mut small_names = big.clone();
+    for change in &mut small_names {
+        if let Some(npb::change::Op::Upsert(json)) = &mut change.op {
+            let mut record: Value = serde_json::from_slice(json).unwrap();
+            record["name"] = json!("名");
+            *json = serde_json::to_vec(&record).unwrap();
+        }
+    }
+    let too_big = owner.publish(publish_request(big)).await;
+    assert_status(too_big, Code::OutOfRange, "the limit is: 262144 bytes");
+    let got = owner
+        .get(get(&[id_number("320102", 100)], &[], "internal"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.records.is_empty());
+    assert_eq!(
+        owner
+            .publish(publish_request(small_names))
+            .await
+            .unwrap()
+            .into_inner()
+            .accepted,
+        100
+    );
+
     // Only the owner publishes.
     let mut other = node.client(&ex, "js.scjg", Role::System).await;
     let refused = other.publish(publish_request(vec![upsert(&good)])).await;
@@ -371,6 +400,18 @@ async fn with_the_registry_down_the_node_serves_its_last_grants_and_catches_up_a
         Code::PermissionDenied,
         "no grant",
     );
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let health = tonic_health::pb::health_client::HealthClient::new(node.channel(&ex, "js.dsj", Role::Auditor).await);
+    let view = |health: &tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>| {
+        let mut health = health.clone();
+        async move {
+            let request = tonic_health::pb::HealthCheckRequest {
+                service: "exchange.node.v1.RegistryView".into(),
+            };
+            health.check(request).await.unwrap().into_inner().status
+        }
+    };
+    assert_eq!(view(&health).await, ServingStatus::NotServing as i32);
 
     ex.start_registry().await;
     let mut rsj_registry = ex.client("js.rsj", Role::System).await;
@@ -390,6 +431,54 @@ async fn with_the_registry_down_the_node_serves_its_last_grants_and_catches_up_a
         .into_inner();
     node.wait_current(&mut rsj, approved.revision).await;
     rsj.get(get(&keys, &[], "business-licensing")).await.unwrap();
+    assert_eq!(view(&health).await, ServingStatus::Serving as i32);
+}
+
+#[tokio::test]
+async fn each_node_serves_its_own_departments_datasets() {
+    let (ex, gongan, keys, _) = setup().await;
+    let scjg = TestNode::start(&ex, "js.scjg").await;
+    let mut scjg_owner = scjg.client(&ex, "js.scjg", Role::System).await;
+    let status = scjg_owner.status(npb::StatusRequest {}).await.unwrap().into_inner();
+    scjg.wait_current(&mut scjg_owner, status.registry_revision).await;
+    let company = json!({"id": id_number("320102", 500), "name": "南京测试有限公司"});
+    let mut publish = publish_request(vec![upsert(&company)]);
+    publish.dataset_id = "js.scjg/legal-persons".into();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while scjg_owner.publish(publish.clone()).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the scjg node never learned its dataset"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // js.gongan reads the company register at the scjg node under a grant (unconditional).
+    let mut gongan_registry = ex.client("js.gongan", Role::System).await;
+    let g = gongan_registry
+        .request_grant(grant_request("js.scjg/legal-persons", &["name"]))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut reader = scjg.client(&ex, "js.gongan", Role::System).await;
+    scjg.wait_current(&mut reader, g.revision).await;
+    let mut request = get(&[id_number("320102", 500)], &["name"], "business-licensing");
+    request.dataset_id = "js.scjg/legal-persons".into();
+    let got = reader.get(request.clone()).await.unwrap().into_inner();
+    // The test schema marks "name" as a person's name, so it is masked for the consumer.
+    assert_eq!(records(&got)[0]["name"], "南*******");
+    // Each node serves only its own department's datasets.
+    let mut wrong_node = gongan.client(&ex, "js.gongan", Role::System).await;
+    assert_status(
+        wrong_node.get(request).await,
+        Code::NotFound,
+        "not served by this node (js.gongan)",
+    );
+    let mut wrong = scjg.client(&ex, "js.scjg", Role::System).await;
+    assert_status(
+        wrong.get(get(&keys, &[], "business-licensing")).await,
+        Code::NotFound,
+        "not served by this node (js.scjg)",
+    );
 }
 
 async fn collect(stream: &mut tonic::Streaming<npb::ChangeBatch>, want: usize) -> (Vec<npb::ChangeEvent>, u64) {

@@ -45,6 +45,7 @@ impl TestNode {
             },
             limits: exchange_node::config::Limits {
                 max_record_bytes: 4096,
+                max_message_bytes: 256 * 1024,
                 ..Default::default()
             },
         };
@@ -83,6 +84,20 @@ impl TestNode {
     pub async fn restart(&mut self) {
         self.stop().await;
         self.serve().await;
+    }
+
+    pub async fn channel(&self, ex: &TestExchange, dept: &str, role: Role) -> Channel {
+        let issued = ex.issue(dept, role);
+        connect(&ClientConfig {
+            endpoint: self.endpoint.clone(),
+            tls: TlsFiles {
+                ca_pem: ex.ca.cert_pem.clone(),
+                cert_pem: issued.cert_pem,
+                key_pem: issued.key_pem,
+            },
+        })
+        .await
+        .unwrap()
     }
 
     pub async fn client(&self, ex: &TestExchange, dept: &str, role: Role) -> Node {
