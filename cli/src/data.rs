@@ -69,7 +69,11 @@ pub(crate) enum Command {
         read: ReadArgs,
     },
     /// Show a node's datasets, registry view and audit ledger head.
-    Status,
+    Status {
+        /// Print Prometheus text format (for node_exporter's textfile collector) instead.
+        #[arg(long)]
+        prometheus: bool,
+    },
 }
 
 /// Flags every read takes.
@@ -187,7 +191,7 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
             }
             Ok(())
         }
-        Command::Status => {
+        Command::Status { prometheus } => {
             let mut node = common.connect.node().await?;
             let status = node
                 .status(npb::StatusRequest {})
@@ -196,6 +200,10 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
                 .into_inner();
             if common.json {
                 return crate::output::print_json(&status);
+            }
+            if prometheus {
+                print!("{}", prometheus_text(&status));
+                return Ok(());
             }
             println!("node:     {}", status.department_id);
             println!(
@@ -222,6 +230,62 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
             Ok(())
         }
     }
+}
+
+/// A node's status as Prometheus metrics.
+fn prometheus_text(status: &npb::NodeStatus) -> String {
+    let dept = &status.department_id;
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, samples: Vec<(String, String)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for (labels, value) in samples {
+            out.push_str(&format!("{name}{{{labels}}} {value}\n"));
+        }
+    };
+    let node = format!("department=\"{dept}\"");
+    gauge(
+        "exchange_node_registry_view_current",
+        "1 while the node's view of the registry is current, else 0.",
+        vec![(node.clone(), u8::from(status.registry_connected).to_string())],
+    );
+    gauge(
+        "exchange_node_registry_view_age_seconds",
+        "Seconds since the node's view of the registry was last known current.",
+        vec![(node.clone(), status.view_age_seconds.to_string())],
+    );
+    gauge(
+        "exchange_node_registry_revision",
+        "The last registry revision the node applied.",
+        vec![(node.clone(), status.registry_revision.to_string())],
+    );
+    gauge(
+        "exchange_node_audit_entries",
+        "Entries in the node's audit ledger.",
+        vec![(node.clone(), status.audit_entries.to_string())],
+    );
+    let per_dataset = |f: fn(&npb::DatasetStatus) -> String| {
+        status
+            .datasets
+            .iter()
+            .map(|d| (format!("{node},dataset=\"{}\"", d.dataset_id), f(d)))
+            .collect()
+    };
+    gauge(
+        "exchange_node_dataset_records",
+        "Records stored.",
+        per_dataset(|d| d.records.to_string()),
+    );
+    gauge(
+        "exchange_node_dataset_last_sequence",
+        "The dataset's last change sequence number.",
+        per_dataset(|d| d.last_sequence.to_string()),
+    );
+    gauge(
+        "exchange_node_dataset_schema_version",
+        "The latest schema version the node knows.",
+        per_dataset(|d| d.latest_version.to_string()),
+    );
+    out
 }
 
 /// A line of the input, ready to send.

@@ -253,6 +253,23 @@ async fn reads_are_projected_masked_and_filtered_by_the_grant() {
         queried.iter().map(|r| r.key.clone()).collect::<Vec<_>>(),
         [keys[1].clone()]
     );
+
+    // Each of those reads is in the ledger with exactly what it served.
+    let mut node = node;
+    node.stop().await;
+    let ledger = exchange_node::read_ledger(&node.data_dir).unwrap();
+    let reads: Vec<(&str, &str, u64)> = ledger
+        .iter()
+        .map(|e| (e.event.department.as_str(), e.event.operation.as_str(), e.event.count))
+        .collect();
+    assert_eq!(
+        reads,
+        [("js.scjg", "get", 2), ("js.gongan", "get", 1), ("js.scjg", "query", 1)]
+    );
+    assert_eq!(ledger[0].event.keys, keys[..2]);
+    assert_eq!(ledger[0].event.fields, ["id", "name", "phone"]);
+    assert_eq!(ledger[0].event.grant_id, grant);
+    assert!(ledger.iter().all(|e| e.event.decision == Decision::Allow));
 }
 
 #[tokio::test]

@@ -384,6 +384,17 @@ fn the_quickstart_sets_up_a_working_exchange_and_the_cli_uses_it() {
         stdout.contains("connected, current") && stdout.contains("js.gongan/population"),
         "{stdout}"
     );
+    let (ok, stdout, stderr) = with(gongan_profile, &["status", "--prometheus"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("exchange_node_registry_view_current{department=\"js.gongan\"} 1"),
+        "{stdout}"
+    );
+    // 200 sample residents and the one published above.
+    assert!(
+        stdout.contains("exchange_node_dataset_records{department=\"js.gongan\",dataset=\"js.gongan/population\"} 201"),
+        "{stdout}"
+    );
 
     server.kill().unwrap();
     server.wait().unwrap();
