@@ -10,6 +10,7 @@ use exchange_core::compat::CompatMode;
 use exchange_core::department::Level;
 use exchange_core::grant::GrantState;
 use exchange_proto::registry::v1 as pb;
+use exchange_transport::convert::{classification_to_pb, compat_to_pb, grant_state_to_pb, level_to_pb};
 
 use crate::connect::ConnectArgs;
 use crate::output::{print_json, time, Table};
@@ -318,55 +319,12 @@ pub(crate) fn parse_expiry(s: &str) -> Result<i64, String> {
         .map_err(|_| bad())
 }
 
-fn level_pb(level: Level) -> i32 {
-    (match level {
-        Level::Province => pb::Level::Province,
-        Level::City => pb::Level::City,
-        Level::District => pb::Level::District,
-        Level::Street => pb::Level::Street,
-        Level::Community => pb::Level::Community,
-    }) as i32
-}
-
-fn classification_pb(c: Classification) -> i32 {
-    (match c {
-        Classification::Unconditional => pb::Classification::Unconditional,
-        Classification::Conditional => pb::Classification::Conditional,
-        Classification::NotShared => pb::Classification::NotShared,
-        Classification::Open => pb::Classification::Open,
-    }) as i32
-}
-
-fn compat_pb(mode: CompatMode) -> i32 {
-    use pb::CompatibilityMode as M;
-    (match mode {
-        CompatMode::Backward => M::Backward,
-        CompatMode::BackwardTransitive => M::BackwardTransitive,
-        CompatMode::Forward => M::Forward,
-        CompatMode::ForwardTransitive => M::ForwardTransitive,
-        CompatMode::Full => M::Full,
-        CompatMode::FullTransitive => M::FullTransitive,
-        CompatMode::None => M::None,
-    }) as i32
-}
-
-fn state_pb(s: GrantState) -> i32 {
-    use pb::GrantState as S;
-    (match s {
-        GrantState::Requested => S::Requested,
-        GrantState::Approved => S::Approved,
-        GrantState::Rejected => S::Rejected,
-        GrantState::Revoked => S::Revoked,
-        GrantState::Expired => S::Expired,
-    }) as i32
-}
-
 /// A department message from the flags.
 pub(crate) fn department_pb(f: DeptFields) -> pb::Department {
     pb::Department {
         id: f.id,
         name: f.name,
-        level: level_pb(f.level),
+        level: level_to_pb(f.level) as i32,
         region_code: f.region,
         parent_id: f.parent.unwrap_or_default(),
         node_endpoint: f.endpoint.unwrap_or_default(),
@@ -380,12 +338,12 @@ fn dataset_pb(f: DatasetFields) -> pb::Dataset {
         title: f.title,
         description: f.description,
         domain: f.domain,
-        classification: classification_pb(f.classification),
+        classification: classification_to_pb(f.classification) as i32,
         update_frequency: f.frequency,
         steward: f.steward,
         key_field: f.key_field,
         tags: f.tags,
-        compatibility: compat_pb(f.compatibility),
+        compatibility: compat_to_pb(f.compatibility) as i32,
         ..Default::default()
     }
 }
@@ -547,7 +505,7 @@ async fn dept(command: DeptCommand, common: Common) -> anyhow::Result<()> {
         DeptCommand::List { parent, level } => {
             let request = pb::ListDepartmentsRequest {
                 parent_id: parent.unwrap_or_default(),
-                level: level.map(level_pb).unwrap_or(0),
+                level: level.map(|l| level_to_pb(l) as i32).unwrap_or(0),
             };
             let response = client
                 .list_departments(request)
@@ -603,7 +561,7 @@ async fn dataset(command: DatasetCommand, common: Common) -> anyhow::Result<()> 
             let request = pb::SearchDatasetsRequest {
                 owner_id: owner.unwrap_or_default(),
                 domain: domain.unwrap_or_default(),
-                classification: classification.map(classification_pb).unwrap_or(0),
+                classification: classification.map(|c| classification_to_pb(c) as i32).unwrap_or(0),
                 text: text.unwrap_or_default(),
             };
             let response = client
@@ -763,7 +721,7 @@ async fn grant(command: GrantCommand, common: Common) -> anyhow::Result<()> {
             let request = pb::ListGrantsRequest {
                 consumer_id: consumer.unwrap_or_default(),
                 dataset_id: dataset.unwrap_or_default(),
-                state: state.map(state_pb).unwrap_or(0),
+                state: state.map(|st| grant_state_to_pb(st) as i32).unwrap_or(0),
                 owner_id: owner.unwrap_or_default(),
             };
             let response = client.list_grants(request).await.map_err(status_error)?.into_inner();

@@ -33,6 +33,8 @@ pub mod mask;
 pub mod policy;
 pub mod schema;
 pub mod store;
+#[cfg(test)]
+mod testing;
 
 pub use error::{CoreError, ValidationError};
 

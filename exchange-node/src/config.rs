@@ -28,17 +28,8 @@ pub struct Config {
     pub limits: Limits,
 }
 
-/// TLS files.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// The exchange CA certificate (PEM).
-    pub ca: PathBuf,
-    /// The node's certificate (PEM).
-    pub cert: PathBuf,
-    /// The node's private key (PEM).
-    pub key: PathBuf,
-}
+/// TLS files, shared with the other servers.
+pub use exchange_transport::tls::TlsConfig;
 
 /// The registry the node follows.
 #[derive(Debug, Clone, Deserialize)]

@@ -23,7 +23,7 @@ use exchange_core::identity::{Principal, Role};
 use exchange_core::store::{SledStore, Store};
 use exchange_proto::node::v1::node_server::NodeServer;
 use exchange_transport::client::ClientConfig;
-use exchange_transport::tls::{self, TlsFiles};
+use exchange_transport::tls;
 use exchange_transport::Authenticator;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
@@ -60,7 +60,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let files = TlsFiles::read(&config.tls.ca, &config.tls.cert, &config.tls.key).map_err(err)?;
+    let files = config.tls.read().map_err(err)?;
     let me = own_identity(&files.cert_pem, &config.trust_domain)?;
     let tls_config = tls::server_config(&files).map_err(err)?;
     std::fs::create_dir_all(&config.data_dir)

@@ -27,6 +27,26 @@ use tokio_rustls::TlsAcceptor;
 #[error("{0}")]
 pub struct TlsError(pub String);
 
+/// Where a server's (or a node's) TLS files are, as written in its TOML configuration.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The exchange CA certificate (PEM): peer certificates must chain to it.
+    pub ca: std::path::PathBuf,
+    /// This server's certificate (PEM), with the DNS names or IPs clients dial (for a node: its
+    /// `node` certificate, which it also presents to the registry).
+    pub cert: std::path::PathBuf,
+    /// This server's private key (PEM, mode 0600).
+    pub key: std::path::PathBuf,
+}
+
+impl TlsConfig {
+    /// Reads the three files.
+    pub fn read(&self) -> Result<TlsFiles, TlsError> {
+        TlsFiles::read(&self.ca, &self.cert, &self.key)
+    }
+}
+
 /// The PEM material a server or client needs.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {

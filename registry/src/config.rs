@@ -24,17 +24,8 @@ pub struct Config {
     pub grants: GrantConfig,
 }
 
-/// Where the registry's TLS files are.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// The exchange CA certificate (PEM): client certificates must chain to it.
-    pub ca: PathBuf,
-    /// The registry's server certificate (PEM), with the DNS names or IPs clients dial.
-    pub cert: PathBuf,
-    /// The registry's private key (PEM).
-    pub key: PathBuf,
-}
+/// TLS files, shared with the other servers.
+pub use exchange_transport::tls::TlsConfig;
 
 /// Rules for grants.
 #[derive(Debug, Clone, Deserialize)]

@@ -18,7 +18,7 @@ use exchange_core::error::PolicyError;
 use exchange_core::grant::GrantLimits;
 use exchange_core::store::SledStore;
 use exchange_proto::registry::v1::registry_server::RegistryServer;
-use exchange_transport::tls::{self, TlsFiles};
+use exchange_transport::tls;
 use exchange_transport::Authenticator;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
@@ -36,8 +36,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let files =
-        TlsFiles::read(&config.tls.ca, &config.tls.cert, &config.tls.key).map_err(|e| RunError(e.to_string()))?;
+    let files = config.tls.read().map_err(|e| RunError(e.to_string()))?;
     let tls_config = tls::server_config(&files).map_err(|e| RunError(e.to_string()))?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| RunError(format!("cannot create data_dir {}: {e}", config.data_dir.display())))?;

@@ -104,18 +104,7 @@ impl TestExchange {
 
     /// A client presenting `issued` (or no certificate when `None`).
     pub async fn client_with(&self, issued: Option<&Issued>) -> Client {
-        let tls = TlsFiles {
-            ca_pem: self.ca.cert_pem.clone(),
-            cert_pem: issued.map(|i| i.cert_pem.clone()).unwrap_or_default(),
-            key_pem: issued.map(|i| i.key_pem.clone()).unwrap_or_default(),
-        };
-        let channel = connect(&ClientConfig {
-            endpoint: self.endpoint.clone(),
-            tls,
-        })
-        .await
-        .unwrap();
-        RegistryClient::new(channel)
+        RegistryClient::new(channel_with(&self.ca, &self.endpoint, issued).await)
     }
 
     pub async fn client(&self, dept: &str, role: Role) -> Client {
@@ -168,6 +157,21 @@ impl TestExchange {
                 .unwrap();
         }
     }
+}
+
+/// A mutual-TLS channel to `endpoint` presenting `issued` (or no certificate when `None`).
+pub async fn channel_with(ca: &Ca, endpoint: &str, issued: Option<&Issued>) -> Channel {
+    let tls = TlsFiles {
+        ca_pem: ca.cert_pem.clone(),
+        cert_pem: issued.map(|i| i.cert_pem.clone()).unwrap_or_default(),
+        key_pem: issued.map(|i| i.key_pem.clone()).unwrap_or_default(),
+    };
+    connect(&ClientConfig {
+        endpoint: endpoint.to_string(),
+        tls,
+    })
+    .await
+    .unwrap()
 }
 
 impl Drop for TestExchange {

@@ -6,9 +6,7 @@ use std::path::PathBuf;
 use exchange_core::identity::{Principal, Role};
 use exchange_proto::node::v1 as npb;
 use exchange_proto::node::v1::node_client::NodeClient;
-use exchange_transport::client::{connect, ClientConfig};
 use exchange_transport::pki::CertSpec;
-use exchange_transport::tls::TlsFiles;
 use tonic::transport::Channel;
 
 use crate::harness::*;
@@ -87,32 +85,11 @@ impl TestNode {
     }
 
     pub async fn channel(&self, ex: &TestExchange, dept: &str, role: Role) -> Channel {
-        let issued = ex.issue(dept, role);
-        connect(&ClientConfig {
-            endpoint: self.endpoint.clone(),
-            tls: TlsFiles {
-                ca_pem: ex.ca.cert_pem.clone(),
-                cert_pem: issued.cert_pem,
-                key_pem: issued.key_pem,
-            },
-        })
-        .await
-        .unwrap()
+        channel_with(&ex.ca, &self.endpoint, Some(&ex.issue(dept, role))).await
     }
 
     pub async fn client(&self, ex: &TestExchange, dept: &str, role: Role) -> Node {
-        let issued = ex.issue(dept, role);
-        let channel = connect(&ClientConfig {
-            endpoint: self.endpoint.clone(),
-            tls: TlsFiles {
-                ca_pem: ex.ca.cert_pem.clone(),
-                cert_pem: issued.cert_pem,
-                key_pem: issued.key_pem,
-            },
-        })
-        .await
-        .unwrap();
-        NodeClient::new(channel)
+        NodeClient::new(self.channel(ex, dept, role).await)
     }
 
     /// Waits (up to five seconds) until the node's view of the registry is current and has

@@ -154,18 +154,7 @@ impl ProcessExchange {
             .ca
             .issue(&CertSpec::for_principal(Principal::new(dept, role), 1))
             .unwrap();
-        let tls = exchange_transport::tls::TlsFiles {
-            ca_pem: self.ca.cert_pem.clone(),
-            cert_pem: issued.cert_pem,
-            key_pem: issued.key_pem,
-        };
-        let channel = exchange_transport::client::connect(&exchange_transport::client::ClientConfig {
-            endpoint: self.endpoint.clone(),
-            tls,
-        })
-        .await
-        .unwrap();
-        Client::new(channel)
+        Client::new(channel_with(&self.ca, &self.endpoint, Some(&issued)).await)
     }
 }
 

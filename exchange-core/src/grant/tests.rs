@@ -1,29 +1,13 @@
 use serde_json::json;
 
 use super::*;
-use crate::compat::CompatMode;
 use crate::schema::check_dataset_schema;
 
 const DAY: i64 = 86_400;
 const NOW: i64 = 1_800_000_000;
 
 fn dataset(classification: Classification) -> Dataset {
-    Dataset {
-        id: "js.gongan/population".into(),
-        title: "人口".into(),
-        description: String::new(),
-        domain: "population".into(),
-        classification,
-        update_frequency: "daily".into(),
-        steward: String::new(),
-        key_field: "id_number".into(),
-        tags: vec![],
-        compatibility: CompatMode::Backward,
-        latest_version: 1,
-        created_at: 0,
-        updated_at: 0,
-        revision: 0,
-    }
+    crate::testing::population(classification)
 }
 
 fn schema() -> DatasetSchema {

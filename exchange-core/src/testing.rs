@@ -1,0 +1,24 @@
+//! Fixtures shared by the unit tests of several modules.
+
+use crate::catalog::{Classification, Dataset};
+use crate::compat::CompatMode;
+
+/// `js.gongan/population`, keyed by `id_number`, at schema version 1.
+pub(crate) fn population(classification: Classification) -> Dataset {
+    Dataset {
+        id: "js.gongan/population".into(),
+        title: "人口".into(),
+        description: String::new(),
+        domain: "population".into(),
+        classification,
+        update_frequency: "daily".into(),
+        steward: String::new(),
+        key_field: "id_number".into(),
+        tags: vec![],
+        compatibility: CompatMode::Backward,
+        latest_version: 1,
+        created_at: 0,
+        updated_at: 0,
+        revision: 0,
+    }
+}
