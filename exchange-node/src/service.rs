@@ -503,7 +503,14 @@ impl pb::node_server::Node for NodeService {
     }
 
     async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::NodeStatus>> {
-        caller(&request)?;
+        let who = caller(&request)?.principal;
+        // How much a department holds and how busy its node is are its own business.
+        if who.department != self.department && !who.role.is_exchange_wide() {
+            return Err(Status::permission_denied(format!(
+                "{who} may not see the status of {}'s node; only {} itself, an admin or an auditor may",
+                self.department, self.department
+            )));
+        }
         let sync = self.sync.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut datasets = Vec::new();
         for d in self.catalog.datasets() {

@@ -78,7 +78,7 @@ async fn setup() -> (TestExchange, TestNode, Vec<String>, String) {
         .into_inner();
     let node = TestNode::start(&ex, "js.gongan").await;
     let mut owner = node.client(&ex, "js.gongan", Role::System).await;
-    node.wait_current(&mut owner, approved.revision).await;
+    node.wait_current(&ex, approved.revision).await;
     let people = [
         person("320102", 1, "张三"),
         person("320102", 2, "李四"),
@@ -307,7 +307,7 @@ async fn each_denial_reason_is_permission_denied_and_audited() {
         .await
         .unwrap()
         .into_inner();
-    node.wait_current(&mut consumer, revoked.revision).await;
+    node.wait_current(&ex, revoked.revision).await;
     assert_status(
         consumer.get(get(&keys, &[], "business-licensing")).await,
         Code::PermissionDenied,
@@ -327,7 +327,7 @@ async fn each_denial_reason_is_permission_denied_and_audited() {
         .await
         .unwrap()
         .into_inner();
-    node.wait_current(&mut stranger, approved.revision).await;
+    node.wait_current(&ex, approved.revision).await;
     stranger.get(get(&keys, &[], "business-licensing")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(3100)).await;
     assert_status(
@@ -404,7 +404,13 @@ async fn with_the_registry_down_the_node_serves_its_last_grants_and_catches_up_a
     consumer.get(get(&keys, &[], "business-licensing")).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let status = consumer.status(npb::StatusRequest {}).await.unwrap().into_inner();
+        let status = node
+            .client(&ex, "js.gongan", Role::Node)
+            .await
+            .status(npb::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
         if !status.registry_connected {
             break;
         }
@@ -446,7 +452,7 @@ async fn with_the_registry_down_the_node_serves_its_last_grants_and_catches_up_a
         .await
         .unwrap()
         .into_inner();
-    node.wait_current(&mut rsj, approved.revision).await;
+    node.wait_current(&ex, approved.revision).await;
     rsj.get(get(&keys, &[], "business-licensing")).await.unwrap();
     assert_eq!(view(&health).await, ServingStatus::Serving as i32);
 }
@@ -457,7 +463,14 @@ async fn each_node_serves_its_own_departments_datasets() {
     let scjg = TestNode::start(&ex, "js.scjg").await;
     let mut scjg_owner = scjg.client(&ex, "js.scjg", Role::System).await;
     let status = scjg_owner.status(npb::StatusRequest {}).await.unwrap().into_inner();
-    scjg.wait_current(&mut scjg_owner, status.registry_revision).await;
+    scjg.wait_current(&ex, status.registry_revision).await;
+    // A node's status is for its own department, admins and auditors.
+    let mut other = scjg.client(&ex, "js.gongan", Role::System).await;
+    assert_status(
+        other.status(npb::StatusRequest {}).await,
+        Code::PermissionDenied,
+        "only js.scjg itself",
+    );
     let company = json!({"id": id_number("320102", 500), "name": "南京测试有限公司"});
     let mut publish = publish_request(vec![upsert(&company)]);
     publish.dataset_id = "js.scjg/legal-persons".into();
@@ -477,7 +490,7 @@ async fn each_node_serves_its_own_departments_datasets() {
         .unwrap()
         .into_inner();
     let mut reader = scjg.client(&ex, "js.gongan", Role::System).await;
-    scjg.wait_current(&mut reader, g.revision).await;
+    scjg.wait_current(&ex, g.revision).await;
     let mut request = get(&[id_number("320102", 500)], &["name"], "business-licensing");
     request.dataset_id = "js.scjg/legal-persons".into();
     let got = reader.get(request.clone()).await.unwrap().into_inner();

@@ -14,6 +14,7 @@ use crate::harness::*;
 pub type Node = NodeClient<Channel>;
 
 pub struct TestNode {
+    pub department: String,
     pub endpoint: String,
     pub data_dir: PathBuf,
     config: exchange_node::Config,
@@ -48,6 +49,7 @@ impl TestNode {
             },
         };
         let mut node = Self {
+            department: department.into(),
             endpoint: String::new(),
             data_dir: config.data_dir.clone(),
             config,
@@ -94,7 +96,8 @@ impl TestNode {
 
     /// Waits (up to five seconds) until the node's view of the registry is current and has
     /// reached at least `revision`.
-    pub async fn wait_current(&self, client: &mut Node, revision: u64) {
+    pub async fn wait_current(&self, ex: &TestExchange, revision: u64) {
+        let mut client = self.client(ex, &self.department, Role::Node).await;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
             let status = client.status(npb::StatusRequest {}).await.unwrap().into_inner();
