@@ -591,3 +591,47 @@ async fn the_change_feed_resumes_without_gap_or_duplicate_across_reconnects_and_
     let (events, _) = collect(&mut after_restart, 1).await;
     assert_eq!(events.iter().map(|e| e.sequence).collect::<Vec<_>>(), [7]);
 }
+
+#[tokio::test]
+async fn a_publish_stream_counts_positions_across_its_messages() {
+    let (ex, node, _, _) = setup().await;
+    let mut owner = node.client(&ex, "js.gongan", Role::System).await;
+    let mut bad = person("320102", 31, "坏");
+    bad["age"] = json!("thirty");
+    let messages = vec![
+        publish_request(vec![upsert(&person("320102", 30, "甲")), upsert(&bad)]),
+        publish_request(vec![
+            upsert(&person("320102", 32, "乙")),
+            upsert(&person("320102", 33, "丙")),
+        ]),
+    ];
+    let reply = owner
+        .publish_stream(tokio_stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((reply.accepted, reply.rejected), (3, 1));
+    assert_eq!(reply.rejections[0].position, 1);
+    assert_eq!(reply.rejections[0].errors[0].pointer, "/age");
+    assert_eq!(reply.last_sequence - reply.first_sequence, 2, "three stored changes");
+}
+
+#[tokio::test]
+async fn a_revocation_ends_an_open_subscription() {
+    let (ex, node, _, grant) = setup().await;
+    let mut consumer = node.client(&ex, "js.scjg", Role::System).await;
+    let mut stream = consumer.subscribe(subscribe(0)).await.unwrap().into_inner();
+    collect(&mut stream, 2).await;
+    let mut owner = ex.client("js.gongan", Role::System).await;
+    owner
+        .revoke_grant(pb::DecideGrantRequest {
+            grant_id: grant,
+            reason: "case closed".into(),
+        })
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(1), stream.message())
+        .await
+        .expect("the subscription was still open a second after the revocation");
+    assert_status(ended, Code::PermissionDenied, "was revoked: case closed");
+}
