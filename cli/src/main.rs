@@ -2,6 +2,7 @@
 //! the libraries or the gRPC API; the logic lives in the library crates.
 
 mod admin;
+mod bench;
 mod connect;
 mod data;
 mod output;
@@ -46,6 +47,9 @@ enum Command {
         #[arg(long, short, env = "EXCHANGE_NODE_CONFIG")]
         config: PathBuf,
     },
+    /// Measure audited reads per second through a node, beside a bare-call baseline.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Create an exchange CA and issue certificates.
     #[command(subcommand)]
     Pki(pki::Command),
@@ -55,6 +59,12 @@ enum Command {
     /// Reading and publishing data at a node.
     #[command(flatten)]
     Data(data::Command),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Audited, authorized Get calls against a bare call over the same connections.
+    Reads(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +85,7 @@ fn main() -> ExitCode {
             Command::Admin(command) => admin::run(command, cli.common).await,
             Command::Data(command) => data::run(command, cli.common).await,
             Command::Node { config } => run_node(config).await,
+            Command::Bench(BenchCommand::Reads(args)) => bench::run(args).await,
         }
     });
     match result {

@@ -8,14 +8,31 @@ use exchange_proto::registry::v1 as pb;
 
 use crate::harness::*;
 
+/// A child process that is killed when dropped, so a failing test leaves no server behind.
+pub struct Server(Child);
+
+impl Server {
+    /// SIGKILLs the process and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Starts `exchange registry` and returns it with the address it logged.
-fn spawn_registry(config: &std::path::Path) -> (Child, String) {
+fn spawn_registry(config: &std::path::Path) -> (Server, String) {
     spawn_server("registry", config, None)
 }
 
 /// Starts `exchange <kind> --config <config>` (in `cwd`, if given) and returns it with the
 /// address it logged once serving.
-pub fn spawn_server(kind: &str, config: &std::path::Path, cwd: Option<&std::path::Path>) -> (Child, String) {
+pub fn spawn_server(kind: &str, config: &std::path::Path, cwd: Option<&std::path::Path>) -> (Server, String) {
     let mut command = Command::new(exchange_bin());
     if let Some(cwd) = cwd {
         command.current_dir(cwd);
@@ -38,7 +55,7 @@ pub fn spawn_server(kind: &str, config: &std::path::Path, cwd: Option<&std::path
     };
     // Keep draining stderr so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, address)
+    (Server(child), address)
 }
 
 #[tokio::test]
@@ -104,8 +121,7 @@ async fn a_sigkilled_registry_keeps_every_acknowledged_write() {
         .into_inner();
 
     // SIGKILL right after the last acknowledgement: no graceful shutdown, no flush on exit.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
 
     let (mut child, address) = spawn_registry(&config_path);
     let port = address.rsplit(':').next().unwrap().to_string();
@@ -137,8 +153,7 @@ async fn a_sigkilled_registry_keeps_every_acknowledged_write() {
         .unwrap()
         .into_inner();
     assert_eq!(got, approved);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
 }
 
 struct ProcessExchange {
@@ -195,13 +210,14 @@ fn the_quickstart_sets_up_a_working_exchange_and_the_cli_uses_it() {
     }
 
     // Serve it again (state is kept) and use the CLI with the written profiles.
-    let mut server = Command::new(exchange_bin())
+    let mut child = Command::new(exchange_bin())
         .args(["quickstart", "--dir", qs_str, "--port", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = server.stdout.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut server = Server(child);
     let mut lines = BufReader::new(stdout).lines();
     let endpoint = loop {
         let line = lines.next().expect("quickstart exited").unwrap();
@@ -385,6 +401,5 @@ fn the_quickstart_sets_up_a_working_exchange_and_the_cli_uses_it() {
         "{stdout}"
     );
 
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
 }
