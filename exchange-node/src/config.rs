@@ -12,8 +12,8 @@ pub struct Config {
     /// Address to listen on. Default `127.0.0.1:7401`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Directory of the node's sled database (records, change feed, audit ledger, the cached
-    /// registry view). Created when missing.
+    /// The node's data directory, created when missing: `store/` (sled: records, change feed,
+    /// the cached registry view) and `audit.ledger` (the audit ledger, one JSON entry a line).
     pub data_dir: PathBuf,
     /// The trust domain of identities.
     #[serde(default = "default_trust_domain")]

@@ -6,12 +6,14 @@
 //! - `config`: the TOML configuration.
 //! - `catalog`: the node's durable view of the registry (datasets, schemas, grants).
 //! - `sync`: follows the registry's Watch, resuming from the last revision applied.
-//! - `records`: records, change feed and audit ledger in the store; the group-commit writer.
+//! - `records`: records and change feed in the store; the group-commit writer.
+//! - `ledger_file`: the audit ledger's append-only file.
 //! - `service`: the gRPC service.
 //! - [`run`]: serve on a listener the caller bound, until the shutdown future resolves.
 
 mod catalog;
 pub mod config;
+mod ledger_file;
 mod records;
 pub mod service;
 mod sync;
@@ -65,9 +67,9 @@ pub async fn run(
     let tls_config = tls::server_config(&files).map_err(err)?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| RunError(format!("cannot create data_dir {}: {e}", config.data_dir.display())))?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir).map_err(err)?);
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir.join(STORE_DIR)).map_err(err)?);
     let catalog = Arc::new(catalog::Catalog::load(store.clone()).map_err(err)?);
-    let writer = records::Writer::start(store.clone()).map_err(err)?;
+    let writer = records::Writer::start(store.clone(), &config.data_dir.join(LEDGER_FILE)).map_err(err)?;
 
     // Membership is the registry's business: on a node, grants decide who reads what, and a
     // department without grants reads nothing.
@@ -142,11 +144,15 @@ pub async fn run(
     served
 }
 
-/// Reads and verifies the audit ledger of a stopped node's data directory (the node holds a lock
-/// on it while it runs). Returns the entries in order, or where the chain breaks.
+/// Under a node's `data_dir`: the sled store of records, change feed and registry view.
+pub const STORE_DIR: &str = "store";
+/// Under a node's `data_dir`: the audit ledger, one JSON entry a line.
+pub const LEDGER_FILE: &str = "audit.ledger";
+
+/// Reads and verifies the audit ledger in a node's data directory (safe while the node runs:
+/// only complete, synced lines are read). Returns the entries in order, or where the chain breaks.
 pub fn read_ledger(data_dir: &std::path::Path) -> Result<Vec<exchange_core::ledger::Entry>, RunError> {
-    let store = SledStore::open(data_dir).map_err(err)?;
-    let entries = records::audit_entries(&store).map_err(err)?;
+    let entries = ledger_file::read_all(&data_dir.join(LEDGER_FILE)).map_err(err)?;
     exchange_core::ledger::verify(entries.clone()).map_err(err)?;
     Ok(entries)
 }

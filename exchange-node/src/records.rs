@@ -5,7 +5,8 @@
 //! - `rec/<dataset>\0<key>` → [`StoredRecord`] (sequence, schema version, JSON)
 //! - `chg/<dataset>\0<sequence: 8 bytes big-endian>` → [`StoredChange`]
 //! - `seq/<dataset>` → the dataset's last sequence number
-//! - `aud/<sequence: 8 bytes big-endian>` → a ledger [`Entry`]
+//!
+//! The audit ledger is a file of its own, appended and synced per group (`ledger_file`).
 //!
 //! **Group commit.** Every durable write goes through one writer thread. It takes every job
 //! waiting in its queue, writes them all in one atomic batch, flushes once, and only then answers
@@ -19,6 +20,8 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use exchange_core::ledger::{AuditEvent, Chain, Entry};
 use exchange_core::store::{Batch, Store, StoreError};
+
+use crate::ledger_file::LedgerFile;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
@@ -89,12 +92,6 @@ fn seq_key(dataset: &str) -> Vec<u8> {
     format!("seq/{dataset}").into_bytes()
 }
 
-fn audit_key(seq: u64) -> Vec<u8> {
-    let mut k = b"aud/".to_vec();
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
 fn corrupt(key: &[u8], e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
@@ -153,15 +150,6 @@ pub(crate) fn changes_after(
         .collect()
 }
 
-/// Every audit entry in order (for verification and status).
-pub(crate) fn audit_entries(store: &dyn Store) -> Result<Vec<Entry>, StoreError> {
-    store
-        .scan_prefix(b"aud/")?
-        .into_iter()
-        .map(|(k, v)| serde_json::from_slice(&v).map_err(|e| corrupt(&k, e)))
-        .collect()
-}
-
 /// A change to store: a record (validated already) or a delete.
 pub(crate) struct NewChange {
     pub(crate) key: String,
@@ -200,14 +188,10 @@ fn stopped() -> StoreError {
 }
 
 impl Writer {
-    /// Starts the writer thread over `store`, reading the counters and chain head it holds.
-    pub(crate) fn start(store: Arc<dyn Store>) -> Result<Self, StoreError> {
-        let mut chain = Chain::default();
-        if let Some((key, bytes)) = store.range(b"aud/", b"aud0", usize::MAX)?.pop() {
-            let last: Entry = serde_json::from_slice(&bytes).map_err(|e| corrupt(&key, e))?;
-            chain.seq = last.seq;
-            chain.head = exchange_core::ledger::parse_hex(&last.hash).ok_or_else(|| corrupt(&key, "bad hash"))?;
-        }
+    /// Starts the writer thread over `store` and the ledger file at `ledger`, reading the counters
+    /// and the chain head they hold.
+    pub(crate) fn start(store: Arc<dyn Store>, ledger: &std::path::Path) -> Result<Self, StoreError> {
+        let (ledger, chain) = LedgerFile::open(ledger).map_err(|e| StoreError::Engine(e.to_string()))?;
         let mut seqs = HashMap::new();
         for (key, bytes) in store.scan_prefix(b"seq/")? {
             let dataset = String::from_utf8_lossy(&key[4..]).into_owned();
@@ -223,7 +207,7 @@ impl Writer {
         let thread_chain = chain.clone();
         let thread = std::thread::Builder::new()
             .name("node-writer".into())
-            .spawn(move || run(store, rx, seqs, thread_chain, thread_feeds))
+            .spawn(move || run(store, ledger, rx, seqs, thread_chain, thread_feeds))
             .map_err(|e| StoreError::Engine(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             jobs: tx,
@@ -301,12 +285,16 @@ impl Writer {
 
 fn run(
     store: Arc<dyn Store>,
+    mut ledger: LedgerFile,
     jobs: mpsc::Receiver<Job>,
     mut seqs: HashMap<String, u64>,
     chain: Arc<Mutex<Chain>>,
     feeds: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
 ) {
     let mut stopping = false;
+    // After a failed ledger write the file's state is unknown; appending more could break the
+    // chain, so every later read is refused until the node restarts and reopens the file.
+    let mut ledger_broken: Option<String> = None;
     while let Ok(first) = jobs.recv() {
         if matches!(first, Job::Stop) {
             return;
@@ -325,6 +313,7 @@ fn run(
         let saved_seqs = seqs.clone();
         let mut head = chain.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut batch = Batch::default();
+        let mut audit_lines: Vec<Entry> = Vec::new();
         // Records written earlier in this group, for the before-images of later changes.
         let mut overlay: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
         let mut results: Vec<Result<(u64, u64), StoreError>> = Vec::with_capacity(group.len());
@@ -368,23 +357,39 @@ fn run(
                     }
                 }
                 Job::Stop => Ok((0, 0)),
-                Job::Audit { events, .. } => {
-                    let mut staged_head = head.clone();
-                    stage_audit(&mut local, &mut staged_head, events).map(|()| {
-                        head = staged_head;
-                        (0, 0)
-                    })
-                }
+                Job::Audit { events, .. } => match &ledger_broken {
+                    Some(why) => Err(StoreError::Engine(why.clone())),
+                    None => {
+                        let mut staged_head = head.clone();
+                        stage_audit(&mut audit_lines, &mut staged_head, events).map(|()| {
+                            head = staged_head;
+                            (0, 0)
+                        })
+                    }
+                },
             };
             if result.is_ok() {
                 batch.writes.append(&mut local.writes);
             }
             results.push(result);
         }
-        let committed = store.commit(batch);
+        // The ledger first: an audited read is acknowledged only once its event is on disk.
+        let audited = if audit_lines.is_empty() {
+            Ok(())
+        } else {
+            ledger.append(&audit_lines).map_err(|e| {
+                let why = format!("{e}; restart the node");
+                tracing::error!(error = %why, "audit ledger write failed; refusing reads until restart");
+                ledger_broken = Some(why.clone());
+                StoreError::Engine(why)
+            })
+        };
+        if audited.is_ok() {
+            *chain.lock().unwrap_or_else(|p| p.into_inner()) = head;
+        }
+        let committed = if batch.is_empty() { Ok(()) } else { store.commit(batch) };
         match &committed {
             Ok(()) => {
-                *chain.lock().unwrap_or_else(|p| p.into_inner()) = head;
                 let feeds = feeds.lock().unwrap_or_else(|p| p.into_inner());
                 for dataset in touched {
                     if let (Some(feed), Some(seq)) = (feeds.get(&dataset), seqs.get(&dataset)) {
@@ -393,21 +398,25 @@ fn run(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, jobs = group.len(), "group commit failed; nothing of it was acknowledged");
+                tracing::error!(error = %e, jobs = group.len(), "group commit failed; no change of it was acknowledged");
                 seqs = saved_seqs;
             }
         }
         for (job, result) in group.into_iter().zip(results) {
-            let result = match &committed {
-                Ok(()) => result,
-                Err(e) => Err(StoreError::Engine(e.to_string())),
-            };
             match job {
                 Job::Publish { reply, .. } => {
+                    let result = match &committed {
+                        Ok(()) => result,
+                        Err(e) => Err(StoreError::Engine(e.to_string())),
+                    };
                     let _ = reply.send(result);
                 }
                 Job::Audit { reply, .. } => {
-                    let _ = reply.send(result.map(|_| ()));
+                    let result = match &audited {
+                        Ok(()) => result.map(|_| ()),
+                        Err(e) => Err(StoreError::Engine(e.to_string())),
+                    };
+                    let _ = reply.send(result);
                 }
                 Job::Stop => {}
             }
@@ -470,14 +479,12 @@ fn stage_publish(
     Ok((first, *seq))
 }
 
-fn stage_audit(batch: &mut Batch, chain: &mut Chain, events: &[AuditEvent]) -> Result<(), StoreError> {
+fn stage_audit(lines: &mut Vec<Entry>, chain: &mut Chain, events: &[AuditEvent]) -> Result<(), StoreError> {
+    let mut staged = Vec::with_capacity(events.len());
     for event in events {
-        let entry = chain.append(event.clone()).map_err(|e| corrupt(b"audit", e))?;
-        batch.put(
-            audit_key(entry.seq),
-            serde_json::to_vec(&entry).map_err(|e| corrupt(b"audit", e))?,
-        );
+        staged.push(chain.append(event.clone()).map_err(|e| corrupt(b"audit", e))?);
     }
+    lines.append(&mut staged);
     Ok(())
 }
 

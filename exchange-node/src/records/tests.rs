@@ -34,8 +34,10 @@ fn change(key: &str, json: Option<&str>) -> NewChange {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_audits_share_commits_and_chain_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("audit.ledger");
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
-    let writer = Writer::start(store.clone()).unwrap();
+    let writer = Writer::start(store.clone(), &ledger).unwrap();
     let tasks: Vec<_> = (0..200)
         .map(|n| {
             let writer = writer.clone();
@@ -45,22 +47,25 @@ async fn concurrent_audits_share_commits_and_chain_in_order() {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
-    let entries = audit_entries(&*store).unwrap();
+    let entries = crate::ledger_file::read_all(&ledger).unwrap();
     assert_eq!(entries.len(), 200);
     let (count, head) = verify(entries).unwrap();
     assert_eq!(count, 200);
     assert_eq!(writer.ledger_head().head, head);
 
-    // A new writer over the same store continues the chain.
-    let again = Writer::start(store.clone()).unwrap();
+    // A new writer over the same ledger continues the chain.
+    writer.stop().await;
+    let again = Writer::start(store.clone(), &ledger).unwrap();
     again.audit(vec![event(200)]).await.unwrap();
-    assert_eq!(verify(audit_entries(&*store).unwrap()).unwrap().0, 201);
+    assert_eq!(verify(crate::ledger_file::read_all(&ledger).unwrap()).unwrap().0, 201);
 }
 
 #[tokio::test]
 async fn publishes_get_contiguous_sequences_and_before_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("audit.ledger");
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
-    let writer = Writer::start(store.clone()).unwrap();
+    let writer = Writer::start(store.clone(), &ledger).unwrap();
     let mut feed = writer.feed("d/x");
     let (first, last) = writer
         .publish(
@@ -89,7 +94,8 @@ async fn publishes_get_contiguous_sequences_and_before_images() {
     assert_eq!(scan_records(&*store, "d/x", None, 100).unwrap().len(), 1);
     assert_eq!(changes_after(&*store, "d/x", 0, 100).unwrap().len(), 4);
     // Sequences survive a restart of the writer.
-    let again = Writer::start(store.clone()).unwrap();
+    writer.stop().await;
+    let again = Writer::start(store.clone(), &ledger).unwrap();
     assert_eq!(
         again.publish("d/x", 1, vec![change("c", Some("{}"))]).await.unwrap(),
         (5, 5)
