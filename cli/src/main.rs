@@ -15,6 +15,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Servers and clients allocate many small, short-lived buffers per request across threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exchange: a cross-department data-sharing exchange.
 #[derive(Debug, Parser)]
 #[command(name = "exchange", version, about, propagate_version = true)]
