@@ -64,11 +64,12 @@ impl LedgerFile {
         ))
     }
 
-    /// Appends entries and returns once they are on disk.
-    pub(crate) fn append(&mut self, entries: &[Entry]) -> Result<(), LedgerFileError> {
-        let mut buffer = Vec::with_capacity(entries.len() * 512);
-        for entry in entries {
-            serde_json::to_writer(&mut buffer, entry).map_err(|e| fail(&self.path, e))?;
+    /// Appends encoded entries (each the JSON of an [`Entry`], without its newline) and returns
+    /// once they are on disk.
+    pub(crate) fn append(&mut self, lines: &[Vec<u8>]) -> Result<(), LedgerFileError> {
+        let mut buffer = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+        for line in lines {
+            buffer.extend_from_slice(line);
             buffer.push(b'\n');
         }
         self.file.write_all(&buffer).map_err(|e| fail(&self.path, e))?;
@@ -157,9 +158,9 @@ mod tests {
         let (mut file, mut chain) = LedgerFile::open(&path).unwrap();
         assert_eq!(chain.seq, 0);
         // Entries large enough that the head is found across several read windows.
-        let entries: Vec<Entry> = (1..=700).map(|n| chain.append(event(n)).unwrap()).collect();
-        file.append(&entries[..300]).unwrap();
-        file.append(&entries[300..]).unwrap();
+        let lines: Vec<Vec<u8>> = (1..=700).map(|n| chain.append_encoded(&event(n)).unwrap()).collect();
+        file.append(&lines[..300]).unwrap();
+        file.append(&lines[300..]).unwrap();
         drop(file);
         let (_, reopened) = LedgerFile::open(&path).unwrap();
         assert_eq!((reopened.seq, reopened.head), (chain.seq, chain.head));
@@ -170,7 +171,7 @@ mod tests {
         drop(raw);
         let (mut file, mut chain2) = LedgerFile::open(&path).unwrap();
         assert_eq!(chain2.seq, 700);
-        let next = chain2.append(event(1)).unwrap();
+        let next = chain2.append_encoded(&event(1)).unwrap();
         file.append(std::slice::from_ref(&next)).unwrap();
         let all = read_all(&path).unwrap();
         assert_eq!(all.len(), 701);

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::sync::{mpsc, Arc, Mutex};
 
-use exchange_core::ledger::{AuditEvent, Chain, Entry};
+use exchange_core::ledger::{AuditEvent, Chain};
 use exchange_core::store::{Batch, Store, StoreError};
 
 use crate::ledger_file::LedgerFile;
@@ -313,7 +313,7 @@ fn run(
         let saved_seqs = seqs.clone();
         let mut head = chain.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut batch = Batch::default();
-        let mut audit_lines: Vec<Entry> = Vec::new();
+        let mut audit_lines: Vec<Vec<u8>> = Vec::new();
         // Records written earlier in this group, for the before-images of later changes.
         let mut overlay: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
         let mut results: Vec<Result<(u64, u64), StoreError>> = Vec::with_capacity(group.len());
@@ -479,10 +479,10 @@ fn stage_publish(
     Ok((first, *seq))
 }
 
-fn stage_audit(lines: &mut Vec<Entry>, chain: &mut Chain, events: &[AuditEvent]) -> Result<(), StoreError> {
+fn stage_audit(lines: &mut Vec<Vec<u8>>, chain: &mut Chain, events: &[AuditEvent]) -> Result<(), StoreError> {
     let mut staged = Vec::with_capacity(events.len());
     for event in events {
-        staged.push(chain.append(event.clone()).map_err(|e| corrupt(b"audit", e))?);
+        staged.push(chain.append_encoded(event).map_err(|e| corrupt(b"audit", e))?);
     }
     lines.append(&mut staged);
     Ok(())
