@@ -81,7 +81,7 @@ pub trait Store: Send + Sync + 'static {
     fn commit(&self, batch: Batch) -> Result<(), StoreError>;
 }
 
-/// The sled engine. One tree; atomic batches; `flush` (never `flush_async`, which deadlocks in
+/// The sled engine. One tree; atomic batches; `flush` (never the async flush, which deadlocks in
 /// sled 0.34.7 under concurrency) after each batch.
 pub struct SledStore {
     db: sled::Db,
