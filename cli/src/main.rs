@@ -54,6 +54,11 @@ enum Command {
     /// Measure audited reads per second through a node, beside a bare-call baseline.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Verify a node's audit ledger offline: every entry's hash chain, from its data directory.
+    VerifyLedger {
+        /// The node's data directory (its `data_dir`), or a copy of it.
+        data_dir: PathBuf,
+    },
     /// Create an exchange CA and issue certificates.
     #[command(subcommand)]
     Pki(pki::Command),
@@ -90,6 +95,7 @@ fn main() -> ExitCode {
             Command::Data(command) => data::run(command, cli.common).await,
             Command::Node { config } => run_node(config).await,
             Command::Bench(BenchCommand::Reads(args)) => bench::run(args).await,
+            Command::VerifyLedger { data_dir } => verify_ledger(&data_dir),
         }
     });
     match result {
@@ -122,6 +128,21 @@ async fn run_registry(path: PathBuf) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     registry::run(config, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn verify_ledger(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let entries = exchange_node::read_ledger(data_dir)?;
+    let allowed = entries
+        .iter()
+        .filter(|e| e.event.decision == exchange_core::ledger::Decision::Allow)
+        .count();
+    let head = entries.last().map(|e| e.hash.as_str()).unwrap_or("(empty)");
+    println!(
+        "ledger verified: {} entries ({allowed} allowed, {} denied), head {head}",
+        entries.len(),
+        entries.len() - allowed
+    );
     Ok(())
 }
 

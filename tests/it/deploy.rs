@@ -219,7 +219,27 @@ fn the_local_deployment_runs_as_separate_processes_and_a_killed_node_loses_nothi
     for server in [&mut gongan, &mut scjg, &mut registry] {
         server.kill();
     }
-    let ledger = exchange_node::read_ledger(&work.join("data/node-gongan")).unwrap();
+    // An auditor verifies the ledger offline; changing one entry is detected and named.
+    let data_dir = work.join("data/node-gongan");
+    let out = cli(&["verify-ledger", data_dir.to_str().unwrap()]);
+    assert!(
+        out.starts_with("ledger verified: 3 entries (2 allowed, 1 denied)"),
+        "{out}"
+    );
+    let ledger_path = data_dir.join("audit.ledger");
+    let original = std::fs::read_to_string(&ledger_path).unwrap();
+    std::fs::write(
+        &ledger_path,
+        original.replacen("\"decision\":\"deny\"", "\"decision\":\"allow\"", 1),
+    )
+    .unwrap();
+    let (ok, _, stderr) = run_cli(&["verify-ledger", data_dir.to_str().unwrap()]);
+    assert!(
+        !ok && stderr.contains("ledger entry 2: hash does not match"),
+        "{stderr}"
+    );
+    std::fs::write(&ledger_path, original).unwrap();
+    let ledger = exchange_node::read_ledger(&data_dir).unwrap();
     let decisions: Vec<(String, String)> = ledger
         .iter()
         .map(|e| (e.event.department.clone(), format!("{:?}", e.event.decision)))
