@@ -4,7 +4,7 @@
 //! Keys (`\0` separates a dataset id from what follows, so prefixes are exact):
 //! - `rec/<dataset>\0<key>` → [`StoredRecord`] (sequence, schema version, JSON)
 //! - `chg/<dataset>\0<sequence: 8 bytes big-endian>` → [`StoredChange`]
-//! - `seq/<dataset>` → the dataset's last sequence number
+//! - `seq/<dataset>` → the dataset's [`Counters`]: last sequence number and record count
 //!
 //! The audit ledger is a file of its own, appended and synced per group (`ledger_file`).
 //!
@@ -59,6 +59,15 @@ impl StoredRecord {
             json: bytes[12..].to_vec(),
         })
     }
+}
+
+/// A dataset's counters, kept under `seq/<dataset>` in the same batch as its changes.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub(crate) struct Counters {
+    /// The last sequence number given.
+    pub(crate) seq: u64,
+    /// How many records it holds now.
+    pub(crate) records: u64,
 }
 
 /// One change of the feed: the record after it (none for a delete) and before it, so a
@@ -177,6 +186,8 @@ pub(crate) struct Writer {
     jobs: mpsc::SyncSender<Job>,
     feeds: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
     chain: Arc<Mutex<Chain>>,
+    /// Records per dataset, as of the last commit.
+    counts: Arc<Mutex<HashMap<String, u64>>>,
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
@@ -192,27 +203,31 @@ impl Writer {
     /// and the chain head they hold.
     pub(crate) fn start(store: Arc<dyn Store>, ledger: &std::path::Path) -> Result<Self, StoreError> {
         let (ledger, chain) = LedgerFile::open(ledger).map_err(|e| StoreError::Engine(e.to_string()))?;
-        let mut seqs = HashMap::new();
+        let mut seqs: HashMap<String, Counters> = HashMap::new();
         for (key, bytes) in store.scan_prefix(b"seq/")? {
             let dataset = String::from_utf8_lossy(&key[4..]).into_owned();
-            let seq: u64 = serde_json::from_slice(&bytes).map_err(|e| corrupt(&key, e))?;
-            seqs.insert(dataset, seq);
+            let counters: Counters = serde_json::from_slice(&bytes).map_err(|e| corrupt(&key, e))?;
+            seqs.insert(dataset, counters);
         }
         let feeds: Arc<Mutex<HashMap<String, watch::Sender<u64>>>> = Arc::new(Mutex::new(
-            seqs.iter().map(|(d, s)| (d.clone(), watch::channel(*s).0)).collect(),
+            seqs.iter().map(|(d, c)| (d.clone(), watch::channel(c.seq).0)).collect(),
         ));
         let chain = Arc::new(Mutex::new(chain));
+        let counts: Arc<Mutex<HashMap<String, u64>>> =
+            Arc::new(Mutex::new(seqs.iter().map(|(d, c)| (d.clone(), c.records)).collect()));
+        let thread_counts = counts.clone();
         let (tx, rx) = mpsc::sync_channel(GROUP_LIMIT);
         let thread_feeds = feeds.clone();
         let thread_chain = chain.clone();
         let thread = std::thread::Builder::new()
             .name("node-writer".into())
-            .spawn(move || run(store, ledger, rx, seqs, thread_chain, thread_feeds))
+            .spawn(move || run(store, ledger, rx, seqs, thread_chain, thread_feeds, thread_counts))
             .map_err(|e| StoreError::Engine(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             jobs: tx,
             feeds,
             chain,
+            counts,
             thread: Arc::new(Mutex::new(Some(thread))),
         })
     }
@@ -277,6 +292,12 @@ impl Writer {
             .subscribe()
     }
 
+    /// How many records a dataset holds, as of the last commit.
+    pub(crate) fn records(&self, dataset: &str) -> u64 {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.get(dataset).copied().unwrap_or(0)
+    }
+
     /// The ledger's length and head.
     pub(crate) fn ledger_head(&self) -> Chain {
         self.chain.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -287,9 +308,10 @@ fn run(
     store: Arc<dyn Store>,
     mut ledger: LedgerFile,
     jobs: mpsc::Receiver<Job>,
-    mut seqs: HashMap<String, u64>,
+    mut seqs: HashMap<String, Counters>,
     chain: Arc<Mutex<Chain>>,
     feeds: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
+    counts: Arc<Mutex<HashMap<String, u64>>>,
 ) {
     let mut stopping = false;
     // After a failed ledger write the file's state is unknown; appending more could break the
@@ -391,9 +413,13 @@ fn run(
         match &committed {
             Ok(()) => {
                 let feeds = feeds.lock().unwrap_or_else(|p| p.into_inner());
+                let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
                 for dataset in touched {
-                    if let (Some(feed), Some(seq)) = (feeds.get(&dataset), seqs.get(&dataset)) {
-                        feed.send_replace(*seq);
+                    if let Some(c) = seqs.get(&dataset) {
+                        counts.insert(dataset.clone(), c.records);
+                        if let Some(feed) = feeds.get(&dataset) {
+                            feed.send_replace(c.seq);
+                        }
                     }
                 }
             }
@@ -433,15 +459,16 @@ fn stage_publish(
     batch: &mut Batch,
     overlay: &HashMap<Vec<u8>, Option<Vec<u8>>>,
     written: &mut HashMap<Vec<u8>, Option<Vec<u8>>>,
-    seqs: &mut HashMap<String, u64>,
+    seqs: &mut HashMap<String, Counters>,
     dataset: &str,
     schema_version: u32,
     changes: &[NewChange],
 ) -> Result<(u64, u64), StoreError> {
-    let seq = seqs.entry(dataset.to_string()).or_insert(0);
-    let first = *seq + 1;
+    let counters = seqs.entry(dataset.to_string()).or_default();
+    let first = counters.seq + 1;
     for change in changes {
-        *seq += 1;
+        counters.seq += 1;
+        let seq = counters.seq;
         let rk = record_key(dataset, &change.key);
         let before = match written.get(&rk).or_else(|| overlay.get(&rk)) {
             Some(current) => current.clone(),
@@ -451,21 +478,26 @@ fn stage_publish(
                 .transpose()?
                 .map(|r| r.json),
         };
+        match (&before, &change.json) {
+            (None, Some(_)) => counters.records += 1,
+            (Some(_), None) => counters.records = counters.records.saturating_sub(1),
+            _ => {}
+        }
         let stored_change = StoredChange {
-            sequence: *seq,
+            sequence: seq,
             key: change.key.clone(),
             schema_version,
             after: change.json.as_ref().map(|j| String::from_utf8_lossy(j).into_owned()),
             before: before.map(|b| String::from_utf8_lossy(&b).into_owned()),
         };
         batch.put(
-            change_key(dataset, *seq),
+            change_key(dataset, seq),
             serde_json::to_vec(&stored_change).map_err(|e| corrupt(b"change", e))?,
         );
         match &change.json {
             Some(json) => {
                 let record = StoredRecord {
-                    sequence: *seq,
+                    sequence: seq,
                     schema_version,
                     json: json.clone(),
                 };
@@ -475,8 +507,11 @@ fn stage_publish(
         }
         written.insert(rk, change.json.clone());
     }
-    batch.put(seq_key(dataset), seq.to_string().into_bytes());
-    Ok((first, *seq))
+    batch.put(
+        seq_key(dataset),
+        serde_json::to_vec(&*counters).map_err(|e| corrupt(b"counters", e))?,
+    );
+    Ok((first, counters.seq))
 }
 
 fn stage_audit(lines: &mut Vec<Vec<u8>>, chain: &mut Chain, events: &[AuditEvent]) -> Result<(), StoreError> {

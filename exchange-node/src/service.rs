@@ -514,16 +514,11 @@ impl pb::node_server::Node for NodeService {
         let sync = self.sync.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut datasets = Vec::new();
         for d in self.catalog.datasets() {
-            let count = self
-                .store
-                .scan_prefix(&records::records_prefix(&d.dataset.id))
-                .map_err(unavailable)?
-                .len() as u64;
             datasets.push(pb::DatasetStatus {
                 dataset_id: d.dataset.id.clone(),
                 latest_version: d.latest().map(|c| c.version).unwrap_or(0),
                 last_sequence: *self.writer.feed(&d.dataset.id).borrow(),
-                records: count,
+                records: self.writer.records(&d.dataset.id),
             });
         }
         let head = self.writer.ledger_head();

@@ -88,6 +88,7 @@ async fn publishes_get_contiguous_sequences_and_before_images() {
     assert_eq!(befores, [None, Some("{\"v\":1}"), None, Some("{\"v\":2}")]);
     assert!(get_record(&*store, "d/x", "a").unwrap().is_none(), "deleted");
     assert_eq!(get_record(&*store, "d/x", "b").unwrap().unwrap().sequence, 3);
+    assert_eq!(writer.records("d/x"), 1, "a and b written, a deleted");
     assert_eq!(changes_after(&*store, "d/x", 2, 100).unwrap().len(), 2);
     // Another dataset whose id extends this one's shares nothing with it.
     writer.publish("d/xy", 1, vec![change("a", Some("{}"))]).await.unwrap();
@@ -96,6 +97,7 @@ async fn publishes_get_contiguous_sequences_and_before_images() {
     // Sequences survive a restart of the writer.
     writer.stop().await;
     let again = Writer::start(store.clone(), &ledger).unwrap();
+    assert_eq!(again.records("d/x"), 1, "counts survive a restart");
     assert_eq!(
         again.publish("d/x", 1, vec![change("c", Some("{}"))]).await.unwrap(),
         (5, 5)
