@@ -52,6 +52,10 @@ pub(crate) enum Command {
         /// At most this many records (0: the node's maximum).
         #[arg(long, default_value_t = 0)]
         limit: u32,
+        /// Go on after this record key (records come in key order): the last key of a query that
+        /// stopped at its limit.
+        #[arg(long, default_value = "")]
+        after_key: String,
         #[command(flatten)]
         read: ReadArgs,
     },
@@ -133,6 +137,7 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
             dataset,
             filter,
             limit,
+            after_key,
             read,
         } => {
             let mut node = common.connect.node().await?;
@@ -144,6 +149,7 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
                     purpose: read.purpose,
                     case_id: read.case,
                     limit,
+                    after_key,
                 })
                 .await
                 .map_err(status_error)?
@@ -152,6 +158,13 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
             while let Some(batch) = stream.message().await.map_err(status_error)? {
                 for record in &batch.records {
                     writeln!(out, "{}", record_line(record)?)?;
+                }
+                if let (true, Some(last)) = (batch.truncated, batch.records.last()) {
+                    out.flush()?;
+                    eprintln!(
+                        "the limit was reached; more records may match: go on with --after-key '{}'",
+                        last.key
+                    );
                 }
             }
             Ok(())

@@ -44,6 +44,8 @@ type Result<T> = std::result::Result<T, Status>;
 const MAX_REJECTIONS_LISTED: usize = 1000;
 /// Records per streamed message.
 const CHUNK: usize = 500;
+/// Stored records read from the store at a time while looking for matches.
+const SCAN_PAGE: usize = 1000;
 
 fn unavailable(e: StoreError) -> Status {
     tracing::error!(error = %e, "storage failed");
@@ -438,42 +440,26 @@ impl pb::node_server::Node for NodeService {
             purpose: &r.purpose,
             case_id: &r.case_id,
         };
-        let (_, latest, plan) = self.plan(&who, &ask, &r.filter).await?;
+        // Refuse at once when not allowed (audited as a denial); then stream page by page,
+        // deciding again whenever a grant or dataset changes from here on.
+        let mut epoch = self.policy_epoch.clone();
+        epoch.borrow_and_update();
+        let decided = self.plan(&who, &ask, &r.filter).await?;
         let limit = match r.limit as usize {
             0 => self.limits.max_query_records,
             n => n.min(self.limits.max_query_records),
         };
-        // Everything served is known before the audit event is written; then it is streamed.
-        let mut served = Vec::new();
-        let mut after: Option<String> = None;
-        'scan: loop {
-            let page =
-                records::scan_records(&*self.store, &r.dataset_id, after.as_deref(), 1000).map_err(unavailable)?;
-            let Some((last_key, _)) = page.last() else {
-                break;
-            };
-            after = Some(last_key.clone());
-            for (key, stored) in page {
-                if let Some(json) = serve(&plan, &stored.json) {
-                    served.push(pb::Record {
-                        key,
-                        json,
-                        sequence: stored.sequence,
-                        schema_version: stored.schema_version,
-                    });
-                    if served.len() >= limit {
-                        break 'scan;
-                    }
-                }
-            }
-        }
-        let keys: Vec<String> = served.iter().map(|r| r.key.clone()).collect();
-        self.audit_allowed(&who, &ask, &plan, latest.version, &keys).await?;
-        let chunks: Vec<std::result::Result<pb::QueryResponse, Status>> = served
-            .chunks(CHUNK)
-            .map(|c| Ok(pb::QueryResponse { records: c.to_vec() }))
-            .collect();
-        Ok(Response::new(Box::pin(futures_util::stream::iter(chunks))))
+        let (tx, rx) = mpsc::channel(2);
+        let task = QueryRun {
+            service: self.clone_for_task(),
+            who,
+            request: r,
+            limit,
+            epoch,
+            decided,
+        };
+        tokio::spawn(task.run(tx));
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     type SubscribeStream = BoxStream<pb::ChangeBatch>;
@@ -547,6 +533,97 @@ impl NodeService {
             policy_epoch: self.policy_epoch.clone(),
             shutdown: self.shutdown.clone(),
         })
+    }
+}
+
+/// One Query being streamed. Memory stays bounded by a message or two whatever the dataset's
+/// size: records are read a page at a time, and each message's audit event (with its keys) is
+/// durable before the message is sent.
+struct QueryRun {
+    service: Arc<NodeService>,
+    who: Principal,
+    request: pb::QueryRequest,
+    limit: usize,
+    epoch: watch::Receiver<u64>,
+    decided: (Arc<NodeDataset>, Arc<Compiled>, ReadPlan),
+}
+
+impl QueryRun {
+    async fn run(mut self, tx: mpsc::Sender<std::result::Result<pb::QueryResponse, Status>>) {
+        if let Err(status) = self.stream(&tx).await {
+            let _ = tx.send(Err(status)).await;
+        }
+    }
+
+    async fn stream(&mut self, tx: &mpsc::Sender<std::result::Result<pb::QueryResponse, Status>>) -> Result<()> {
+        let r = &self.request;
+        let svc = &self.service;
+        let ask = ReadAsk {
+            operation: "query",
+            dataset: &r.dataset_id,
+            fields: &r.fields,
+            purpose: &r.purpose,
+            case_id: &r.case_id,
+        };
+        let mut after = (!r.after_key.is_empty()).then(|| r.after_key.clone());
+        let mut served = 0usize;
+        let mut audited_any = false;
+        let mut page: Vec<pb::Record> = Vec::with_capacity(CHUNK);
+        let mut exhausted = false;
+        loop {
+            if *svc.shutdown.borrow() {
+                return Err(Status::unavailable(
+                    "the node is shutting down; ask again with after_key set to the last key received",
+                ));
+            }
+            // Decide again whenever a grant or dataset changed, so a revocation stops the query.
+            if self.epoch.has_changed().unwrap_or(false) {
+                self.epoch.borrow_and_update();
+                self.decided = svc.plan(&self.who, &ask, &r.filter).await?;
+            }
+            let (_, latest, plan) = &self.decided;
+            while page.len() < CHUNK && served + page.len() < self.limit && !exhausted {
+                let scan = records::scan_records(&*svc.store, &r.dataset_id, after.as_deref(), SCAN_PAGE)
+                    .map_err(unavailable)?;
+                exhausted = scan.len() < SCAN_PAGE;
+                for (key, stored) in scan {
+                    after = Some(key.clone());
+                    if let Some(json) = serve(plan, &stored.json) {
+                        page.push(pb::Record {
+                            key,
+                            json,
+                            sequence: stored.sequence,
+                            schema_version: stored.schema_version,
+                        });
+                        if page.len() == CHUNK || served + page.len() == self.limit {
+                            // Stop exactly after this record, so `after` is where to go on from.
+                            exhausted = false;
+                            break;
+                        }
+                    }
+                }
+            }
+            let limit_hit = served + page.len() >= self.limit;
+            let last = exhausted || limit_hit;
+            if page.is_empty() {
+                // A query that matched nothing is on the record too, with a count of 0.
+                if !audited_any {
+                    svc.audit_allowed(&self.who, &ask, plan, latest.version, &[]).await?;
+                }
+                return Ok(());
+            }
+            let keys: Vec<String> = page.iter().map(|p| p.key.clone()).collect();
+            svc.audit_allowed(&self.who, &ask, plan, latest.version, &keys).await?;
+            audited_any = true;
+            served += page.len();
+            let message = pb::QueryResponse {
+                records: std::mem::replace(&mut page, Vec::with_capacity(CHUNK)),
+                truncated: limit_hit && !exhausted,
+            };
+            if tx.send(Ok(message)).await.is_err() || last {
+                return Ok(());
+            }
+        }
     }
 }
 

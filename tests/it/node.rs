@@ -241,6 +241,7 @@ async fn reads_are_projected_masked_and_filtered_by_the_grant() {
             purpose: "business-licensing".into(),
             case_id: String::new(),
             limit: 0,
+            after_key: String::new(),
         })
         .await
         .unwrap()
@@ -270,6 +271,80 @@ async fn reads_are_projected_masked_and_filtered_by_the_grant() {
     assert_eq!(ledger[0].event.fields, ["id", "name", "phone"]);
     assert_eq!(ledger[0].event.grant_id, grant);
     assert!(ledger.iter().all(|e| e.event.decision == Decision::Allow));
+}
+
+fn query(limit: u32, after_key: &str) -> npb::QueryRequest {
+    npb::QueryRequest {
+        dataset_id: "js.gongan/population".into(),
+        filter: String::new(),
+        fields: vec!["region_code".into()],
+        purpose: "business-licensing".into(),
+        case_id: String::new(),
+        limit,
+        after_key: after_key.into(),
+    }
+}
+
+/// The messages of one query: (keys of each message, truncated flag of each).
+async fn query_messages(node: &mut Node, request: npb::QueryRequest) -> Vec<(Vec<String>, bool)> {
+    let mut stream = node.query(request).await.unwrap().into_inner();
+    let mut messages = Vec::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        messages.push((message.records.into_iter().map(|r| r.key).collect(), message.truncated));
+    }
+    messages
+}
+
+#[tokio::test]
+async fn a_large_query_streams_audited_messages_and_goes_on_after_its_limit() {
+    let (ex, node, keys, _) = setup().await;
+    let mut owner = node.client(&ex, "js.gongan", Role::System).await;
+    // 1,200 more people in Nanjing (the grant's filter) and 300 in Suzhou (hidden).
+    let mut people: Vec<Value> = (0..600)
+        .flat_map(|n| [person("320104", n, "周一"), person("320105", n, "吴二")])
+        .collect();
+    people.extend((10..310).map(|n| person("320506", n, "郑三")));
+    let reply = owner
+        .publish(publish_request(people.iter().map(upsert).collect()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.accepted, 1500);
+    let mut visible: Vec<String> = people
+        .iter()
+        .filter(|p| p["region_code"].as_str().unwrap().starts_with("3201"))
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .chain(keys[..2].iter().cloned())
+        .collect();
+    visible.sort();
+    assert_eq!(visible.len(), 1202);
+
+    // A limit of 700 comes as 500 + 200, in key order, the last message saying there may be more.
+    let mut consumer = node.client(&ex, "js.scjg", Role::System).await;
+    let first = query_messages(&mut consumer, query(700, "")).await;
+    let sizes: Vec<(usize, bool)> = first.iter().map(|(k, t)| (k.len(), *t)).collect();
+    assert_eq!(sizes, [(500, false), (200, true)]);
+    // Going on after the last key received gives the rest: no gap, no duplicate.
+    let last = first[1].0.last().unwrap().clone();
+    let rest = query_messages(&mut consumer, query(0, &last)).await;
+    let sizes: Vec<(usize, bool)> = rest.iter().map(|(k, t)| (k.len(), *t)).collect();
+    assert_eq!(sizes, [(500, false), (2, false)]);
+    let all: Vec<String> = first.iter().chain(&rest).flat_map(|(k, _)| k.clone()).collect();
+    assert_eq!(all, visible);
+    // A query that matches nothing is on the record too.
+    let mut nothing = query(0, "");
+    nothing.filter = "region_code = \"320999\"".into();
+    assert!(query_messages(&mut consumer, nothing).await.is_empty());
+
+    // Each message was audited with exactly its keys before it was sent.
+    let mut node = node;
+    node.stop().await;
+    let ledger = exchange_node::read_ledger(&node.data_dir).unwrap();
+    let queries: Vec<_> = ledger.iter().filter(|e| e.event.operation == "query").collect();
+    let counts: Vec<u64> = queries.iter().map(|e| e.event.count).collect();
+    assert_eq!(counts, [500, 200, 500, 2, 0]);
+    let audited: Vec<String> = queries.iter().flat_map(|e| e.event.keys.clone()).collect();
+    assert_eq!(audited, visible);
 }
 
 #[tokio::test]
