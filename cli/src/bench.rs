@@ -158,6 +158,7 @@ async fn bench(dir: &std::path::Path, args: &Args) -> anyhow::Result<()> {
         data_dir: dir.join("node"),
         trust_domain: "exchange.bench".into(),
         tls: tls("node"),
+        advertise: None,
         registry: exchange_node::config::RegistryConfig {
             endpoint: registry_url.clone(),
         },

@@ -416,6 +416,8 @@ async fn start_node(
             cert: paths.pki.join(format!("{dept}-node.pem")),
             key: paths.pki.join(format!("{dept}-node-key.pem")),
         },
+        // The node tells the registry where it serves, so consumers find it with `dept get`.
+        advertise: Some(endpoint.clone()),
         registry: exchange_node::config::RegistryConfig {
             endpoint: registry.to_string(),
         },
@@ -529,7 +531,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     }));
     let setup = async {
         seed(&paths, &endpoint).await?;
-        let mut admin = client_as(&paths, &endpoint, &format!("{AUTHORITY}-admin")).await?;
         let mut nodes = Vec::new();
         for (i, (dept, dataset)) in NODES.iter().enumerate() {
             let node_endpoint = start_node(
@@ -541,20 +542,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 &mut tasks,
             )
             .await?;
-            let mut department = admin
-                .get_department(pb::GetDepartmentRequest { id: dept.to_string() })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            if department.node_endpoint != node_endpoint {
-                department.node_endpoint = node_endpoint.clone();
-                admin
-                    .update_department(pb::UpdateDepartmentRequest {
-                        department: Some(department),
-                    })
-                    .await
-                    .map_err(status_error)?;
-            }
             fill_node(&paths, &node_endpoint, dept, dataset).await?;
             nodes.push((dept.to_string(), node_endpoint));
         }

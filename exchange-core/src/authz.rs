@@ -2,6 +2,7 @@
 //!
 //! - `admin`: everything.
 //! - `auditor`: reads everything, changes nothing.
+//! - a department's `node`: also announces where it serves.
 //! - a department's `node` or `system`: registers and updates the datasets it owns, publishes
 //!   their schema versions, requests grants for itself, decides grants on its own datasets,
 //!   withdraws its own grants, and sees the grants it holds or gives.
@@ -22,6 +23,16 @@ pub fn manage_departments(p: &Principal) -> Result<(), PolicyError> {
     match p.role {
         Role::Admin => Ok(()),
         _ => deny(format!("{p} may not register or change departments; only an admin may")),
+    }
+}
+
+/// Announcing where a department's node serves: that node itself (admins use an update).
+pub fn announce_node(p: &Principal) -> Result<(), PolicyError> {
+    match p.role {
+        Role::Node => Ok(()),
+        _ => deny(format!(
+            "{p} may not announce a node endpoint; only a department's node announces its own (an admin sets it with a department update)"
+        )),
     }
 }
 
@@ -121,6 +132,9 @@ mod tests {
         assert!(manage_departments(&p("js.dsj", Role::Admin)).is_ok());
         assert!(manage_departments(&p("js.dsj", Role::Auditor)).is_err());
         assert!(manage_departments(&p("js.gongan", Role::Node)).is_err());
+        assert!(announce_node(&p("js.gongan", Role::Node)).is_ok());
+        assert!(announce_node(&p("js.gongan", Role::System)).is_err());
+        assert!(announce_node(&p("js.dsj", Role::Admin)).is_err());
         assert!(watch(&p("js.dsj", Role::Auditor), None).is_ok());
         assert!(watch(&p("js.gongan", Role::Node), Some("js.gongan")).is_ok());
         assert!(watch(&p("js.gongan", Role::Node), Some("js.scjg")).is_err());

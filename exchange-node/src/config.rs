@@ -21,6 +21,11 @@ pub struct Config {
     /// Mutual TLS material: the CA, and the node's certificate (role `node`, with the DNS names
     /// or IPs it serves on) and key. The node uses the same certificate to call the registry.
     pub tls: TlsConfig,
+    /// The https:// URL consumers reach this node at, e.g. `https://node.gongan.example:7401`
+    /// (a name in the node's certificate). When set, the node announces it to the registry each
+    /// time it connects, as its department's node endpoint. Unset: an admin sets the endpoint.
+    #[serde(default)]
+    pub advertise: Option<String>,
     /// Where the registry is.
     pub registry: RegistryConfig,
     /// Size and count limits.

@@ -62,6 +62,13 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    if let Some(url) = &config.advertise {
+        if !url.starts_with("https://") || url.len() == "https://".len() {
+            return Err(RunError(format!(
+                "advertise = \"{url}\" must be an https:// URL: nodes serve mutual TLS only"
+            )));
+        }
+    }
     let files = config.tls.read().map_err(err)?;
     let me = own_identity(&files.cert_pem, &config.trust_domain)?;
     let tls_config = tls::server_config(&files).map_err(err)?;
@@ -97,7 +104,10 @@ pub async fn run(
             endpoint: config.registry.endpoint.clone(),
             tls: files.clone(),
         },
-        me.department.clone(),
+        sync::NodeIdentity {
+            department: me.department.clone(),
+            advertise: config.advertise.clone(),
+        },
         catalog.clone(),
         sync_state.clone(),
         health_reporter.clone(),

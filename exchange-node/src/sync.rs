@@ -57,10 +57,18 @@ async fn set_current(state: &SharedSync, health: &tonic_health::server::HealthRe
     health.set_service_status(VIEW_HEALTH, status).await;
 }
 
+/// Who this node is at the registry.
+pub(crate) struct NodeIdentity {
+    /// The node's department, from its certificate.
+    pub(crate) department: String,
+    /// The URL consumers reach the node at, announced on every connect (when configured).
+    pub(crate) advertise: Option<String>,
+}
+
 /// Follows the registry until `stop` flips to true.
 pub(crate) async fn follow(
     client: ClientConfig,
-    department: String,
+    me: NodeIdentity,
     catalog: Arc<Catalog>,
     state: SharedSync,
     health: tonic_health::server::HealthReporter,
@@ -70,7 +78,7 @@ pub(crate) async fn follow(
     let mut backoff = Duration::from_millis(100);
     loop {
         let outcome = tokio::select! {
-            outcome = follow_once(&client, &department, &catalog, &state, &health, &on_change) => outcome,
+            outcome = follow_once(&client, &me, &catalog, &state, &health, &on_change) => outcome,
             _ = stop.wait_for(|&s| s) => return,
         };
         set_current(&state, &health, false).await;
@@ -90,7 +98,7 @@ pub(crate) async fn follow(
 
 async fn follow_once(
     client: &ClientConfig,
-    department: &str,
+    me: &NodeIdentity,
     catalog: &Catalog,
     state: &SharedSync,
     health: &tonic_health::server::HealthReporter,
@@ -98,8 +106,21 @@ async fn follow_once(
 ) -> Result<(), String> {
     let channel = connect(client).await.map_err(|e| e.to_string())?;
     let mut registry = RegistryClient::new(channel);
+    if let Some(endpoint) = &me.advertise {
+        let request = pb::AnnounceNodeRequest {
+            endpoint: endpoint.clone(),
+        };
+        match registry.announce_node(request).await {
+            Ok(_) => tracing::info!(%endpoint, "announced where this node serves to the registry"),
+            Err(s) if s.code() == tonic::Code::Unavailable => return Err(format!("Unavailable: {}", s.message())),
+            // Serving matters more than being listed: go on, loudly.
+            Err(s) => {
+                tracing::error!(%endpoint, code = ?s.code(), error = s.message(), "the registry refused this node's endpoint; consumers will not find the node there")
+            }
+        }
+    }
     let request = pb::WatchRequest {
-        department_id: department.to_string(),
+        department_id: me.department.clone(),
         all_departments: false,
         from_revision: catalog.revision(),
     };

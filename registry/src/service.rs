@@ -69,6 +69,12 @@ impl pb::registry_server::Registry for RegistryService {
         ok(self.state.update_department(&me, dept).await.map(department_to_pb))
     }
 
+    async fn announce_node(&self, request: Request<pb::AnnounceNodeRequest>) -> Result<pb::Department> {
+        let me = caller(&request)?.principal;
+        let endpoint = request.into_inner().endpoint;
+        ok(self.state.announce_node(&me, endpoint).await.map(department_to_pb))
+    }
+
     async fn get_department(&self, request: Request<pb::GetDepartmentRequest>) -> Result<pb::Department> {
         caller(&request)?;
         ok(self

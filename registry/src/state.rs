@@ -285,6 +285,29 @@ impl State {
         .inspect(|d| tracing::info!(by = %p, department = %d.id, revision = d.revision, "department updated"))
     }
 
+    /// Sets the node endpoint of the caller's own department; a repeat of the current endpoint
+    /// writes nothing (nodes announce on every connect).
+    pub async fn announce_node(&self, p: &Principal, endpoint: String) -> Result<Department, CoreError> {
+        authz::announce_node(p)?;
+        let current = self.get_department(&p.department)?;
+        if current.node_endpoint.as_deref() == Some(endpoint.as_str()) {
+            return Ok(current);
+        }
+        self.write(|tx| {
+            // Read again under the writer lock, so a concurrent admin update is not undone.
+            let mut dept = self.get_department(&p.department)?;
+            dept.node_endpoint = Some(endpoint.clone());
+            let parent = self.parent_of(&dept)?;
+            department::validate(&dept, parent.as_ref())?;
+            dept.updated_at = now();
+            dept.revision = tx.next_revision(Kind::Department, &dept.id)?;
+            tx.put(dept_key(&dept.id), &dept)?;
+            Ok(dept)
+        })
+        .await
+        .inspect(|d| tracing::info!(by = %p, department = %d.id, endpoint = d.node_endpoint.as_deref().unwrap_or(""), "node announced"))
+    }
+
     /// One department.
     pub fn get_department(&self, id: &str) -> Result<Department, CoreError> {
         self.get(&dept_key(id))?

@@ -151,6 +151,11 @@ fn the_local_deployment_runs_as_separate_processes_and_a_killed_node_loses_nothi
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 
+    // The node announced where it serves: a consumer finds it at the registry.
+    let dept: serde_json::Value =
+        serde_json::from_str(&run("js.scjg-system", &["--json", "dept", "get", "js.gongan"])).unwrap();
+    assert_eq!(dept["nodeEndpoint"], gongan_url.as_str(), "{dept}");
+
     // Publish 50 records (acknowledged when the command succeeds), then read across processes.
     let ndjson = work.join("people.ndjson");
     std::fs::write(&ndjson, (0..50).map(person).collect::<Vec<_>>().join("\n")).unwrap();

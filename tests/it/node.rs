@@ -533,6 +533,51 @@ async fn with_the_registry_down_the_node_serves_its_last_grants_and_catches_up_a
 }
 
 #[tokio::test]
+async fn a_node_announces_where_it_serves_and_only_a_node_may() {
+    let (ex, mut node, _, _) = setup().await;
+    let mut admin = ex.client("js.dsj", Role::Admin).await;
+    let endpoint = |d: pb::Department| d.node_endpoint;
+    let dept = || pb::GetDepartmentRequest { id: "js.gongan".into() };
+    assert_eq!(
+        endpoint(admin.get_department(dept()).await.unwrap().into_inner()),
+        node.endpoint
+    );
+    // Restarted on another port, it announces the new one as soon as it reconnects.
+    let old = node.endpoint.clone();
+    node.restart().await;
+    assert_ne!(node.endpoint, old);
+    node.wait_current(&ex, 0).await;
+    assert_eq!(
+        endpoint(admin.get_department(dept()).await.unwrap().into_inner()),
+        node.endpoint
+    );
+
+    // Only a department's node announces, and only as an https:// URL.
+    let announce = |url: &str| pb::AnnounceNodeRequest { endpoint: url.into() };
+    let mut system = ex.client("js.gongan", Role::System).await;
+    assert_status(
+        system.announce_node(announce("https://elsewhere.example:7401")).await,
+        Code::PermissionDenied,
+        "only a department's node announces its own",
+    );
+    assert_status(
+        admin.announce_node(announce("https://elsewhere.example:7401")).await,
+        Code::PermissionDenied,
+        "an admin sets it with a department update",
+    );
+    let mut as_node = ex.client("js.gongan", Role::Node).await;
+    assert_status(
+        as_node.announce_node(announce("http://10.0.0.1:7401")).await,
+        Code::InvalidArgument,
+        "must be an https:// URL",
+    );
+    assert_eq!(
+        endpoint(admin.get_department(dept()).await.unwrap().into_inner()),
+        node.endpoint
+    );
+}
+
+#[tokio::test]
 async fn each_node_serves_its_own_departments_datasets() {
     let (ex, gongan, keys, _) = setup().await;
     let scjg = TestNode::start(&ex, "js.scjg").await;

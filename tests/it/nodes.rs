@@ -39,6 +39,7 @@ impl TestNode {
                 cert: dir.join("node.pem"),
                 key: dir.join("node-key.pem"),
             },
+            advertise: None,
             registry: exchange_node::config::RegistryConfig {
                 endpoint: ex.endpoint.clone(),
             },
@@ -63,6 +64,7 @@ impl TestNode {
     async fn serve(&mut self) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         self.endpoint = format!("https://localhost:{}", listener.local_addr().unwrap().port());
+        self.config.advertise = Some(self.endpoint.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         self.stop = Some(stop);
         self.task = Some(tokio::spawn(exchange_node::run(
