@@ -101,7 +101,16 @@ pub enum Denial {
         /// The fields the grant allows.
         granted: String,
     },
-    /// A field asked for does not exist.
+    /// A prefix condition on a field the caller sees masked: it would reveal, a character at a
+    /// time, what the mask hides.
+    #[error("field \"{field}\" is masked under grant {grant}: filter it with = or IN, not STARTS WITH (a prefix test would reveal what the mask hides)")]
+    PrefixOnMasked {
+        /// The field.
+        field: String,
+        /// The grant relied on.
+        grant: String,
+    },
+    /// A field asked for (or filtered on) does not exist.
     #[error("field \"{field}\" is not a property of {dataset}")]
     UnknownField {
         /// The field.
@@ -141,10 +150,13 @@ pub fn authorize(
     if request.purpose.trim().is_empty() {
         return Err(Denial::NoPurpose);
     }
-    for field in request.fields {
+    // A row filter reads the fields it tests: they are asked for like the fields to return.
+    let mut needed: Vec<&str> = request.fields.iter().map(String::as_str).collect();
+    needed.extend(request.filter.fields());
+    for &field in &needed {
         if !schema.properties.contains_key(field) {
             return Err(Denial::UnknownField {
-                field: field.clone(),
+                field: field.to_string(),
                 dataset: dataset.id.clone(),
             });
         }
@@ -187,18 +199,18 @@ pub fn authorize(
             granted: granted.join(", "),
         });
     }
-    // The first grant (oldest id) for the purpose that covers every field asked for.
+    // The first grant (oldest id) for the purpose that covers every field asked for or filtered on.
+    let grants_field = |g: &Grant, f: &str| g.fields.iter().any(|x| x == f);
     let covering = for_purpose
         .iter()
         .copied()
-        .find(|g| request.fields.iter().all(|f| g.fields.contains(f)));
+        .find(|g| needed.iter().all(|f| grants_field(g, f)));
     let Some(grant) = covering else {
         let grant = for_purpose[0];
-        let field = request
-            .fields
+        let field = needed
             .iter()
-            .find(|f| !grant.fields.contains(f))
-            .cloned()
+            .find(|f| !grants_field(grant, f))
+            .map(|f| f.to_string())
             .unwrap_or_default();
         return Err(Denial::FieldNotGranted {
             field,
@@ -208,9 +220,18 @@ pub fn authorize(
         });
     };
     let fields = chosen_fields(&dataset.key_field, request.fields, grant.fields.iter());
+    let masked_for = |f: &str| !grant.clear_fields.iter().any(|c| c == f) && sensitive(f).is_some();
+    for cond in &request.filter.conds {
+        if matches!(cond, crate::filter::Cond::StartsWith { .. }) && masked_for(cond.field()) {
+            return Err(Denial::PrefixOnMasked {
+                field: cond.field().to_string(),
+                grant: grant.id.clone(),
+            });
+        }
+    }
     let masked = fields
         .iter()
-        .filter(|f| !grant.clear_fields.contains(f))
+        .filter(|f| masked_for(f))
         .filter_map(|f| sensitive(f).map(|s| (f.clone(), s)))
         .collect();
     let grant_filter: Filter = if grant.row_filter.is_empty() {

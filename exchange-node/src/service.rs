@@ -106,12 +106,17 @@ impl NodeService {
         ask: &ReadAsk<'_>,
         filter_text: &str,
     ) -> Result<(Arc<NodeDataset>, Arc<Compiled>, ReadPlan)> {
+        // A refused request is a denied read, and on the record like any other.
         let request_filter: Filter = if filter_text.trim().is_empty() {
             Filter::default()
         } else {
-            filter_text
-                .parse()
-                .map_err(|e| Status::invalid_argument(format!("field \"filter\": {e}")))?
+            match filter_text.parse() {
+                Ok(filter) => filter,
+                Err(e) => {
+                    let status = Status::invalid_argument(format!("field \"filter\": {e}"));
+                    return Err(self.deny(who, ask, status).await);
+                }
+            }
         };
         let Some(dataset) = self.catalog.dataset(ask.dataset) else {
             let status = Status::not_found(format!(
@@ -386,13 +391,6 @@ impl pb::node_server::Node for NodeService {
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>> {
         let who = caller(&request)?.principal;
         let r = request.into_inner();
-        if r.keys.len() > self.limits.max_get_keys {
-            return Err(Status::invalid_argument(format!(
-                "field \"keys\": {} keys asked; the limit is {} (use Query for more)",
-                r.keys.len(),
-                self.limits.max_get_keys
-            )));
-        }
         let ask = ReadAsk {
             operation: "get",
             dataset: &r.dataset_id,
@@ -400,6 +398,14 @@ impl pb::node_server::Node for NodeService {
             purpose: &r.purpose,
             case_id: &r.case_id,
         };
+        if r.keys.len() > self.limits.max_get_keys {
+            let status = Status::invalid_argument(format!(
+                "field \"keys\": {} keys asked; the limit is {} (use Query for more)",
+                r.keys.len(),
+                self.limits.max_get_keys
+            ));
+            return Err(self.deny(&who, &ask, status).await);
+        }
         let (_, latest, plan) = self.plan(&who, &ask, "").await?;
         let mut records = Vec::new();
         let mut missing = Vec::new();

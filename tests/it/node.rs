@@ -236,7 +236,7 @@ async fn reads_are_projected_masked_and_filtered_by_the_grant() {
     let mut stream = consumer
         .query(npb::QueryRequest {
             dataset_id: "js.gongan/population".into(),
-            filter: "name STARTS WITH \"李\"".into(),
+            filter: "name = \"李四\"".into(),
             fields: vec!["name".into()],
             purpose: "business-licensing".into(),
             case_id: String::new(),
@@ -372,6 +372,32 @@ async fn each_denial_reason_is_permission_denied_and_audited() {
         Code::InvalidArgument,
         "no purpose",
     );
+    // A row filter reads what it tests: only granted fields, and masked ones for equality only.
+    let mut filtered = query(0, "");
+    filtered.filter = "phone STARTS WITH \"1381\"".into();
+    assert_status(
+        consumer.query(filtered.clone()).await,
+        Code::PermissionDenied,
+        "field \"phone\" is masked under grant",
+    );
+    filtered.filter = "age = \"30\"".into();
+    assert_status(
+        consumer.query(filtered.clone()).await,
+        Code::PermissionDenied,
+        "field \"age\" not granted",
+    );
+    filtered.filter = "region_code ~ \"3201\"".into();
+    assert_status(
+        consumer.query(filtered).await,
+        Code::InvalidArgument,
+        "field \"filter\"",
+    );
+    let too_many: Vec<String> = (0..1001).map(|n| n.to_string()).collect();
+    assert_status(
+        consumer.get(get(&too_many, &[], "business-licensing")).await,
+        Code::InvalidArgument,
+        "the limit is 1000",
+    );
 
     let mut owner = ex.client("js.gongan", Role::System).await;
     let revoked = owner
@@ -425,6 +451,9 @@ async fn each_denial_reason_is_permission_denied_and_audited() {
         "not granted",
         "field \"age\"",
         "no purpose",
+        "is masked under grant",
+        "field \"filter\"",
+        "the limit is 1000",
         "revoked",
         "expired",
     ] {

@@ -244,3 +244,46 @@ fn the_request_filter_is_anded_with_the_grant_filter() {
         "region_code STARTS WITH \"3201\" AND name = \"张三\""
     );
 }
+
+#[test]
+fn a_request_filter_reads_only_granted_fields_and_tests_masked_ones_for_equality_only() {
+    let decide = |grant: &Grant, filter: &str| {
+        let filter: Filter = filter.parse().unwrap();
+        authorize(
+            &consumer(),
+            &dataset(Classification::Conditional),
+            &schema(),
+            &[grant],
+            &ReadRequest {
+                fields: &["region_code".to_string()],
+                purpose: "business-licensing",
+                filter: &filter,
+            },
+            NOW,
+        )
+    };
+    let g = grant("g-1", GrantState::Approved);
+    // Filtering on a field outside the grant would reveal it a guess at a time.
+    assert_eq!(
+        decide(&g, "phone STARTS WITH \"1381\"").unwrap_err().to_string(),
+        "field \"phone\" not granted on js.gongan/population for purpose \"business-licensing\"; granted fields: id_number, name, region_code"
+    );
+    assert!(matches!(
+        decide(&g, "nickname = \"x\"").unwrap_err(),
+        Denial::UnknownField { field, .. } if field == "nickname"
+    ));
+    // A prefix of a masked field would undo the mask; equality only confirms what one knows.
+    assert_eq!(
+        decide(&g, "id_number STARTS WITH \"320102\"").unwrap_err(),
+        Denial::PrefixOnMasked {
+            field: "id_number".into(),
+            grant: "g-1".into()
+        }
+    );
+    assert!(decide(&g, "id_number = \"320102199001010012\" AND name IN (\"张三\")").is_ok());
+    assert!(decide(&g, "region_code STARTS WITH \"320102\"").is_ok());
+    // In clear under the grant, a prefix is fine.
+    let mut clear = grant("g-1", GrantState::Approved);
+    clear.clear_fields = vec!["id_number".into()];
+    assert!(decide(&clear, "id_number STARTS WITH \"320102\"").is_ok());
+}
