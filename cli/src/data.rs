@@ -52,10 +52,9 @@ pub(crate) enum Command {
         /// At most this many records (0: the node's maximum).
         #[arg(long, default_value_t = 0)]
         limit: u32,
-        /// Go on after this record key (records come in key order): the last key of a query that
-        /// stopped at its limit.
+        /// Go on where an earlier query stopped at its limit (the token it printed).
         #[arg(long, default_value = "")]
-        after_key: String,
+        page_token: String,
         #[command(flatten)]
         read: ReadArgs,
     },
@@ -137,7 +136,7 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
             dataset,
             filter,
             limit,
-            after_key,
+            page_token,
             read,
         } => {
             let mut node = common.connect.node().await?;
@@ -149,7 +148,7 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
                     purpose: read.purpose,
                     case_id: read.case,
                     limit,
-                    after_key,
+                    page_token,
                 })
                 .await
                 .map_err(status_error)?
@@ -159,11 +158,11 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
                 for record in &batch.records {
                     writeln!(out, "{}", record_line(record)?)?;
                 }
-                if let (true, Some(last)) = (batch.truncated, batch.records.last()) {
+                if !batch.next_page_token.is_empty() {
                     out.flush()?;
                     eprintln!(
-                        "the limit was reached; more records may match: go on with --after-key '{}'",
-                        last.key
+                        "the limit was reached; more records may match: go on with --page-token {}",
+                        batch.next_page_token
                     );
                 }
             }

@@ -14,6 +14,7 @@
 mod catalog;
 pub mod config;
 mod ledger_file;
+mod page_token;
 mod records;
 pub mod service;
 mod sync;
@@ -76,6 +77,7 @@ pub async fn run(
         .map_err(|e| RunError(format!("cannot create data_dir {}: {e}", config.data_dir.display())))?;
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir.join(STORE_DIR)).map_err(err)?);
     let catalog = Arc::new(catalog::Catalog::load(store.clone()).map_err(err)?);
+    let page_tokens = Arc::new(page_token::PageTokens::load_or_create(&*store).map_err(err)?);
     let writer = records::Writer::start(store.clone(), &config.data_dir.join(LEDGER_FILE)).map_err(err)?;
 
     // Membership is the registry's business: on a node, grants decide who reads what, and a
@@ -126,6 +128,7 @@ pub async fn run(
         catalog,
         store,
         writer: writer.clone(),
+        page_tokens,
         limits: config.limits,
         sync: sync_state,
         policy_epoch: epoch_rx,

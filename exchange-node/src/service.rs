@@ -8,7 +8,7 @@ use std::sync::Arc;
 use exchange_core::filter::Filter;
 use exchange_core::identity::{Principal, Role};
 use exchange_core::ledger::{AuditEvent, Decision, MAX_KEYS_PER_EVENT};
-use exchange_core::mask::mask_value;
+use exchange_core::mask::{mask_str, mask_value};
 use exchange_core::policy::{authorize, Denial, ReadPlan, ReadRequest};
 use exchange_core::store::{Store, StoreError};
 use exchange_proto::node::v1 as pb;
@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status};
 
 use crate::catalog::{Catalog, Compiled, NodeDataset};
 use crate::config::Limits;
+use crate::page_token::PageTokens;
 use crate::records::{self, NewChange, Writer};
 use crate::sync::SharedSync;
 
@@ -30,6 +31,7 @@ pub struct NodeService {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) writer: Writer,
+    pub(crate) page_tokens: Arc<PageTokens>,
     pub(crate) limits: Limits,
     pub(crate) sync: SharedSync,
     /// Changes whenever a grant or dataset changes, so open subscriptions re-check their grant.
@@ -184,6 +186,14 @@ fn serve(plan: &ReadPlan, json: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     Some(project(plan, &record))
+}
+
+/// A record's key as the plan lets it leave: masked like the key field when the grant masks it.
+fn served_key(plan: &ReadPlan, key_field: &str, key: String) -> String {
+    match plan.masked.get(key_field) {
+        Some(sensitivity) => mask_str(sensitivity, &key),
+        None => key,
+    }
 }
 
 fn project(plan: &ReadPlan, record: &Map<String, Value>) -> Vec<u8> {
@@ -451,6 +461,19 @@ impl pb::node_server::Node for NodeService {
         let mut epoch = self.policy_epoch.clone();
         epoch.borrow_and_update();
         let decided = self.plan(&who, &ask, &r.filter).await?;
+        let after = match r.page_token.as_str() {
+            "" => None,
+            token => match self.page_tokens.open(&page_scope(&r, &who), token) {
+                Some(key) => Some(key),
+                None => {
+                    let status = Status::invalid_argument(format!(
+                        "field \"page_token\": not a token this node gave {} for {}; start the query again without it",
+                        who.department, r.dataset_id
+                    ));
+                    return Err(self.deny(&who, &ask, status).await);
+                }
+            },
+        };
         let limit = match r.limit as usize {
             0 => self.limits.max_query_records,
             n => n.min(self.limits.max_query_records),
@@ -463,6 +486,7 @@ impl pb::node_server::Node for NodeService {
             limit,
             epoch,
             decided,
+            after,
         };
         tokio::spawn(task.run(tx));
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
@@ -534,6 +558,7 @@ impl NodeService {
             catalog: self.catalog.clone(),
             store: self.store.clone(),
             writer: self.writer.clone(),
+            page_tokens: self.page_tokens.clone(),
             limits: self.limits,
             sync: self.sync.clone(),
             policy_epoch: self.policy_epoch.clone(),
@@ -552,6 +577,13 @@ struct QueryRun {
     limit: usize,
     epoch: watch::Receiver<u64>,
     decided: (Arc<NodeDataset>, Arc<Compiled>, ReadPlan),
+    /// The key to go on after (from the page token).
+    after: Option<String>,
+}
+
+/// What a page token is bound to: the dataset and the reading department.
+fn page_scope(request: &pb::QueryRequest, who: &Principal) -> String {
+    format!("{} {}", request.dataset_id, who.department)
 }
 
 impl QueryRun {
@@ -571,7 +603,8 @@ impl QueryRun {
             purpose: &r.purpose,
             case_id: &r.case_id,
         };
-        let mut after = (!r.after_key.is_empty()).then(|| r.after_key.clone());
+        let scope = page_scope(r, &self.who);
+        let mut after = self.after.take();
         let mut served = 0usize;
         let mut audited_any = false;
         let mut page: Vec<pb::Record> = Vec::with_capacity(CHUNK);
@@ -587,7 +620,8 @@ impl QueryRun {
                 self.epoch.borrow_and_update();
                 self.decided = svc.plan(&self.who, &ask, &r.filter).await?;
             }
-            let (_, latest, plan) = &self.decided;
+            let (dataset, latest, plan) = &self.decided;
+            let key_field = &dataset.dataset.key_field;
             while page.len() < CHUNK && served + page.len() < self.limit && !exhausted {
                 let scan = records::scan_records(&*svc.store, &r.dataset_id, after.as_deref(), SCAN_PAGE)
                     .map_err(unavailable)?;
@@ -618,13 +652,22 @@ impl QueryRun {
                 }
                 return Ok(());
             }
+            // The ledger names the real keys; the caller gets them as its grant allows.
             let keys: Vec<String> = page.iter().map(|p| p.key.clone()).collect();
             svc.audit_allowed(&self.who, &ask, plan, latest.version, &keys).await?;
             audited_any = true;
             served += page.len();
+            let mut records = std::mem::replace(&mut page, Vec::with_capacity(CHUNK));
+            for record in &mut records {
+                record.key = served_key(plan, key_field, std::mem::take(&mut record.key));
+            }
+            let next_page_token = match (limit_hit && !exhausted, &after) {
+                (true, Some(last)) => svc.page_tokens.seal(&scope, last),
+                _ => String::new(),
+            };
             let message = pb::QueryResponse {
-                records: std::mem::replace(&mut page, Vec::with_capacity(CHUNK)),
-                truncated: limit_hit && !exhausted,
+                records,
+                next_page_token,
             };
             if tx.send(Ok(message)).await.is_err() || last {
                 return Ok(());
@@ -657,7 +700,7 @@ impl Subscription {
                 case_id: &r.case_id,
             };
             // Re-decide before every batch, so a revocation ends the stream.
-            let (_, latest, plan) = match svc.plan(&self.who, &ask, &r.filter).await {
+            let (dataset, latest, plan) = match svc.plan(&self.who, &ask, &r.filter).await {
                 Ok(p) => p,
                 Err(status) => {
                     let _ = tx.send(Err(status)).await;
@@ -699,6 +742,9 @@ impl Subscription {
                     if let Err(status) = svc.audit_allowed(&self.who, &ask, &plan, latest.version, &keys).await {
                         let _ = tx.send(Err(status)).await;
                         return;
+                    }
+                    for event in &mut events {
+                        event.key = served_key(&plan, &dataset.dataset.key_field, std::mem::take(&mut event.key));
                     }
                 }
                 cursor = next_cursor;

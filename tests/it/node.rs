@@ -241,7 +241,7 @@ async fn reads_are_projected_masked_and_filtered_by_the_grant() {
             purpose: "business-licensing".into(),
             case_id: String::new(),
             limit: 0,
-            after_key: String::new(),
+            page_token: String::new(),
         })
         .await
         .unwrap()
@@ -252,7 +252,8 @@ async fn reads_are_projected_masked_and_filtered_by_the_grant() {
     }
     assert_eq!(
         queried.iter().map(|r| r.key.clone()).collect::<Vec<_>>(),
-        [keys[1].clone()]
+        [masked_id(&keys[1])],
+        "the key is masked like the id in the record"
     );
 
     // Each of those reads is in the ledger with exactly what it served.
@@ -273,7 +274,7 @@ async fn reads_are_projected_masked_and_filtered_by_the_grant() {
     assert!(ledger.iter().all(|e| e.event.decision == Decision::Allow));
 }
 
-fn query(limit: u32, after_key: &str) -> npb::QueryRequest {
+fn query(limit: u32, page_token: &str) -> npb::QueryRequest {
     npb::QueryRequest {
         dataset_id: "js.gongan/population".into(),
         filter: String::new(),
@@ -281,18 +282,25 @@ fn query(limit: u32, after_key: &str) -> npb::QueryRequest {
         purpose: "business-licensing".into(),
         case_id: String::new(),
         limit,
-        after_key: after_key.into(),
+        page_token: page_token.into(),
     }
 }
 
-/// The messages of one query: (keys of each message, truncated flag of each).
-async fn query_messages(node: &mut Node, request: npb::QueryRequest) -> Vec<(Vec<String>, bool)> {
+/// The messages of one query: (keys of each message, its next page token).
+async fn query_messages(node: &mut Node, request: npb::QueryRequest) -> Vec<(Vec<String>, String)> {
     let mut stream = node.query(request).await.unwrap().into_inner();
     let mut messages = Vec::new();
     while let Some(message) = stream.message().await.unwrap() {
-        messages.push((message.records.into_iter().map(|r| r.key).collect(), message.truncated));
+        messages.push((
+            message.records.into_iter().map(|r| r.key).collect(),
+            message.next_page_token,
+        ));
     }
     messages
+}
+
+fn masked_id(id: &str) -> String {
+    exchange_core::mask::mask_str("id_number", id)
 }
 
 #[tokio::test]
@@ -319,31 +327,70 @@ async fn a_large_query_streams_audited_messages_and_goes_on_after_its_limit() {
     visible.sort();
     assert_eq!(visible.len(), 1202);
 
-    // A limit of 700 comes as 500 + 200, in key order, the last message saying there may be more.
+    // A limit of 700 comes as 500 + 200, in key order, the last message with a token to go on.
     let mut consumer = node.client(&ex, "js.scjg", Role::System).await;
     let first = query_messages(&mut consumer, query(700, "")).await;
-    let sizes: Vec<(usize, bool)> = first.iter().map(|(k, t)| (k.len(), *t)).collect();
+    let sizes: Vec<(usize, bool)> = first.iter().map(|(k, t)| (k.len(), !t.is_empty())).collect();
     assert_eq!(sizes, [(500, false), (200, true)]);
-    // Going on after the last key received gives the rest: no gap, no duplicate.
-    let last = first[1].0.last().unwrap().clone();
-    let rest = query_messages(&mut consumer, query(0, &last)).await;
-    let sizes: Vec<(usize, bool)> = rest.iter().map(|(k, t)| (k.len(), *t)).collect();
+    // The token hides where it stopped: the key is an id number, which this grant masks.
+    let token = first[1].1.clone();
+    assert!(!token.contains("3201"), "{token}");
+    // Going on with it gives the rest: no gap, no duplicate.
+    let rest = query_messages(&mut consumer, query(0, &token)).await;
+    let sizes: Vec<(usize, bool)> = rest.iter().map(|(k, t)| (k.len(), !t.is_empty())).collect();
     assert_eq!(sizes, [(500, false), (2, false)]);
+    // Keys are masked like the id number in each record; the consumer never sees one in clear.
     let all: Vec<String> = first.iter().chain(&rest).flat_map(|(k, _)| k.clone()).collect();
-    assert_eq!(all, visible);
+    assert_eq!(all, visible.iter().map(|k| masked_id(k)).collect::<Vec<_>>());
+    // A token is the node's own, for this reader and dataset only.
+    assert_status(
+        consumer.query(query(0, "c29tZXRoaW5nIGVsc2U")).await.map(|_| ()),
+        Code::InvalidArgument,
+        "field \"page_token\": not a token this node gave js.scjg",
+    );
     // A query that matches nothing is on the record too.
     let mut nothing = query(0, "");
     nothing.filter = "region_code = \"320999\"".into();
     assert!(query_messages(&mut consumer, nothing).await.is_empty());
 
+    // The owner reads its keys in clear.
+    let mut all_keys: Vec<String> = people
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .chain(keys.iter().cloned())
+        .collect();
+    all_keys.sort();
+    let own = query_messages(&mut owner, query(3, "")).await;
+    assert_eq!(own[0].0, all_keys[..3]);
+
     // Each message was audited with exactly its keys before it was sent.
     let mut node = node;
     node.stop().await;
     let ledger = exchange_node::read_ledger(&node.data_dir).unwrap();
-    let queries: Vec<_> = ledger.iter().filter(|e| e.event.operation == "query").collect();
-    let counts: Vec<u64> = queries.iter().map(|e| e.event.count).collect();
-    assert_eq!(counts, [500, 200, 500, 2, 0]);
-    let audited: Vec<String> = queries.iter().flat_map(|e| e.event.keys.clone()).collect();
+    let queries: Vec<_> = ledger
+        .iter()
+        .filter(|e| e.event.operation == "query" && e.event.decision == Decision::Allow)
+        .collect();
+    assert!(ledger
+        .iter()
+        .any(|e| e.event.decision == Decision::Deny && e.event.reason.contains("page_token")));
+    let counts: Vec<(&str, u64)> = queries
+        .iter()
+        .map(|e| (e.event.department.as_str(), e.event.count))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("js.scjg", 500),
+            ("js.scjg", 200),
+            ("js.scjg", 500),
+            ("js.scjg", 2),
+            ("js.scjg", 0),
+            ("js.gongan", 3)
+        ]
+    );
+    // The ledger names the real keys, for "who read the record of person X".
+    let audited: Vec<String> = queries[..4].iter().flat_map(|e| e.event.keys.clone()).collect();
     assert_eq!(audited, visible);
 }
 
@@ -688,7 +735,7 @@ fn subscribe(after: u64) -> npb::SubscribeRequest {
 
 #[tokio::test]
 async fn the_change_feed_resumes_without_gap_or_duplicate_across_reconnects_and_restarts() {
-    let (ex, mut node, _, _) = setup().await;
+    let (ex, mut node, keys, _) = setup().await;
     let mut consumer = node.client(&ex, "js.scjg", Role::System).await;
     let mut stream = consumer.subscribe(subscribe(0)).await.unwrap().into_inner();
     // Two of the three seeded people are in the grant's filter.
@@ -700,6 +747,9 @@ async fn the_change_feed_resumes_without_gap_or_duplicate_across_reconnects_and_
         other => panic!("{other:?}"),
     };
     assert_eq!(masked["name"], "张*");
+    // The event's key is masked like the id number it is.
+    assert_eq!(first[0].key, masked_id(&keys[0]));
+    assert_eq!(masked["id"], first[0].key);
 
     // Live: a new record arrives on the open stream.
     let mut owner = node.client(&ex, "js.gongan", Role::System).await;
