@@ -329,8 +329,22 @@ pub fn new_grant(
         )
         .into());
     }
+    // Sensitive fields asked for in clear need a person's decision, whatever the class: the
+    // class says who may read the data, not who may read it unmasked.
+    let clear_sensitive: Vec<&str> = clear_fields
+        .iter()
+        .filter(|f| schema.properties.get(*f).is_some_and(|p| p.sensitivity.is_some()))
+        .map(String::as_str)
+        .collect();
     let (state, reason) = match dataset.classification {
         Classification::Conditional => (GrantState::Requested, String::new()),
+        class if !clear_sensitive.is_empty() => (
+            GrantState::Requested,
+            format!(
+                "waits for the owner: dataset is {class}, but {} asked in clear",
+                clear_sensitive.join(", ")
+            ),
+        ),
         class => (
             GrantState::Approved,
             format!("approved automatically: dataset is {class}"),

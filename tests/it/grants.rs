@@ -40,6 +40,23 @@ async fn unconditional_and_open_are_approved_at_once_not_shared_is_refused() {
         .unwrap()
         .into_inner();
     assert_eq!(listed.grants.len(), 2, "the refused request stored nothing");
+
+    // A sensitive field in clear is the owner's decision, even on an unconditional dataset.
+    let mut in_clear = grant_request("js.scjg/legal-persons", &["name"]);
+    in_clear.clear_fields = vec!["name".into()];
+    let g = consumer.request_grant(in_clear).await.unwrap().into_inner();
+    assert_eq!(state(&g), pb::GrantState::Requested);
+    assert!(g.reason.contains("name asked in clear"), "{g:?}");
+    let mut owner = ex.client("js.scjg", Role::System).await;
+    let approved = owner
+        .approve_grant(pb::DecideGrantRequest {
+            grant_id: g.id,
+            reason: "the tax bureau needs the legal name".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(state(&approved), pb::GrantState::Approved);
 }
 
 #[tokio::test]

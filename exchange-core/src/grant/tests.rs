@@ -75,6 +75,25 @@ fn classification_decides_the_first_state() {
 }
 
 #[test]
+fn sensitive_fields_in_clear_wait_for_the_owner_whatever_the_class() {
+    let mut in_clear = request();
+    in_clear.clear_fields = vec!["name".into()];
+    for class in [Classification::Unconditional, Classification::Open] {
+        let g = grant(class, in_clear.clone()).unwrap();
+        assert_eq!(g.state, GrantState::Requested, "{class}");
+        assert!(g.reason.contains("name asked in clear"), "{}", g.reason);
+    }
+    // A field without x-sensitivity is not masked anyway: asking for it in clear changes nothing.
+    let mut plain = request();
+    plain.fields = vec!["name".into(), "region_code".into()];
+    plain.clear_fields = vec!["region_code".into()];
+    assert_eq!(
+        grant(Classification::Unconditional, plain).unwrap().state,
+        GrantState::Approved
+    );
+}
+
+#[test]
 fn the_key_is_always_granted_and_fields_must_exist() {
     let g = grant(Classification::Conditional, request()).unwrap();
     assert_eq!(g.fields, ["id_number", "name"]);
