@@ -79,6 +79,10 @@ pub enum CoreError {
     /// FAILED_PRECONDITION.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A position past the end, e.g. a Watch from a revision the registry never reached:
+    /// OUT_OF_RANGE.
+    #[error("{0}")]
+    OutOfRange(String),
     /// Storage failed: UNAVAILABLE; nothing was acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),

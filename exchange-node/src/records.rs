@@ -142,16 +142,21 @@ pub(crate) fn scan_records(
         .collect()
 }
 
-/// Reads up to `limit` changes of a dataset after `after` sequence.
+/// Reads up to `limit` changes of a dataset after sequence `after`, up to and including
+/// `committed`: the writer applies a batch before its flush returns, and a change a crash could
+/// still undo must not reach a subscriber (its sequence number could be given again).
 pub(crate) fn changes_after(
     store: &dyn Store,
     dataset: &str,
     after: u64,
+    committed: u64,
     limit: usize,
 ) -> Result<Vec<StoredChange>, StoreError> {
+    if after >= committed {
+        return Ok(Vec::new());
+    }
     let start = change_key(dataset, after.saturating_add(1));
-    let mut end = format!("chg/{dataset}").into_bytes();
-    end.push(1);
+    let end = change_key(dataset, committed.saturating_add(1));
     store
         .range(&start, &end, limit)?
         .into_iter()
@@ -412,14 +417,17 @@ fn run(
         let committed = if batch.is_empty() { Ok(()) } else { store.commit(batch) };
         match &committed {
             Ok(()) => {
-                let feeds = feeds.lock().unwrap_or_else(|p| p.into_inner());
+                let mut feeds = feeds.lock().unwrap_or_else(|p| p.into_inner());
                 let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
                 for dataset in touched {
                     if let Some(c) = seqs.get(&dataset) {
                         counts.insert(dataset.clone(), c.records);
-                        if let Some(feed) = feeds.get(&dataset) {
-                            feed.send_replace(c.seq);
-                        }
+                        // A dataset first published since start has no feed yet: make one, so
+                        // Status and later subscribers see its sequence.
+                        feeds
+                            .entry(dataset)
+                            .or_insert_with(|| watch::channel(0).0)
+                            .send_replace(c.seq);
                     }
                 }
             }

@@ -707,7 +707,8 @@ impl Subscription {
                     return;
                 }
             };
-            let changes = match records::changes_after(&*svc.store, &r.dataset_id, cursor, CHUNK) {
+            let committed = *feed.borrow_and_update();
+            let changes = match records::changes_after(&*svc.store, &r.dataset_id, cursor, committed, CHUNK) {
                 Ok(c) => c,
                 Err(e) => {
                     let _ = tx.send(Err(unavailable(e))).await;

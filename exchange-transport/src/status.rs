@@ -16,6 +16,7 @@ pub fn to_status(error: CoreError) -> Status {
         CoreError::NotFound(_) => Code::NotFound,
         CoreError::AlreadyExists(_) => Code::AlreadyExists,
         CoreError::FailedPrecondition(_) => Code::FailedPrecondition,
+        CoreError::OutOfRange(_) => Code::OutOfRange,
         CoreError::Store(_) => Code::Unavailable,
     };
     if code == Code::Unavailable {

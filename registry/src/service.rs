@@ -258,7 +258,7 @@ impl pb::registry_server::Registry for RegistryService {
             let mut caught_up = false;
             loop {
                 loop {
-                    let (items, examined) = match state.changes_since(department.as_deref(), last, WATCH_BATCH) {
+                    let (items, examined) = match state.changes_since(department.as_deref(), last, WATCH_BATCH).await {
                         Ok(found) => found,
                         Err(e) => {
                             let _ = tx.send(Err(to_status(e))).await;

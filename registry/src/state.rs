@@ -642,13 +642,23 @@ impl State {
     /// The current state of what changed after revision `after` and concerns the datasets of
     /// `department` (every department when `None`), up to `limit` log entries. Returns the items
     /// with their revisions, and the last revision examined.
-    pub fn changes_since(
+    pub async fn changes_since(
         &self,
         department: Option<&str>,
         after: u64,
         limit: usize,
     ) -> Result<(Vec<(u64, WatchItem)>, u64), CoreError> {
-        let entries = self.store.range(&log_key(after + 1), b"log0", limit)?;
+        // Under the write lock, the store holds exactly what is committed: a write applies its
+        // batch before its flush returns, and a watcher must never pass on (and a node never
+        // keep) a change that a crash in that window would undo.
+        let committed = self.writer.lock().await;
+        if after > *committed {
+            return Err(CoreError::OutOfRange(format!(
+                "revision {after} is beyond this registry's latest, {}: was it restored from an older backup? Watch again from revision 0",
+                *committed
+            )));
+        }
+        let entries = self.store.range(&log_key(after + 1), &log_key(*committed + 1), limit)?;
         let mut items = Vec::new();
         let mut last = after;
         for (key, value) in entries {
@@ -758,7 +768,7 @@ mod tests {
         s.publish_schema(&admin, &dataset.id, schema).await.unwrap();
 
         // Registered at revision 2, then changed at 3: only the latest state is sent, at 3.
-        let (items, last) = s.changes_since(Some("js.gongan"), 0, 100).unwrap();
+        let (items, last) = s.changes_since(Some("js.gongan"), 0, 100).await.unwrap();
         assert_eq!(last, 3);
         assert_eq!(items.len(), 1);
         let (revision, WatchItem::Dataset(d)) = &items[0] else {
@@ -769,10 +779,16 @@ mod tests {
         assert_eq!(d.versions.len(), 1);
 
         // Other departments see nothing of it; a resume after the last revision sees nothing new.
-        assert!(s.changes_since(Some("js.scjg"), 0, 100).unwrap().0.is_empty());
-        let (items, last) = s.changes_since(Some("js.gongan"), 3, 100).unwrap();
+        assert!(s.changes_since(Some("js.scjg"), 0, 100).await.unwrap().0.is_empty());
+        let (items, last) = s.changes_since(Some("js.gongan"), 3, 100).await.unwrap();
         assert!(items.is_empty());
         assert_eq!(last, 3);
+        // A revision this registry never reached (a node ahead of a restored backup) is named.
+        for beyond in [4, u64::MAX] {
+            let err = s.changes_since(None, beyond, 100).await.unwrap_err();
+            assert!(matches!(err, CoreError::OutOfRange(_)), "{err}");
+            assert!(err.to_string().contains("beyond this registry's latest, 3"), "{err}");
+        }
     }
 
     #[tokio::test]

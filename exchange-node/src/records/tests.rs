@@ -83,17 +83,23 @@ async fn publishes_get_contiguous_sequences_and_before_images() {
     assert_eq!(*feed.borrow_and_update(), 3);
     let (first, last) = writer.publish("d/x", 1, vec![change("a", None)]).await.unwrap();
     assert_eq!((first, last), (4, 4));
-    let changes = changes_after(&*store, "d/x", 0, 100).unwrap();
+    let changes = changes_after(&*store, "d/x", 0, 4, 100).unwrap();
     let befores: Vec<Option<&str>> = changes.iter().map(|c| c.before.as_deref()).collect();
     assert_eq!(befores, [None, Some("{\"v\":1}"), None, Some("{\"v\":2}")]);
     assert!(get_record(&*store, "d/x", "a").unwrap().is_none(), "deleted");
     assert_eq!(get_record(&*store, "d/x", "b").unwrap().unwrap().sequence, 3);
     assert_eq!(writer.records("d/x"), 1, "a and b written, a deleted");
-    assert_eq!(changes_after(&*store, "d/x", 2, 100).unwrap().len(), 2);
+    assert_eq!(changes_after(&*store, "d/x", 2, 4, 100).unwrap().len(), 2);
+    // Only what is committed is read: a subscriber never sees past the feed's sequence.
+    assert_eq!(changes_after(&*store, "d/x", 0, 3, 100).unwrap().len(), 3);
+    assert!(changes_after(&*store, "d/x", 3, 3, 100).unwrap().is_empty());
+    // A dataset first published after start has its feed made by the commit.
+    writer.publish("d/new", 1, vec![change("n", Some("{}"))]).await.unwrap();
+    assert_eq!(*writer.feed("d/new").borrow(), 1);
     // Another dataset whose id extends this one's shares nothing with it.
     writer.publish("d/xy", 1, vec![change("a", Some("{}"))]).await.unwrap();
     assert_eq!(scan_records(&*store, "d/x", None, 100).unwrap().len(), 1);
-    assert_eq!(changes_after(&*store, "d/x", 0, 100).unwrap().len(), 4);
+    assert_eq!(changes_after(&*store, "d/x", 0, 4, 100).unwrap().len(), 4);
     // Sequences survive a restart of the writer.
     writer.stop().await;
     let again = Writer::start(store.clone(), &ledger).unwrap();
