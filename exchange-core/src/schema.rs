@@ -69,7 +69,7 @@ pub struct DatasetSchema {
     pub properties: BTreeMap<String, PropertyInfo>,
     /// Top-level required properties.
     pub required: BTreeSet<String>,
-    /// Every `x-sensitivity` annotation, at any depth.
+    /// Every `x-sensitivity` annotation (only top-level properties may carry one).
     pub sensitive_fields: Vec<SensitiveField>,
 }
 
@@ -187,6 +187,15 @@ fn collect_sensitive(value: &Value, pointer: String, out: &mut Vec<SensitiveFiel
     match value {
         Value::Object(map) => {
             if let Some(s) = map.get("x-sensitivity") {
+                // Masking works on whole top-level fields; an annotation deeper down (inside an
+                // object, in $defs behind a $ref) would be shown as sensitive yet served in clear.
+                let segments: Vec<&str> = pointer.split('/').skip(1).collect();
+                if !matches!(segments.as_slice(), ["properties", _]) {
+                    return Err(invalid(
+                        &format!("{pointer}/x-sensitivity"),
+                        "x-sensitivity is honoured only directly on a top-level property (/properties/<name>): annotate the top-level property that holds this value, and the whole of it is masked",
+                    ));
+                }
                 match s.as_str() {
                     Some(s) if SENSITIVITIES.contains(&s) => out.push(SensitiveField {
                         pointer: pointer.clone(),

@@ -15,7 +15,8 @@ fn person_schema() -> Value {
             "age": {"type": ["integer", "null"]},
             "address": {
                 "type": "object",
-                "properties": {"line": {"type": "string", "x-sensitivity": "address"}}
+                "x-sensitivity": "address",
+                "properties": {"line": {"type": "string"}}
             }
         }
     })
@@ -44,7 +45,7 @@ fn accepts_a_dataset_schema_and_reads_its_properties() {
     assert_eq!(
         pointers,
         [
-            "/properties/address/properties/line",
+            "/properties/address",
             "/properties/id_number",
             "/properties/name"
         ]
@@ -84,6 +85,16 @@ fn refuses_unknown_formats_and_sensitivities() {
     let mut bad = person_schema();
     bad["properties"]["name"]["x-sensitivity"] = json!("secret");
     check_refused(bad, "id_number", "/properties/name/x-sensitivity");
+    // Only a top-level property can be masked, so only there may the annotation stand.
+    let mut nested = person_schema();
+    nested["properties"]["contact"] = json!({
+        "type": "object",
+        "properties": {"phone": {"type": "string", "x-sensitivity": "phone"}}
+    });
+    check_refused(nested, "id_number", "/properties/contact/properties/phone/x-sensitivity");
+    let mut in_defs = person_schema();
+    in_defs["$defs"] = json!({"idn": {"type": "string", "x-sensitivity": "id_number"}});
+    check_refused(in_defs, "id_number", "/$defs/idn/x-sensitivity");
 }
 
 #[test]
