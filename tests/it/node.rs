@@ -49,6 +49,37 @@ fn get(keys: &[String], fields: &[&str], purpose: &str) -> npb::GetRequest {
     }
 }
 
+/// The reads in a node's audit ledger, in order: (department, operation, allowed). Read while
+/// the node runs: only synced entries are there, and every acknowledged read's entry is.
+fn audited(node: &TestNode) -> Vec<(String, String, bool)> {
+    exchange_node::read_ledger(&node.data_dir)
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            (
+                e.event.department,
+                e.event.operation,
+                e.event.decision == Decision::Allow,
+            )
+        })
+        .collect()
+}
+
+fn read(department: &str, operation: &str, allowed: bool) -> (String, String, bool) {
+    (department.into(), operation.into(), allowed)
+}
+
+/// The record keys a node's ledger says it served to `department` by Subscribe, in order.
+fn subscribed_keys(node: &TestNode, department: &str) -> Vec<String> {
+    exchange_node::read_ledger(&node.data_dir)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event.department == department && e.event.operation == "subscribe")
+        .filter(|e| e.event.decision == Decision::Allow)
+        .flat_map(|e| e.event.keys)
+        .collect()
+}
+
 fn records(response: &npb::GetResponse) -> Vec<Value> {
     response
         .records
@@ -524,6 +555,7 @@ async fn a_revocation_is_enforced_within_a_second() {
     let (ex, node, keys, grant) = setup().await;
     let mut consumer = node.client(&ex, "js.scjg", Role::System).await;
     consumer.get(get(&keys, &[], "business-licensing")).await.unwrap();
+    let mut served = 1;
     let mut owner = ex.client("js.gongan", Role::System).await;
     owner
         .revoke_grant(pb::DecideGrantRequest {
@@ -536,14 +568,21 @@ async fn a_revocation_is_enforced_within_a_second() {
     loop {
         match consumer.get(get(&keys, &[], "business-licensing")).await {
             Err(status) if status.code() == Code::PermissionDenied => break,
-            Ok(_) => assert!(
-                revoked_at.elapsed() < Duration::from_secs(1),
-                "still served a second after the revocation"
-            ),
+            Ok(_) => {
+                served += 1;
+                assert!(
+                    revoked_at.elapsed() < Duration::from_secs(1),
+                    "still served a second after the revocation"
+                )
+            }
             Err(other) => panic!("{other:?}"),
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Every read served before the revocation took hold, and the refusal, are on the record.
+    let mut expected = vec![read("js.scjg", "get", true); served];
+    expected.push(read("js.scjg", "get", false));
+    assert_eq!(audited(&node), expected);
 }
 
 #[tokio::test]
@@ -606,6 +645,14 @@ async fn with_the_registry_down_the_node_serves_its_last_grants_and_catches_up_a
     node.wait_current(&ex, approved.revision).await;
     rsj.get(get(&keys, &[], "business-licensing")).await.unwrap();
     assert_eq!(view(&health).await, ServingStatus::Serving as i32);
+    assert_eq!(
+        audited(&node),
+        [
+            read("js.scjg", "get", true),
+            read("js.rsj", "get", false),
+            read("js.rsj", "get", true)
+        ]
+    );
 }
 
 #[tokio::test]
@@ -705,6 +752,12 @@ async fn each_node_serves_its_own_departments_datasets() {
         Code::NotFound,
         "not served by this node (js.scjg)",
     );
+    // Each node's ledger holds the reads it answered, allowed or not.
+    assert_eq!(
+        audited(&scjg),
+        [read("js.gongan", "get", true), read("js.scjg", "get", false)]
+    );
+    assert_eq!(audited(&gongan), [read("js.gongan", "get", false)]);
 }
 
 async fn collect(stream: &mut tonic::Streaming<npb::ChangeBatch>, want: usize) -> (Vec<npb::ChangeEvent>, u64) {
@@ -789,6 +842,18 @@ async fn the_change_feed_resumes_without_gap_or_duplicate_across_reconnects_and_
     let mut after_restart = consumer.subscribe(subscribe(cursor)).await.unwrap().into_inner();
     let (events, _) = collect(&mut after_restart, 1).await;
     assert_eq!(events.iter().map(|e| e.sequence).collect::<Vec<_>>(), [7]);
+    // Every change served is in the ledger under its real key, across the restart too.
+    assert_eq!(
+        subscribed_keys(&node, "js.scjg"),
+        [
+            keys[0].clone(),
+            keys[1].clone(),
+            id_number("320102", 4),
+            id_number("320102", 5),
+            id_number("320102", 1),
+            id_number("320102", 7)
+        ]
+    );
 }
 
 #[tokio::test]
@@ -833,4 +898,14 @@ async fn a_revocation_ends_an_open_subscription() {
         .await
         .expect("the subscription was still open a second after the revocation");
     assert_status(ended, Code::PermissionDenied, "was revoked: case closed");
+    // Opened (allowed), one batch served, then refused: all three on the record.
+    assert_eq!(
+        audited(&node),
+        [
+            read("js.scjg", "subscribe", true),
+            read("js.scjg", "subscribe", true),
+            read("js.scjg", "subscribe", false)
+        ]
+    );
+    assert_eq!(subscribed_keys(&node, "js.scjg").len(), 2);
 }

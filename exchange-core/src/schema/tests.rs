@@ -44,11 +44,7 @@ fn accepts_a_dataset_schema_and_reads_its_properties() {
     let pointers: Vec<&str> = parsed.sensitive_fields.iter().map(|s| s.pointer.as_str()).collect();
     assert_eq!(
         pointers,
-        [
-            "/properties/address",
-            "/properties/id_number",
-            "/properties/name"
-        ]
+        ["/properties/address", "/properties/id_number", "/properties/name"]
     );
 }
 
@@ -91,7 +87,11 @@ fn refuses_unknown_formats_and_sensitivities() {
         "type": "object",
         "properties": {"phone": {"type": "string", "x-sensitivity": "phone"}}
     });
-    check_refused(nested, "id_number", "/properties/contact/properties/phone/x-sensitivity");
+    check_refused(
+        nested,
+        "id_number",
+        "/properties/contact/properties/phone/x-sensitivity",
+    );
     let mut in_defs = person_schema();
     in_defs["$defs"] = json!({"idn": {"type": "string", "x-sensitivity": "id_number"}});
     check_refused(in_defs, "id_number", "/$defs/idn/x-sensitivity");
