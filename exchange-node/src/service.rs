@@ -327,12 +327,20 @@ impl NodeService {
             dataset.versions.get(&request.schema_version).cloned()
         }
         .ok_or_else(|| {
-            Status::failed_precondition(format!(
-                "dataset {} has no schema version {}; known versions: {:?}",
-                request.dataset_id,
-                request.schema_version,
-                dataset.versions.keys().collect::<Vec<_>>()
-            ))
+            let known: Vec<String> = dataset.versions.keys().map(u32::to_string).collect();
+            Status::failed_precondition(if known.is_empty() {
+                format!(
+                    "dataset {} has no schema version yet: publish one at the registry first (exchange schema publish {} FILE)",
+                    request.dataset_id, request.dataset_id
+                )
+            } else {
+                format!(
+                    "dataset {} has no schema version {}; known versions: {}",
+                    request.dataset_id,
+                    request.schema_version,
+                    known.join(", ")
+                )
+            })
         })?;
         let mut accepted = Vec::new();
         let mut rejected = 0u64;
@@ -393,7 +401,29 @@ impl pb::node_server::Node for NodeService {
         let mut stream = request.into_inner();
         let mut totals = PublishTotals::default();
         while let Some(message) = stream.next().await {
-            self.publish_one(&who, message?, &mut totals).await?;
+            let outcome = match message {
+                Ok(message) => self.publish_one(&who, message, &mut totals).await,
+                Err(status) => Err(status),
+            };
+            if let Err(status) = outcome {
+                // What earlier messages stored stays stored: say so, so the caller resumes
+                // from the right place instead of guessing.
+                let r = &totals.response;
+                if r.accepted == 0 {
+                    return Err(status);
+                }
+                return Err(Status::new(
+                    status.code(),
+                    format!(
+                        "{}; the messages before this one were stored: {} changes accepted (sequences {} to {}), {} rejected",
+                        status.message(),
+                        r.accepted,
+                        r.first_sequence,
+                        r.last_sequence,
+                        r.rejected
+                    ),
+                ));
+            }
         }
         Ok(Response::new(totals.response))
     }

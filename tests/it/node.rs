@@ -878,6 +878,19 @@ async fn a_publish_stream_counts_positions_across_its_messages() {
     assert_eq!(reply.rejections[0].position, 1);
     assert_eq!(reply.rejections[0].errors[0].pointer, "/age");
     assert_eq!(reply.last_sequence - reply.first_sequence, 2, "three stored changes");
+
+    // A message that fails as a whole ends the stream; the error says what was stored before it.
+    let mut unknown_version = publish_request(vec![upsert(&person("320102", 35, "丁"))]);
+    unknown_version.schema_version = 9;
+    let messages = vec![
+        publish_request(vec![upsert(&person("320102", 34, "戊"))]),
+        unknown_version,
+    ];
+    assert_status(
+        owner.publish_stream(tokio_stream::iter(messages)).await,
+        Code::FailedPrecondition,
+        "has no schema version 9; known versions: 1; the messages before this one were stored: 1 changes accepted",
+    );
 }
 
 #[tokio::test]
