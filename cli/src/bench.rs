@@ -111,6 +111,7 @@ async fn channel(ca: &Ca, endpoint: &str, dept: &str, role: Role) -> anyhow::Res
             cert_pem: issued.cert_pem,
             key_pem: issued.key_pem,
         },
+        server_identity: None,
     })
     .await?)
 }
@@ -128,7 +129,7 @@ async fn bench(dir: &std::path::Path, args: &Args) -> anyhow::Result<()> {
     let ca = Ca::generate("exchange.bench", 1)?;
     ca.save(dir)?;
     let local = (vec!["localhost".to_string()], vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
-    ca.issue(&CertSpec::for_server("registry", 1).serving(local.0.clone(), local.1.clone()))?
+    ca.issue(&CertSpec::for_registry(1).serving(local.0.clone(), local.1.clone()))?
         .save(dir, "registry")?;
     ca.issue(&CertSpec::for_principal(Principal::new("js.gongan", Role::Node), 1).serving(local.0, local.1))?
         .save(dir, "node")?;

@@ -107,7 +107,17 @@ impl ConnectArgs {
             .or(profile.key)
             .ok_or_else(|| missing("private key", "--key"))?;
         let tls = TlsFiles::read(&ca, &cert, &key)?;
-        Ok(ClientConfig { endpoint, tls })
+        // The registry must prove it is the registry, not merely a holder of its host name.
+        let server_identity = match to_node {
+            true => None,
+            false => exchange_transport::auth::trust_domain_of(&tls.cert_pem)
+                .map(|td| exchange_core::identity::registry_uri(&td)),
+        };
+        Ok(ClientConfig {
+            endpoint,
+            tls,
+            server_identity,
+        })
     }
 
     /// A client of the registry these flags name.

@@ -49,7 +49,8 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 365)]
         days: i64,
     },
-    /// Issue a server certificate for a registry: DNS names and IPs, no department identity.
+    /// Issue a registry's server certificate: its DNS names and IPs, and the identity
+    /// spiffe://<trust-domain>/registry that nodes and the CLI check before trusting it.
     Server {
         /// The CA directory.
         #[arg(long)]
@@ -121,10 +122,16 @@ pub(crate) fn run(command: Command) -> anyhow::Result<()> {
             days,
         } => {
             let ca = Ca::load(&dir)?;
-            let issued = ca.issue(&CertSpec::for_server(&name, days).serving(dns, ip))?;
+            let spec = CertSpec {
+                common_name: name.clone(),
+                ..CertSpec::for_registry(days)
+            };
+            // (The common name is only a label; the identity is the URI.)
+            let issued = ca.issue(&spec.serving(dns, ip))?;
             let (cert, key) = issued.save(out.as_ref().unwrap_or(&dir), &name)?;
             println!(
-                "issued server certificate\n  certificate: {}\n  key:         {} (mode 0600)",
+                "issued registry certificate {}\n  certificate: {}\n  key:         {} (mode 0600)",
+                exchange_core::identity::registry_uri(&ca.trust_domain),
                 cert.display(),
                 key.display()
             );

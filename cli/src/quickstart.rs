@@ -175,7 +175,7 @@ fn make_pki(paths: &Paths) -> anyhow::Result<()> {
     let local = || (vec!["localhost".to_string()], vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
     if !paths.pki.join("registry.pem").exists() {
         let (dns, ips) = local();
-        ca.issue(&CertSpec::for_server("registry", 365).serving(dns, ips))?
+        ca.issue(&CertSpec::for_registry(365).serving(dns, ips))?
             .save(&paths.pki, "registry")?;
     }
     let mut identities = vec![(AUTHORITY, Role::Admin), (AUTHORITY, Role::Auditor)];
@@ -228,6 +228,7 @@ async fn client_as(paths: &Paths, endpoint: &str, stem: &str) -> anyhow::Result<
     let channel = connect(&ClientConfig {
         endpoint: endpoint.to_string(),
         tls,
+        server_identity: Some(exchange_core::identity::registry_uri(TRUST_DOMAIN)),
     })
     .await?;
     Ok(RegistryClient::new(channel))
@@ -377,6 +378,7 @@ async fn node_as(paths: &Paths, endpoint: &str, stem: &str) -> anyhow::Result<No
     let channel = connect(&ClientConfig {
         endpoint: endpoint.to_string(),
         tls: tls_for(paths, stem)?,
+        server_identity: None,
     })
     .await?;
     Ok(NodeClient::new(channel))

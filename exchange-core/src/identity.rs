@@ -83,7 +83,15 @@ impl Principal {
     pub fn uri(&self, trust_domain: &str) -> String {
         format!("spiffe://{trust_domain}/dept/{}/{}", self.department, self.role)
     }
+}
 
+/// The identity in a registry's server certificate, which nodes and the CLI check: a
+/// department's certificate that also names the registry's host cannot pose as the registry.
+pub fn registry_uri(trust_domain: &str) -> String {
+    format!("spiffe://{trust_domain}/registry")
+}
+
+impl Principal {
     /// Reads a principal from the certificate SAN URIs. Exactly one URI must name a principal in
     /// `trust_domain`; the message of a refusal says what was found instead.
     pub fn from_uris<'a>(

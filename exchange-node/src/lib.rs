@@ -105,6 +105,8 @@ pub async fn run(
         ClientConfig {
             endpoint: config.registry.endpoint.clone(),
             tls: files.clone(),
+            // Grants come from here: only the registry itself may answer.
+            server_identity: Some(exchange_core::identity::registry_uri(&config.trust_domain)),
         },
         sync::NodeIdentity {
             department: me.department.clone(),

@@ -155,6 +155,20 @@ pub fn caller<T>(request: &Request<T>) -> Result<Authenticated, Status> {
 }
 
 /// Every URI in a certificate's subject alternative names.
+/// The trust domain of the spiffe:// identity in a PEM certificate, if it has one.
+pub fn trust_domain_of(cert_pem: &str) -> Option<String> {
+    let der = crate::tls::parse_certs(cert_pem, "certificate")
+        .ok()?
+        .into_iter()
+        .next()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    san_uris(&cert).iter().find_map(|uri| {
+        let rest = uri.strip_prefix("spiffe://")?;
+        Some(rest.split('/').next()?.to_string())
+    })
+}
+
+/// The URIs among a certificate's subject alternative names.
 pub fn san_uris(cert: &X509Certificate<'_>) -> Vec<String> {
     let Ok(Some(san)) = cert.subject_alternative_name() else {
         return Vec::new();

@@ -64,6 +64,8 @@ pub struct CertSpec {
     pub dns_names: Vec<String>,
     /// IP addresses it serves, if it is a server.
     pub ip_addresses: Vec<IpAddr>,
+    /// Whether it is a registry's certificate, naming `spiffe://<trust-domain>/registry`.
+    pub registry: bool,
     /// Validity start.
     pub not_before: OffsetDateTime,
     /// Validity end.
@@ -80,6 +82,7 @@ impl CertSpec {
             principal: Some(principal),
             dns_names: Vec::new(),
             ip_addresses: Vec::new(),
+            registry: false,
             not_before: now - Duration::minutes(5),
             not_after: now + Duration::days(days),
         }
@@ -93,8 +96,18 @@ impl CertSpec {
             principal: None,
             dns_names: Vec::new(),
             ip_addresses: Vec::new(),
+            registry: false,
             not_before: now - Duration::minutes(5),
             not_after: now + Duration::days(days),
+        }
+    }
+
+    /// A registry's server certificate (common name `registry`), naming the registry identity
+    /// that nodes and the CLI check; add its DNS names or IPs with [`CertSpec::serving`].
+    pub fn for_registry(days: i64) -> Self {
+        Self {
+            registry: true,
+            ..Self::for_server("registry", days)
         }
     }
 
@@ -185,6 +198,12 @@ impl Ca {
                 uri.clone().try_into().map_err(cert_err("the identity URI"))?,
             ));
             params.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
+        }
+        if spec.registry {
+            let uri = exchange_core::identity::registry_uri(&self.trust_domain);
+            params
+                .subject_alt_names
+                .push(SanType::URI(uri.try_into().map_err(cert_err("the registry URI"))?));
         }
         for dns in &spec.dns_names {
             params.subject_alt_names.push(SanType::DnsName(

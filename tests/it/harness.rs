@@ -29,8 +29,7 @@ pub struct TestExchange {
 pub fn make_pki(dir: &Path) -> Ca {
     let ca = Ca::generate(TRUST_DOMAIN, 30).unwrap();
     ca.save(dir).unwrap();
-    let server =
-        CertSpec::for_server("registry", 30).serving(vec!["localhost".into()], vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+    let server = CertSpec::for_registry(30).serving(vec!["localhost".into()], vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
     ca.issue(&server).unwrap().save(dir, "registry").unwrap();
     ca
 }
@@ -104,7 +103,8 @@ impl TestExchange {
 
     /// A client presenting `issued` (or no certificate when `None`).
     pub async fn client_with(&self, issued: Option<&Issued>) -> Client {
-        RegistryClient::new(channel_with(&self.ca, &self.endpoint, issued).await)
+        let identity = exchange_core::identity::registry_uri(TRUST_DOMAIN);
+        RegistryClient::new(channel_checking(&self.ca, &self.endpoint, issued, Some(identity)).await)
     }
 
     pub async fn client(&self, dept: &str, role: Role) -> Client {
@@ -161,6 +161,16 @@ impl TestExchange {
 
 /// A mutual-TLS channel to `endpoint` presenting `issued` (or no certificate when `None`).
 pub async fn channel_with(ca: &Ca, endpoint: &str, issued: Option<&Issued>) -> Channel {
+    channel_checking(ca, endpoint, issued, None).await
+}
+
+/// The same, checking that the server's certificate names `server_identity`.
+pub async fn channel_checking(
+    ca: &Ca,
+    endpoint: &str,
+    issued: Option<&Issued>,
+    server_identity: Option<String>,
+) -> Channel {
     let tls = TlsFiles {
         ca_pem: ca.cert_pem.clone(),
         cert_pem: issued.map(|i| i.cert_pem.clone()).unwrap_or_default(),
@@ -169,6 +179,7 @@ pub async fn channel_with(ca: &Ca, endpoint: &str, issued: Option<&Issued>) -> C
     connect(&ClientConfig {
         endpoint: endpoint.to_string(),
         tls,
+        server_identity,
     })
     .await
     .unwrap()

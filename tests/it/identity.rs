@@ -173,6 +173,7 @@ async fn health_and_reflection_are_served_to_authenticated_callers() {
     let channel = exchange_transport::client::connect(&exchange_transport::client::ClientConfig {
         endpoint: ex.endpoint.clone(),
         tls,
+        server_identity: None,
     })
     .await
     .unwrap();
@@ -213,4 +214,39 @@ async fn health_and_reflection_are_served_to_authenticated_callers() {
         "{names:?}"
     );
     assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+}
+
+#[tokio::test]
+async fn clients_check_that_the_registry_is_the_registry() {
+    let ex = TestExchange::start().await;
+    ex.seed().await;
+    // A department's node holds a valid exchange certificate for "localhost" too; told to expect
+    // the registry there, a client refuses it (as every node does when it calls the registry).
+    let node = crate::nodes::TestNode::start(&ex, "js.gongan").await;
+    let issued = ex.issue("js.scjg", Role::System);
+    let config = exchange_transport::client::ClientConfig {
+        endpoint: node.endpoint.clone(),
+        tls: exchange_transport::tls::TlsFiles {
+            ca_pem: ex.ca.cert_pem.clone(),
+            cert_pem: issued.cert_pem.clone(),
+            key_pem: issued.key_pem.clone(),
+        },
+        server_identity: Some(exchange_core::identity::registry_uri(TRUST_DOMAIN)),
+    };
+    let err = exchange_transport::client::connect(&config).await.unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "names spiffe://{TRUST_DOMAIN}/dept/js.gongan/node, not spiffe://{TRUST_DOMAIN}/registry"
+        )),
+        "{err}"
+    );
+    // The registry's own certificate names it, and the same check passes.
+    let config = exchange_transport::client::ClientConfig {
+        endpoint: ex.endpoint.clone(),
+        ..config
+    };
+    let mut registry = exchange_proto::registry::v1::registry_client::RegistryClient::new(
+        exchange_transport::client::connect(&config).await.unwrap(),
+    );
+    registry.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
 }
