@@ -173,7 +173,10 @@ fn make_pki(paths: &Paths) -> anyhow::Result<()> {
         ca
     };
     let local = || (vec!["localhost".to_string()], vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
-    if !paths.pki.join("registry.pem").exists() {
+    // A registry certificate from before registries had an identity is made again.
+    let registry_pem = std::fs::read_to_string(paths.pki.join("registry.pem")).unwrap_or_default();
+    let names_registry = exchange_transport::auth::trust_domain_of(&registry_pem).is_some();
+    if !names_registry {
         let (dns, ips) = local();
         ca.issue(&CertSpec::for_registry(365).serving(dns, ips))?
             .save(&paths.pki, "registry")?;
