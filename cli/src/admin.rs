@@ -74,12 +74,76 @@ pub(crate) struct DeptFields {
     endpoint: Option<String>,
 }
 
+/// A department update: only the flags given change; the rest stay as they are.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DeptUpdate {
+    /// Department id.
+    #[arg(long)]
+    id: String,
+    /// New official name.
+    #[arg(long)]
+    name: Option<String>,
+    /// New level: province, city, district, street or community.
+    #[arg(long, value_parser = parse_level)]
+    level: Option<Level>,
+    /// New six-digit GB/T 2260 region code.
+    #[arg(long)]
+    region: Option<String>,
+    /// New parent department id.
+    #[arg(long, conflicts_with = "clear_parent")]
+    parent: Option<String>,
+    /// Remove the parent.
+    #[arg(long)]
+    clear_parent: bool,
+    /// New node URL (a node with `advertise` set announces its own).
+    #[arg(long, conflicts_with = "clear_endpoint")]
+    endpoint: Option<String>,
+    /// Remove the node URL.
+    #[arg(long)]
+    clear_endpoint: bool,
+}
+
+/// A dataset update: only the flags given change; the rest stay as they are.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DatasetUpdate {
+    /// Dataset id, owner/name.
+    #[arg(long)]
+    id: String,
+    /// New title.
+    #[arg(long)]
+    title: Option<String>,
+    /// New classification: unconditional, conditional, not_shared or open.
+    #[arg(long, value_parser = parse_classification)]
+    classification: Option<Classification>,
+    /// New description.
+    #[arg(long)]
+    description: Option<String>,
+    /// New subject area.
+    #[arg(long)]
+    domain: Option<String>,
+    /// New update frequency.
+    #[arg(long)]
+    frequency: Option<String>,
+    /// New steward.
+    #[arg(long)]
+    steward: Option<String>,
+    /// Replace the tags with these; repeat for more.
+    #[arg(long = "tag", conflicts_with = "clear_tags")]
+    tags: Vec<String>,
+    /// Remove every tag.
+    #[arg(long)]
+    clear_tags: bool,
+    /// New compatibility mode for later schema versions.
+    #[arg(long, value_parser = parse_compat)]
+    compatibility: Option<CompatMode>,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum DeptCommand {
     /// Register a department (admin).
     Register(DeptFields),
-    /// Replace a department's name, level, region, parent and endpoint (admin).
-    Update(DeptFields),
+    /// Change a department: only the flags given change (admin).
+    Update(DeptUpdate),
     /// Show one department.
     Get {
         /// Department id.
@@ -135,8 +199,8 @@ pub(crate) struct DatasetFields {
 pub(crate) enum DatasetCommand {
     /// Register a dataset (its owner's node or system, or an admin).
     Register(DatasetFields),
-    /// Replace a dataset's descriptive fields (not its key).
-    Update(DatasetFields),
+    /// Change a dataset's descriptive fields: only the flags given change (not its id or key).
+    Update(DatasetUpdate),
     /// Show a dataset with its schema versions.
     Get {
         /// Dataset id.
@@ -350,6 +414,12 @@ fn dataset_pb(f: DatasetFields) -> pb::Dataset {
 
 /// Turns a gRPC status into an error a person reads: the code in words, then the message.
 pub(crate) fn status_error(status: tonic::Status) -> anyhow::Error {
+    // The server does not know the call at all: the URL points at the wrong kind of server.
+    if status.code() == tonic::Code::Unimplemented && status.message().is_empty() {
+        return anyhow::anyhow!(
+            "that server does not serve this call: is --node pointing at a department's node and --registry at the registry (or the profile's URLs)?"
+        );
+    }
     let code = format!("{:?}", status.code());
     let mut words = String::new();
     for (i, c) in code.chars().enumerate() {
@@ -485,10 +555,32 @@ async fn dept(command: DeptCommand, common: Common) -> anyhow::Result<()> {
                 .map_err(status_error)?
                 .into_inner()]
         }
-        DeptCommand::Update(fields) => {
-            let request = pb::UpdateDepartmentRequest {
-                department: Some(department_pb(fields)),
-            };
+        DeptCommand::Update(u) => {
+            let mut d = client
+                .get_department(pb::GetDepartmentRequest { id: u.id.clone() })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if let Some(name) = u.name {
+                d.name = name;
+            }
+            if let Some(level) = u.level {
+                d.level = level_to_pb(level) as i32;
+            }
+            if let Some(region) = u.region {
+                d.region_code = region;
+            }
+            match (u.parent, u.clear_parent) {
+                (Some(parent), _) => d.parent_id = parent,
+                (None, true) => d.parent_id.clear(),
+                (None, false) => {}
+            }
+            match (u.endpoint, u.clear_endpoint) {
+                (Some(endpoint), _) => d.node_endpoint = endpoint,
+                (None, true) => d.node_endpoint.clear(),
+                (None, false) => {}
+            }
+            let request = pb::UpdateDepartmentRequest { department: Some(d) };
             vec![client
                 .update_department(request)
                 .await
@@ -541,10 +633,38 @@ async fn dataset(command: DatasetCommand, common: Common) -> anyhow::Result<()> 
                 .map_err(status_error)?
                 .into_inner()
         }
-        DatasetCommand::Update(fields) => {
-            let request = pb::UpdateDatasetRequest {
-                dataset: Some(dataset_pb(fields)),
-            };
+        DatasetCommand::Update(u) => {
+            let mut d = client
+                .get_dataset(pb::GetDatasetRequest { id: u.id.clone() })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            d.versions.clear();
+            if let Some(title) = u.title {
+                d.title = title;
+            }
+            if let Some(classification) = u.classification {
+                d.classification = classification_to_pb(classification) as i32;
+            }
+            if let Some(description) = u.description {
+                d.description = description;
+            }
+            if let Some(domain) = u.domain {
+                d.domain = domain;
+            }
+            if let Some(frequency) = u.frequency {
+                d.update_frequency = frequency;
+            }
+            if let Some(steward) = u.steward {
+                d.steward = steward;
+            }
+            if u.clear_tags || !u.tags.is_empty() {
+                d.tags = u.tags;
+            }
+            if let Some(mode) = u.compatibility {
+                d.compatibility = compat_to_pb(mode) as i32;
+            }
+            let request = pb::UpdateDatasetRequest { dataset: Some(d) };
             client.update_dataset(request).await.map_err(status_error)?.into_inner()
         }
         DatasetCommand::Get { id } => client

@@ -331,8 +331,9 @@ fn csv_cell(types: &Map<String, Value>, field: &str, cell: &str) -> Value {
         }
     }
     if has("number") {
-        if let Ok(n) = cell.parse::<f64>() {
-            return json!(n);
+        // As written: "2500000" stays an integer, not 2500000.0.
+        if let Ok(n @ Value::Number(_)) = serde_json::from_str::<Value>(cell.trim()) {
+            return n;
         }
     }
     if has("boolean") {
@@ -344,14 +345,37 @@ fn csv_cell(types: &Map<String, Value>, field: &str, cell: &str) -> Value {
     json!(cell)
 }
 
-fn read_lines(path: &Path, types: Option<&Map<String, Value>>) -> anyhow::Result<Vec<Line>> {
+/// The lines of a file as changes to send, and the lines refused before sending (reject-file
+/// entries), such as a CSV row with the wrong number of cells.
+fn read_lines(path: &Path, types: Option<&Map<String, Value>>) -> anyhow::Result<(Vec<Line>, Vec<Value>)> {
     let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut lines = Vec::new();
+    let mut refused = Vec::new();
     if let Some(types) = types {
-        let mut reader = csv::Reader::from_reader(file);
+        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
         let headers = reader.headers()?.clone();
+        // A misspelt header would fail every row the same way: say it once.
+        let unknown: Vec<&str> = headers.iter().filter(|h| !types.contains_key(*h)).collect();
+        if !unknown.is_empty() {
+            anyhow::bail!(
+                "{}: unknown columns {}; the dataset's fields are {}",
+                path.display(),
+                unknown.join(", "),
+                types.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
         for (i, row) in reader.records().enumerate() {
-            let row = row.with_context(|| format!("{}: row {}", path.display(), i + 2))?;
+            let row = row.with_context(|| format!("{}: line {}", path.display(), i + 2))?;
+            let number = row.position().map_or(i + 2, |p| p.line() as usize);
+            if row.len() != headers.len() {
+                refused.push(json!({
+                    "line": number,
+                    "key": "",
+                    "errors": [{"pointer": "", "message": format!("the row has {} cells; the header has {}", row.len(), headers.len())}],
+                    "input": row.iter().collect::<Vec<_>>().join(","),
+                }));
+                continue;
+            }
             let mut record = Map::new();
             for (field, cell) in headers.iter().zip(row.iter()) {
                 if !cell.is_empty() {
@@ -360,14 +384,14 @@ fn read_lines(path: &Path, types: Option<&Map<String, Value>>) -> anyhow::Result
             }
             let text = serde_json::to_string(&record)?;
             lines.push(Line {
-                number: i + 2,
+                number,
                 change: npb::Change {
                     op: Some(npb::change::Op::Upsert(text.clone().into_bytes())),
                 },
                 text,
             });
         }
-        return Ok(lines);
+        return Ok((lines, refused));
     }
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let text = line.with_context(|| format!("{}: line {}", path.display(), i + 1))?;
@@ -388,7 +412,7 @@ fn read_lines(path: &Path, types: Option<&Map<String, Value>>) -> anyhow::Result
             text,
         });
     }
-    Ok(lines)
+    Ok((lines, refused))
 }
 
 async fn publish(
@@ -408,7 +432,7 @@ async fn publish(
     } else {
         None
     };
-    let lines = read_lines(file, types.as_ref())?;
+    let (lines, refused) = read_lines(file, types.as_ref())?;
     let mut node = common.connect.node().await?;
     let progress = indicatif::ProgressBar::new(lines.len() as u64);
     progress.set_style(
@@ -420,8 +444,8 @@ async fn publish(
         name.push(".rejects.ndjson");
         PathBuf::from(name)
     });
-    let mut rejected_lines = Vec::new();
-    let (mut accepted, mut rejected) = (0u64, 0u64);
+    let (mut accepted, mut rejected) = (0u64, refused.len() as u64);
+    let mut rejected_lines = refused;
     for chunk in lines.chunks(batch) {
         let response = node
             .publish(npb::PublishRequest {
@@ -450,6 +474,7 @@ async fn publish(
         progress.set_message(format!("{rejected} rejected"));
     }
     progress.finish_and_clear();
+    rejected_lines.sort_by_key(|l| l["line"].as_u64());
     if !rejected_lines.is_empty() {
         let mut out =
             std::fs::File::create(&rejects_path).with_context(|| format!("cannot write {}", rejects_path.display()))?;
@@ -466,7 +491,10 @@ async fn publish(
         if let Some(first) = rejected_lines.first() {
             println!("first: line {}: {}", first["line"], first["errors"]);
         }
-        anyhow::bail!("{rejected} records were rejected");
+        match rejected {
+            1 => anyhow::bail!("1 record was rejected"),
+            n => anyhow::bail!("{n} records were rejected"),
+        }
     }
     Ok(())
 }

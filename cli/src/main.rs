@@ -21,7 +21,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Exchange: a cross-department data-sharing exchange.
 #[derive(Debug, Parser)]
-#[command(name = "exchange", version, about, propagate_version = true)]
+// `--version` is not propagated: `schema get --version N` is a schema version.
+#[command(name = "exchange", version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -56,7 +57,7 @@ enum Command {
     Bench(BenchCommand),
     /// Verify a node's audit ledger offline: every entry's hash chain, from its data directory.
     VerifyLedger {
-        /// The node's data directory (its `data_dir`), or a copy of it.
+        /// The node's data directory (its `data_dir`), a copy of it, or its audit.ledger file.
         data_dir: PathBuf,
     },
     /// Create an exchange CA and issue certificates.
@@ -131,7 +132,20 @@ async fn run_registry(path: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn verify_ledger(data_dir: &std::path::Path) -> anyhow::Result<()> {
+fn verify_ledger(path: &std::path::Path) -> anyhow::Result<()> {
+    // The data directory, as documented, or the ledger file itself.
+    let data_dir = match path.file_name() {
+        Some(name) if name == exchange_node::LEDGER_FILE && path.is_file() => path.parent().unwrap_or(path),
+        _ => path,
+    };
+    let ledger = data_dir.join(exchange_node::LEDGER_FILE);
+    if !ledger.is_file() {
+        anyhow::bail!(
+            "no audit ledger at {}: pass a node's data_dir (the directory holding {}) or that file",
+            ledger.display(),
+            exchange_node::LEDGER_FILE
+        );
+    }
     let entries = exchange_node::read_ledger(data_dir)?;
     let allowed = entries
         .iter()
@@ -143,6 +157,9 @@ fn verify_ledger(data_dir: &std::path::Path) -> anyhow::Result<()> {
         entries.len(),
         entries.len() - allowed
     );
+    // A chain proves nothing was changed inside it; only a head known from elsewhere proves
+    // nothing was cut from its end.
+    println!("compare the head with the node's (`exchange status`: audit head) to know no entry was cut from the end");
     Ok(())
 }
 
@@ -176,5 +193,17 @@ pub(crate) async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// clap checks flag clashes only when a command is parsed; this checks every command's
+    /// definition at once (a clash made `schema get` panic).
+    #[test]
+    fn every_command_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -206,8 +206,12 @@ fn source_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {
-        message.push_str(": ");
-        message.push_str(&e.to_string());
+        // Wrappers often repeat their source's text; say each thing once.
+        let text = e.to_string();
+        if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
         source = e.source();
     }
     message

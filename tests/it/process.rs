@@ -284,6 +284,43 @@ fn the_quickstart_sets_up_a_working_exchange_and_the_cli_uses_it() {
     assert!(!ok);
     assert!(stderr.contains("permission denied"), "{stderr}");
 
+    // A schema version, by number.
+    let (ok, stdout, stderr) = with(admin, &["schema", "get", "js.gongan/population", "--version", "1"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("id_number"), "{stdout}");
+    // An update changes only what it names: the parent and the node URL stay.
+    let (ok, _, stderr) = with(
+        admin,
+        &["dept", "update", "--id", "js.nj.gongan", "--name", "南京市公安局（新）"],
+    );
+    assert!(ok, "{stderr}");
+    let (_, stdout, _) = with(admin, &["--json", "dept", "get", "js.nj.gongan"]);
+    let city: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (city["name"].as_str(), city["parentId"].as_str()),
+        (Some("南京市公安局（新）"), Some("js.gongan"))
+    );
+    // A registry URL given as a node's says so.
+    let (ok, _, stderr) = with(
+        admin,
+        &[
+            "--node",
+            &endpoint,
+            "get",
+            "js.gongan/population",
+            "x",
+            "--purpose",
+            "audit",
+        ],
+    );
+    assert!(
+        !ok && stderr.contains("is --node pointing at a department's node"),
+        "{stderr}"
+    );
+    // An auditor's typo in a path is an error, not an empty ledger that verifies.
+    let (ok, _, stderr) = run_cli(&["verify-ledger", qs.join("no-such-node").to_str().unwrap()]);
+    assert!(!ok && stderr.contains("no audit ledger at"), "{stderr}");
+
     // Node commands: publish NDJSON with a reject file, publish CSV, get, query, status.
     let node_of = |dept: &str| -> String {
         let profile: toml::Value =
@@ -333,7 +370,7 @@ fn the_quickstart_sets_up_a_working_exchange_and_the_cli_uses_it() {
     let csv = dir.path().join("places.csv");
     std::fs::write(
         &csv,
-        "place_id,name,category,region_code,longitude,latitude,area_sq_m\n320102-900001,测试地块,land_parcel,320102,118.8,32.05,1200\n320102-900002,测试公园,park,320102,118.81,32.06,\n",
+        "place_id,name,category,region_code,longitude,latitude,area_sq_m\n320102-900001,测试地块,land_parcel,320102,118.8,32.05,1200\n320102-900002,测试公园,park,320102,118.81,32.06,\n320102-900003,短行,park\n",
     )
     .unwrap();
     let zrzy = qs.join("profiles/js.zrzy.toml");
@@ -341,8 +378,24 @@ fn the_quickstart_sets_up_a_working_exchange_and_the_cli_uses_it() {
         zrzy.to_str().unwrap(),
         &["publish", "js.zrzy/places", csv.to_str().unwrap()],
     );
-    assert!(ok, "{stdout}\n{stderr}");
-    assert!(stdout.contains("2 stored, 0 rejected"), "{stdout}");
+    // A short row is rejected with the others going on.
+    assert!(!ok && stderr.contains("1 record was rejected"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("2 stored, 1 rejected"), "{stdout}");
+    let rejects = std::fs::read_to_string(dir.path().join("places.csv.rejects.ndjson")).unwrap();
+    assert!(
+        rejects.contains("\"line\":4") && rejects.contains("the row has 3 cells; the header has 7"),
+        "{rejects}"
+    );
+    // A misspelt header is named once, before anything is sent.
+    std::fs::write(&csv, "PLACE_ID,name\n320102-900004,x\n").unwrap();
+    let (ok, _, stderr) = with(
+        zrzy.to_str().unwrap(),
+        &["publish", "js.zrzy/places", csv.to_str().unwrap()],
+    );
+    assert!(
+        !ok && stderr.contains("unknown columns PLACE_ID; the dataset's fields are"),
+        "{stderr}"
+    );
 
     let scjg = qs.join("profiles/js.scjg.toml");
     let (ok, stdout, stderr) = with(
