@@ -110,6 +110,18 @@ pub enum Denial {
         /// The grant relied on.
         grant: String,
     },
+    /// Each field is in some grant for the purpose, but no one grant has them all.
+    #[error("no single grant on {dataset} for purpose \"{purpose}\" covers {fields} together: {grants}; read them in separate requests or request a grant with all of them")]
+    NotInOneGrant {
+        /// The fields asked for (and filtered on).
+        fields: String,
+        /// The dataset.
+        dataset: String,
+        /// The purpose stated.
+        purpose: String,
+        /// Each grant and its fields.
+        grants: String,
+    },
     /// A field asked for (or filtered on) does not exist.
     #[error("field \"{field}\" is not a property of {dataset}")]
     UnknownField {
@@ -206,17 +218,31 @@ pub fn authorize(
         .copied()
         .find(|g| needed.iter().all(|f| grants_field(g, f)));
     let Some(grant) = covering else {
-        let grant = for_purpose[0];
-        let field = needed
-            .iter()
-            .find(|f| !grants_field(grant, f))
-            .map(|f| f.to_string())
-            .unwrap_or_default();
-        return Err(Denial::FieldNotGranted {
-            field,
+        // Name a field no grant for the purpose has; failing that, say no one grant has them all.
+        let ungranted = needed.iter().find(|f| !for_purpose.iter().any(|g| grants_field(g, f)));
+        if let Some(field) = ungranted {
+            let mut granted: Vec<&str> = for_purpose
+                .iter()
+                .flat_map(|g| g.fields.iter().map(String::as_str))
+                .collect();
+            granted.sort();
+            granted.dedup();
+            return Err(Denial::FieldNotGranted {
+                field: field.to_string(),
+                dataset: dataset.id.clone(),
+                purpose: request.purpose.to_string(),
+                granted: granted.join(", "),
+            });
+        }
+        return Err(Denial::NotInOneGrant {
+            fields: needed.join(", "),
             dataset: dataset.id.clone(),
             purpose: request.purpose.to_string(),
-            granted: grant.fields.join(", "),
+            grants: for_purpose
+                .iter()
+                .map(|g| format!("{} has {}", g.id, g.fields.join(", ")))
+                .collect::<Vec<_>>()
+                .join("; "),
         });
     };
     let fields = chosen_fields(&dataset.key_field, request.fields, grant.fields.iter());

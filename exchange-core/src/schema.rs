@@ -31,9 +31,50 @@ pub fn compile(schema: &Value) -> Result<Validator, SchemaError> {
     for (name, check) in FORMATS {
         options = options.with_format(*name, *check);
     }
-    options
-        .build(schema)
-        .map_err(|e| SchemaError::Invalid(vec![format!("{}: {}", pointer_or_root(e.instance_path().as_str()), e)]))
+    options.build(schema).map_err(|e| {
+        let message =
+            match e.to_string() {
+                // The library suggests a setting our users do not have.
+                m if m.starts_with("Unknown format: '") => format!(
+                "unknown format \"{}\": use a standard format (date, date-time, email, ipv4, uri, ...) or one of {}",
+                m.trim_start_matches("Unknown format: '").split('\'').next().unwrap_or_default(),
+                FORMATS.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
+            ),
+                m => m,
+            };
+        SchemaError::Invalid(vec![format!(
+            "{}: {message}",
+            pointer_or_root(e.instance_path().as_str())
+        )])
+    })
+}
+
+/// Every reason `record` is invalid, as (JSON pointer into the record, message). Messages name
+/// the field and list every allowed value, where the library's would not.
+pub fn record_errors(validator: &Validator, record: &Value) -> Vec<(String, String)> {
+    let mut errors = Vec::new();
+    for e in validator.iter_errors(record) {
+        let at = e.instance_path().as_str().to_string();
+        match e.kind() {
+            jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
+                for name in unexpected {
+                    errors.push((
+                        format!("{at}/{}", escape_pointer(name)),
+                        format!("\"{name}\" is not a field of this dataset (its schema allows no other fields)"),
+                    ));
+                }
+            }
+            jsonschema::error::ValidationErrorKind::Enum { options } => {
+                let allowed = match options.as_ref() {
+                    Value::Array(values) => values.iter().map(Value::to_string).collect::<Vec<_>>().join(", "),
+                    other => other.to_string(),
+                };
+                errors.push((at, format!("{} is not one of {allowed}", e.instance())));
+            }
+            _ => errors.push((at, e.to_string())),
+        }
+    }
+    errors
 }
 
 /// Whether `value` is valid under `schema`, with the project's formats. A schema that does not
@@ -104,7 +145,20 @@ pub fn check_dataset_schema(schema: Value, key_field: &str) -> Result<DatasetSch
     let meta = jsonschema::draft202012::meta::validator();
     let mut errors: Vec<String> = meta
         .iter_errors(&schema)
-        .map(|e| format!("{}: {e}", pointer_or_root(e.instance_path().as_str())))
+        .map(|e| {
+            let at = pointer_or_root(e.instance_path().as_str());
+            // "not valid under any of the schemas listed in the 'anyOf' keyword" hides the point.
+            let segments: Vec<&str> = at.rsplit('/').take(2).collect();
+            let at_type_keyword = matches!(segments.as_slice(), ["type", parent]
+                if !matches!(*parent, "properties" | "$defs" | "definitions" | "patternProperties" | "dependentSchemas"));
+            if at_type_keyword {
+                return format!(
+                    "{at}: {} is not a JSON Schema type: use one of \"string\", \"number\", \"integer\", \"boolean\", \"object\", \"array\", \"null\", or a list of them",
+                    e.instance()
+                );
+            }
+            format!("{at}: {e}")
+        })
         .collect();
     if !errors.is_empty() {
         errors.sort();

@@ -264,10 +264,9 @@ fn check_change(
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
-            let errors: Vec<pb::FieldError> = compiled
-                .validator
-                .iter_errors(&value)
-                .map(|e| error(e.instance_path().as_str(), e.to_string()))
+            let errors: Vec<pb::FieldError> = exchange_core::schema::record_errors(&compiled.validator, &value)
+                .into_iter()
+                .map(|(pointer, message)| error(&pointer, message))
                 .collect();
             if !errors.is_empty() {
                 return Err((key, errors));
@@ -497,7 +496,7 @@ impl pb::node_server::Node for NodeService {
                 Some(key) => Some(key),
                 None => {
                     let status = Status::invalid_argument(format!(
-                        "field \"page_token\": not a token this node gave {} for {}; start the query again without it",
+                        "field \"page_token\": not a token this node gave {} for this query of {} (same purpose, fields and filter); start the query again without it",
                         who.department, r.dataset_id
                     ));
                     return Err(self.deny(&who, &ask, status).await);
@@ -537,6 +536,14 @@ impl pb::node_server::Node for NodeService {
         // Refuse at once when not allowed (audited as a denial); record the opening as allowed.
         // The stream re-decides before every batch and audits what each batch serves.
         let (_, latest, plan) = self.plan(&who, &ask, &r.filter).await?;
+        let last = *self.writer.feed(&r.dataset_id).borrow();
+        if r.after_sequence > last {
+            let status = Status::out_of_range(format!(
+                "field \"after_sequence\": {} is past the last change of {} ({last}); resume from a cursor this node sent you, or 0 for every change",
+                r.after_sequence, r.dataset_id
+            ));
+            return Err(self.deny(&who, &ask, status).await);
+        }
         self.audit_allowed(&who, &ask, &plan, latest.version, &[]).await?;
         let (tx, rx) = mpsc::channel(4);
         let task = Subscription {
@@ -611,9 +618,19 @@ struct QueryRun {
     after: Option<String>,
 }
 
-/// What a page token is bound to: the dataset and the reading department.
+/// What a page token is bound to: the dataset, the reading department, and the query's
+/// purpose, fields and filter (going on with another query from its position makes no sense).
 fn page_scope(request: &pb::QueryRequest, who: &Principal) -> String {
-    format!("{} {}", request.dataset_id, who.department)
+    let mut fields = request.fields.clone();
+    fields.sort();
+    format!(
+        "{}\n{}\n{}\n{}\n{}",
+        request.dataset_id,
+        who.department,
+        request.purpose,
+        fields.join(","),
+        request.filter.trim()
+    )
 }
 
 impl QueryRun {

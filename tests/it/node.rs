@@ -379,6 +379,14 @@ async fn a_large_query_streams_audited_messages_and_goes_on_after_its_limit() {
         Code::InvalidArgument,
         "field \"page_token\": not a token this node gave js.scjg",
     );
+    // Nor for another query: a token names a position in one query's results.
+    let mut other_query = query(0, &token);
+    other_query.filter = "region_code = \"320104\"".into();
+    assert_status(
+        consumer.query(other_query).await.map(|_| ()),
+        Code::InvalidArgument,
+        "same purpose, fields and filter",
+    );
     // A query that matches nothing is on the record too.
     let mut nothing = query(0, "");
     nothing.filter = "region_code = \"320999\"".into();
@@ -842,6 +850,12 @@ async fn the_change_feed_resumes_without_gap_or_duplicate_across_reconnects_and_
     let mut after_restart = consumer.subscribe(subscribe(cursor)).await.unwrap().into_inner();
     let (events, _) = collect(&mut after_restart, 1).await;
     assert_eq!(events.iter().map(|e| e.sequence).collect::<Vec<_>>(), [7]);
+    // A cursor this node never gave is named, not waited on forever.
+    assert_status(
+        consumer.subscribe(subscribe(99)).await.map(|_| ()),
+        Code::OutOfRange,
+        "99 is past the last change of js.gongan/population (7)",
+    );
     // Every change served is in the ledger under its real key, across the restart too.
     assert_eq!(
         subscribed_keys(&node, "js.scjg"),

@@ -287,3 +287,38 @@ fn a_request_filter_reads_only_granted_fields_and_tests_masked_ones_for_equality
     clear.clear_fields = vec!["id_number".into()];
     assert!(decide(&clear, "id_number STARTS WITH \"320102\"").is_ok());
 }
+
+#[test]
+fn fields_spread_over_two_grants_are_explained_not_denied_as_ungranted() {
+    let first = grant("g-1", GrantState::Approved);
+    let mut second = grant("g-4", GrantState::Approved);
+    second.fields = vec!["id_number".into(), "phone".into()];
+    let grants = [first, second];
+    // Each alone is served, by the grant that has it.
+    assert_eq!(
+        read(&consumer(), &grants, &["phone"], "business-licensing")
+            .unwrap()
+            .grant_id
+            .as_deref(),
+        Some("g-4")
+    );
+    assert_eq!(
+        read(&consumer(), &grants, &["name"], "business-licensing")
+            .unwrap()
+            .grant_id
+            .as_deref(),
+        Some("g-1")
+    );
+    // Together, the refusal says why, instead of claiming phone is not granted.
+    let denial = read(&consumer(), &grants, &["phone", "name"], "business-licensing").unwrap_err();
+    assert_eq!(
+        denial.to_string(),
+        "no single grant on js.gongan/population for purpose \"business-licensing\" covers phone, name together: g-1 has id_number, name, region_code; g-4 has id_number, phone; read them in separate requests or request a grant with all of them"
+    );
+    // A field in neither lists what the grants for the purpose do give.
+    let denial = read(&consumer(), &grants, &["age"], "business-licensing").unwrap_err();
+    assert!(
+        matches!(denial, Denial::UnknownField { .. }),
+        "age is not in this schema: {denial}"
+    );
+}

@@ -120,3 +120,49 @@ fn formats_are_enforced_on_records() {
     bad_date["birth_date"] = json!("1990-02-30");
     assert!(!validator.is_valid(&bad_date), "an impossible date must be refused");
 }
+
+#[test]
+fn schema_errors_say_what_to_write_instead() {
+    let mut typo = person_schema();
+    typo["properties"]["age"]["type"] = json!("integr");
+    check_refused(
+        typo,
+        "id_number",
+        "/properties/age/type: \"integr\" is not a JSON Schema type: use one of",
+    );
+    let mut unknown = person_schema();
+    unknown["properties"]["birth_date"]["format"] = json!("chinese-date");
+    check_refused(
+        unknown,
+        "id_number",
+        "unknown format \"chinese-date\": use a standard format",
+    );
+    // A property that happens to be called "type" is not the type keyword.
+    let mut named_type = person_schema();
+    named_type["properties"]["type"] = json!({"type": "string", "minLength": "x"});
+    check_refused(named_type, "id_number", "/properties/type/minLength");
+}
+
+#[test]
+fn record_errors_point_at_the_field_and_list_every_allowed_value() {
+    let mut schema = person_schema();
+    schema["properties"]["status"] = json!({"enum": ["active", "suspended", "revoked", "cancelled", "merged"]});
+    let validator = compile(&schema).unwrap();
+    let record = json!({"id_number": "11010519491231002X", "name": "张三", "status": "closed", "fax": "1", "tel": "2"});
+    let errors = record_errors(&validator, &record);
+    assert!(
+        errors.contains(&(
+            "/status".to_string(),
+            "\"closed\" is not one of \"active\", \"suspended\", \"revoked\", \"cancelled\", \"merged\"".to_string()
+        )),
+        "{errors:?}"
+    );
+    for field in ["fax", "tel"] {
+        assert!(
+            errors
+                .iter()
+                .any(|(p, m)| p == &format!("/{field}") && m.contains("is not a field of this dataset")),
+            "{errors:?}"
+        );
+    }
+}
