@@ -182,6 +182,24 @@ pub fn validate(dept: &Department, parent: Option<&Department>) -> Result<(), Va
                     ),
                 ));
             }
+            // Below a city, a department's region lies in that city (the first four digits);
+            // below a district, in that district (streets and communities share its code).
+            let within = match parent.level {
+                Level::City => Some((4, "city")),
+                Level::District | Level::Street | Level::Community => Some((6, "district")),
+                Level::Province => None,
+            };
+            if let Some((digits, what)) = within {
+                if parent.region_code.get(..digits) != dept.region_code.get(..digits) {
+                    return Err(ValidationError::new(
+                        "region_code",
+                        format!(
+                            "\"{}\" is outside the {what} of parent \"{}\" ({}): a department lies within its parent's region",
+                            dept.region_code, parent.id, parent.region_code
+                        ),
+                    ));
+                }
+            }
         }
         (Some(parent_id), None) => {
             return Err(ValidationError::new(
@@ -263,6 +281,22 @@ mod tests {
         let other_province = dept("zj.hz.gongan", Level::City, "330100", Some("js.gongan"));
         let province = dept("js.gongan", Level::Province, "320000", None);
         assert!(validate(&other_province, Some(&province)).is_err());
+    }
+
+    #[test]
+    fn a_department_lies_within_its_parents_region() {
+        let suzhou = dept("js.sz.gongan", Level::City, "320500", None);
+        let lianyungang_district = dept("js.lyg.hz.gongan", Level::District, "320706", Some("js.sz.gongan"));
+        let err = validate(&lianyungang_district, Some(&suzhou)).unwrap_err();
+        assert!(err.message.contains("outside the city of parent \"js.sz.gongan\""), "{err}");
+        let gusu = dept("js.sz.gs.gongan", Level::District, "320508", Some("js.sz.gongan"));
+        assert!(validate(&gusu, Some(&suzhou)).is_ok());
+        // Streets share their district's code.
+        let street = dept("js.sz.gs.pj.gongan", Level::Street, "320508", Some("js.sz.gs.gongan"));
+        assert!(validate(&street, Some(&gusu)).is_ok());
+        let elsewhere = dept("js.sz.wz.pj.gongan", Level::Street, "320506", Some("js.sz.gs.gongan"));
+        let err = validate(&elsewhere, Some(&gusu)).unwrap_err();
+        assert!(err.message.contains("outside the district"), "{err}");
     }
 
     #[test]
