@@ -323,7 +323,7 @@ pub(crate) enum GrantCommand {
     },
     /// Follow the datasets and grants of a department as they change (JSON lines).
     Watch {
-        /// The department (default: yours).
+        /// The department (default: yours; admins and auditors see every department by default).
         #[arg(long)]
         dept: Option<String>,
         /// Every department (admin and auditor).
@@ -859,7 +859,11 @@ async fn grant(command: GrantCommand, common: Common) -> anyhow::Result<()> {
             };
             let mut stream = client.watch(request).await.map_err(status_error)?.into_inner();
             while let Some(event) = stream.message().await.map_err(status_error)? {
-                println!("{}", serde_json::to_string(&event)?);
+                if common.json {
+                    println!("{}", serde_json::to_string(&event)?);
+                } else {
+                    println!("{}", watch_line(&event));
+                }
             }
             return Ok(());
         }
@@ -869,6 +873,31 @@ async fn grant(command: GrantCommand, common: Common) -> anyhow::Result<()> {
     }
     print_grant(&g);
     Ok(())
+}
+
+/// One Watch event as a line for people (`--json` prints the whole message, schemas included).
+fn watch_line(event: &pb::WatchEvent) -> String {
+    use pb::watch_event::Event;
+    let what = match &event.event {
+        Some(Event::Grant(g)) => format!(
+            "grant {} of {} on {}: {} {}",
+            g.id,
+            g.consumer_id,
+            g.dataset_id,
+            enum_name(pb::GrantState::try_from(g.state)),
+            g.reason
+        ),
+        Some(Event::Dataset(d)) => format!(
+            "dataset {} ({}): {}, schema version {}",
+            d.id,
+            d.title,
+            enum_name(pb::Classification::try_from(d.classification)),
+            d.latest_version
+        ),
+        Some(Event::CaughtUp(_)) => "caught up: live changes follow".to_string(),
+        None => "(empty event)".to_string(),
+    };
+    format!("revision {:>6}  {}", event.revision, what.trim_end())
 }
 
 #[cfg(test)]

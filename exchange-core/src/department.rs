@@ -288,7 +288,10 @@ mod tests {
         let suzhou = dept("js.sz.gongan", Level::City, "320500", None);
         let lianyungang_district = dept("js.lyg.hz.gongan", Level::District, "320706", Some("js.sz.gongan"));
         let err = validate(&lianyungang_district, Some(&suzhou)).unwrap_err();
-        assert!(err.message.contains("outside the city of parent \"js.sz.gongan\""), "{err}");
+        assert!(
+            err.message.contains("outside the city of parent \"js.sz.gongan\""),
+            "{err}"
+        );
         let gusu = dept("js.sz.gs.gongan", Level::District, "320508", Some("js.sz.gongan"));
         assert!(validate(&gusu, Some(&suzhou)).is_ok());
         // Streets share their district's code.

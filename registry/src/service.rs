@@ -241,7 +241,7 @@ impl pb::registry_server::Registry for RegistryService {
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Self::WatchStream> {
         let me = caller(&request)?.principal;
         let r = request.into_inner();
-        let department = if r.all_departments {
+        let department = if r.all_departments || (r.department_id.is_empty() && me.role.is_exchange_wide()) {
             None
         } else if r.department_id.is_empty() {
             Some(me.department.clone())

@@ -148,6 +148,15 @@ async fn watching_is_limited_to_ones_own_department() {
         .unwrap()
         .into_inner();
     assert_eq!(until_caught_up(&mut all).await.len(), 4, "the four seeded datasets");
+    // The data authority owns no datasets: an auditor's or admin's default is everything.
+    let mut default = auditor.watch(pb::WatchRequest::default()).await.unwrap().into_inner();
+    assert_eq!(until_caught_up(&mut default).await.len(), 4);
+    let mut own = node.watch(pb::WatchRequest::default()).await.unwrap().into_inner();
+    assert_eq!(
+        until_caught_up(&mut own).await.len(),
+        1,
+        "a node's default is its own department"
+    );
 }
 
 #[tokio::test]
