@@ -507,6 +507,19 @@ impl State {
             let mut dataset = self.dataset(dataset_id)?;
             authz::manage_dataset(p, dataset.owner())?;
             let (candidate, version, _) = self.prepare_version(&dataset, text)?;
+            // Publishing the latest schema again would only add a version to every consumer's view.
+            if dataset.latest_version > 0 {
+                let latest: Option<SchemaVersion> = self.get(&version_key(&dataset.id, dataset.latest_version))?;
+                let same = latest
+                    .and_then(|l| serde_json::from_str::<serde_json::Value>(&l.schema_json).ok())
+                    .is_some_and(|l| l == candidate.schema);
+                if same {
+                    return Err(CoreError::AlreadyExists(format!(
+                        "version {} of {} already has this schema; nothing was published",
+                        dataset.latest_version, dataset.id
+                    )));
+                }
+            }
             let stored = SchemaVersion {
                 dataset_id: dataset.id.clone(),
                 version,

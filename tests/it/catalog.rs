@@ -303,6 +303,18 @@ async fn incompatible_versions_are_refused_naming_the_field_and_check_reports_br
         .into_inner();
     let mut owner = ex.client("js.gongan", Role::System).await;
 
+    // The latest schema again, even laid out differently, is not a new version.
+    assert_status(
+        owner
+            .publish_schema(pb::PublishSchemaRequest {
+                dataset_id: "js.gongan/population".into(),
+                schema_json: serde_json::to_string_pretty(&person_schema()).unwrap(),
+            })
+            .await,
+        Code::AlreadyExists,
+        "version 1 of js.gongan/population already has this schema",
+    );
+
     // Dropping "phone" from a closed schema: records valid before (with a phone) would be refused.
     let mut without_phone = person_schema();
     without_phone["properties"].as_object_mut().unwrap().remove("phone");
