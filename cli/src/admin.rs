@@ -267,7 +267,7 @@ pub(crate) enum GrantCommand {
         /// Expiry: a duration like 90d or 12h, a date (2027-06-30, end of that day UTC) or an RFC 3339 time.
         #[arg(long, value_parser = parse_expiry)]
         expires: i64,
-        /// Row filter, e.g. 'region_code STARTS WITH "3201"'.
+        /// Row filter over string fields, e.g. 'household_register_region STARTS WITH "3201"'.
         #[arg(long, default_value = "")]
         filter: String,
         /// Fields to be served unmasked, comma-separated.

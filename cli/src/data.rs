@@ -46,7 +46,7 @@ pub(crate) enum Command {
     Query {
         /// Dataset id.
         dataset: String,
-        /// Row filter, e.g. 'region_code STARTS WITH "3201"'.
+        /// Row filter over string fields, e.g. 'household_register_region STARTS WITH "3201"'.
         #[arg(long, default_value = "")]
         filter: String,
         /// At most this many records (0: the node's maximum).

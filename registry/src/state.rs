@@ -390,6 +390,8 @@ impl State {
     }
 
     fn dataset(&self, id: &str) -> Result<Dataset, CoreError> {
+        // A malformed id is a mistake to explain, not a dataset that happens not to exist.
+        catalog::check_dataset_id(id)?;
         self.get(&dataset_key(id))?
             .ok_or_else(|| CoreError::not_found(format!("dataset {id} does not exist")))
     }

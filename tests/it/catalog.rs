@@ -210,6 +210,16 @@ async fn datasets_register_update_get_search() {
 async fn a_dataset_needs_a_registered_owner_and_a_valid_id() {
     let ex = TestExchange::start().await;
     let mut admin = ex.admin().await;
+    // Asking for "population" instead of "js.gongan/population" says what an id looks like.
+    assert_status(
+        admin
+            .get_dataset(pb::GetDatasetRequest {
+                id: "population".into(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "must be owner/name, e.g. \"js.gongan/population\"",
+    );
     assert_status(
         admin
             .register_dataset(pb::RegisterDatasetRequest {
