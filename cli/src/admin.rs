@@ -880,12 +880,15 @@ fn watch_line(event: &pb::WatchEvent) -> String {
     use pb::watch_event::Event;
     let what = match &event.event {
         Some(Event::Grant(g)) => format!(
-            "grant {} of {} on {}: {} {}",
+            "grant {} of {} on {}: {}{}",
             g.id,
             g.consumer_id,
             g.dataset_id,
             enum_name(pb::GrantState::try_from(g.state)),
-            g.reason
+            match g.reason.as_str() {
+                "" => String::new(),
+                reason => format!(" ({reason})"),
+            }
         ),
         Some(Event::Dataset(d)) => format!(
             "dataset {} ({}): {}, schema version {}",
