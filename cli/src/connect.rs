@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use exchange_core::identity::{Principal, Role};
 use exchange_proto::node::v1::node_client::NodeClient;
 use exchange_proto::registry::v1::registry_client::RegistryClient;
 use exchange_transport::client::{connect, ClientConfig};
@@ -126,9 +127,19 @@ impl ConnectArgs {
         Ok(RegistryClient::new(connect(&config).await?))
     }
 
-    /// A client of the node these flags name.
+    /// A client of the node these flags name, for any department's node (e.g. `status`).
     pub(crate) async fn node(&self) -> anyhow::Result<NodeClient<Channel>> {
         let config = self.resolve(true)?;
+        Ok(NodeClient::new(connect(&config).await?).max_decoding_message_size(64 * 1024 * 1024))
+    }
+
+    /// A client of the node serving `dataset`: the server must prove it is the owner's node, so
+    /// a read states its purpose, and a publish sends records, only to that department.
+    pub(crate) async fn node_of(&self, dataset: &str) -> anyhow::Result<NodeClient<Channel>> {
+        let mut config = self.resolve(true)?;
+        let owner = dataset.split('/').next().unwrap_or_default();
+        config.server_identity = exchange_transport::auth::trust_domain_of(&config.tls.cert_pem)
+            .map(|td| Principal::new(owner, Role::Node).uri(&td));
         Ok(NodeClient::new(connect(&config).await?).max_decoding_message_size(64 * 1024 * 1024))
     }
 }

@@ -109,7 +109,7 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
             rejects,
         } => publish(&common, &dataset, &file, schema_version, batch.max(1), rejects).await,
         Command::Get { dataset, keys, read } => {
-            let mut node = common.connect.node().await?;
+            let mut node = common.connect.node_of(&dataset).await?;
             let response = node
                 .get(npb::GetRequest {
                     dataset_id: dataset,
@@ -139,7 +139,7 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
             page_token,
             read,
         } => {
-            let mut node = common.connect.node().await?;
+            let mut node = common.connect.node_of(&dataset).await?;
             let mut stream = node
                 .query(npb::QueryRequest {
                     dataset_id: dataset,
@@ -174,7 +174,7 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
             filter,
             read,
         } => {
-            let mut node = common.connect.node().await?;
+            let mut node = common.connect.node_of(&dataset).await?;
             let mut stream = node
                 .subscribe(npb::SubscribeRequest {
                     dataset_id: dataset,
@@ -433,7 +433,7 @@ async fn publish(
         None
     };
     let (lines, refused) = read_lines(file, types.as_ref())?;
-    let mut node = common.connect.node().await?;
+    let mut node = common.connect.node_of(dataset).await?;
     let progress = indicatif::ProgressBar::new(lines.len() as u64);
     progress.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records {per_sec} {msg}")

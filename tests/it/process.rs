@@ -301,6 +301,12 @@ fn the_quickstart_sets_up_a_working_exchange_and_the_cli_uses_it() {
         (Some("南京市公安局（新）"), Some("js.gongan"))
     );
     // A registry URL given as a node's says so.
+    let (ok, _, stderr) = with(admin, &["--node", &endpoint, "status"]);
+    assert!(
+        !ok && stderr.contains("is --node pointing at a department's node"),
+        "{stderr}"
+    );
+    // A read goes only to the owner's node: another server is refused before anything is sent.
     let (ok, _, stderr) = with(
         admin,
         &[
@@ -314,7 +320,8 @@ fn the_quickstart_sets_up_a_working_exchange_and_the_cli_uses_it() {
         ],
     );
     assert!(
-        !ok && stderr.contains("is --node pointing at a department's node"),
+        !ok && stderr
+            .contains("names spiffe://exchange.local/registry, not spiffe://exchange.local/dept/js.gongan/node"),
         "{stderr}"
     );
     // An auditor's typo in a path is an error, not an empty ledger that verifies.
