@@ -10,7 +10,7 @@ use rustls::crypto::ring as provider;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureScheme};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint};
 
 use crate::tls::{parse_certs, root_store, TlsError, TlsFiles};
 
@@ -40,36 +40,9 @@ pub async fn connect(config: &ClientConfig) -> Result<Channel, TlsError> {
         )));
     }
     let host = uri.host().unwrap_or("localhost").to_string();
-    let endpoint = match &config.server_identity {
-        Some(identity) => return connect_checking(config, &uri, &host, identity).await,
-        None => {
-            let mut tls = ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(&config.tls.ca_pem))
-                .domain_name(host);
-            if !config.tls.cert_pem.is_empty() {
-                tls = tls.identity(Identity::from_pem(&config.tls.cert_pem, &config.tls.key_pem));
-            }
-            Endpoint::from(uri)
-                .tls_config(tls)
-                .map_err(|e| TlsError(format!("TLS settings for {}: {e}", config.endpoint)))?
-        }
-    };
-    endpoint
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| TlsError(format!("cannot connect to {}: {}", config.endpoint, source_chain(&e))))
-}
-
-/// Connects over our own rustls configuration, whose verifier also checks the server's identity
-/// URI (tonic's TLS settings cannot express that).
-async fn connect_checking(
-    config: &ClientConfig,
-    uri: &tonic::transport::Uri,
-    host: &str,
-    identity: &str,
-) -> Result<Channel, TlsError> {
-    let verifier = ExpectIdentity::new(&config.tls.ca_pem, identity)?;
+    // Our own rustls configuration rather than tonic's TLS settings, which cannot express the
+    // identity check.
+    let verifier = ServerVerifier::new(&config.tls.ca_pem, config.server_identity.clone())?;
     let refusal = verifier.refusal.clone();
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider::default_provider()))
         .with_safe_default_protocol_versions()
@@ -88,7 +61,9 @@ async fn connect_checking(
     };
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-    let name = ServerName::try_from(host.to_string()).map_err(|e| TlsError(format!("host {host}: {e}")))?;
+    // "[::1]" in a URL is the address ::1 to TLS.
+    let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let name = ServerName::try_from(bare).map_err(|e| TlsError(format!("host {host}: {e}")))?;
     let address = format!("{host}:{}", uri.port_u16().unwrap_or(443));
     // The TLS is ours, so tonic must not add its own: it is given an http:// URI.
     let endpoint = Endpoint::from_shared(format!("http://{address}"))
@@ -115,11 +90,12 @@ async fn connect_checking(
         })
 }
 
-/// The WebPKI check against the exchange CA, then: does the certificate name `expected`?
+/// The WebPKI check against the exchange CA (host name included), then, when one is expected:
+/// does the certificate name that identity?
 #[derive(Debug)]
-struct ExpectIdentity {
+struct ServerVerifier {
     inner: Arc<WebPkiServerVerifier>,
-    expected: String,
+    expected: Option<String>,
     /// The last refusal, for the error message.
     refusal: Arc<std::sync::Mutex<Option<WrongIdentity>>>,
 }
@@ -132,21 +108,21 @@ struct WrongIdentity {
     expected: String,
 }
 
-impl ExpectIdentity {
-    fn new(ca_pem: &str, expected: &str) -> Result<Self, TlsError> {
+impl ServerVerifier {
+    fn new(ca_pem: &str, expected: Option<String>) -> Result<Self, TlsError> {
         let inner =
             WebPkiServerVerifier::builder_with_provider(root_store(ca_pem)?, Arc::new(provider::default_provider()))
                 .build()
                 .map_err(|e| TlsError(format!("the CA certificate: {e}")))?;
         Ok(Self {
             inner,
-            expected: expected.to_string(),
+            expected,
             refusal: Arc::default(),
         })
     }
 }
 
-impl ServerCertVerifier for ExpectIdentity {
+impl ServerCertVerifier for ServerVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -158,10 +134,13 @@ impl ServerCertVerifier for ExpectIdentity {
         let verified = self
             .inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        let Some(expected) = &self.expected else {
+            return Ok(verified);
+        };
         let (_, cert) = x509_parser::parse_x509_certificate(end_entity)
             .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
         let uris = crate::auth::san_uris(&cert);
-        if uris.contains(&self.expected) {
+        if uris.contains(expected) {
             return Ok(verified);
         }
         let found = if uris.is_empty() {
@@ -171,7 +150,7 @@ impl ServerCertVerifier for ExpectIdentity {
         };
         let wrong = WrongIdentity {
             found,
-            expected: self.expected.clone(),
+            expected: expected.clone(),
         };
         *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(wrong.clone());
         Err(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(
