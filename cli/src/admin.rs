@@ -321,7 +321,7 @@ pub(crate) enum GrantCommand {
         #[arg(long, value_parser = parse_state)]
         state: Option<GrantState>,
     },
-    /// Follow the datasets and grants of a department as they change (JSON lines).
+    /// Follow the datasets and grants of a department as they change (a line each; --json for the messages).
     Watch {
         /// The department (default: yours; admins and auditors see every department by default).
         #[arg(long)]

@@ -335,6 +335,10 @@ fn csv_cell(types: &Map<String, Value>, field: &str, cell: &str) -> Value {
         if let Ok(n @ Value::Number(_)) = serde_json::from_str::<Value>(cell.trim()) {
             return n;
         }
+        // "007" or "1." are numbers to a person, not to JSON.
+        if let Some(n) = cell.trim().parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+            return Value::Number(n);
+        }
     }
     if has("boolean") {
         if let Ok(b) = cell.parse::<bool>() {

@@ -101,10 +101,10 @@ pub enum Denial {
         /// The fields the grant allows.
         granted: String,
     },
-    /// A prefix condition on a field the caller sees masked: it would reveal, a character at a
-    /// time, what the mask hides.
-    #[error("field \"{field}\" is masked under grant {grant}: filter it with = or IN, not STARTS WITH (a prefix test would reveal what the mask hides)")]
-    PrefixOnMasked {
+    /// A prefix or IN condition on a field the caller sees masked: a prefix would reveal the
+    /// value a character at a time, and a long IN list would guess it hundreds of values a time.
+    #[error("field \"{field}\" is masked under grant {grant}: filter it with = only, not STARTS WITH or IN (those would uncover what the mask hides)")]
+    ProbeOnMasked {
         /// The field.
         field: String,
         /// The grant relied on.
@@ -248,8 +248,8 @@ pub fn authorize(
     let fields = chosen_fields(&dataset.key_field, request.fields, grant.fields.iter());
     let masked_for = |f: &str| !grant.clear_fields.iter().any(|c| c == f) && sensitive(f).is_some();
     for cond in &request.filter.conds {
-        if matches!(cond, crate::filter::Cond::StartsWith { .. }) && masked_for(cond.field()) {
-            return Err(Denial::PrefixOnMasked {
+        if !matches!(cond, crate::filter::Cond::Eq { .. }) && masked_for(cond.field()) {
+            return Err(Denial::ProbeOnMasked {
                 field: cond.field().to_string(),
                 grant: grant.id.clone(),
             });

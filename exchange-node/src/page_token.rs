@@ -48,25 +48,24 @@ impl PageTokens {
         })
     }
 
-    /// A token for going on after `record_key` in `scope` (dataset and reader).
-    pub(crate) fn seal(&self, scope: &str, record_key: &str) -> String {
+    /// A token for going on after `record_key` in `scope` (dataset and reader). Fails only
+    /// when the system has no randomness (a repeated nonce would expose the secret).
+    pub(crate) fn seal(&self, scope: &str, record_key: &str) -> Result<String, String> {
         let mut nonce = [0u8; NONCE_LEN];
-        // SystemRandom fails only when the OS has no randomness at all; a zero nonce then still
-        // seals correctly, it only loses uniqueness across tokens, which opening does not need.
-        let _ = self.rng.fill(&mut nonce);
+        self.rng
+            .fill(&mut nonce)
+            .map_err(|_| "no randomness for a page token".to_string())?;
         let mut sealed = record_key.as_bytes().to_vec();
-        let sealing = self.key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(scope.as_bytes()),
-            &mut sealed,
-        );
-        if sealing.is_err() {
-            // Sealing fails only for input beyond 256 GiB; record keys are far smaller.
-            return String::new();
-        }
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(scope.as_bytes()),
+                &mut sealed,
+            )
+            .map_err(|_| "cannot seal a page token".to_string())?;
         let mut token = nonce.to_vec();
         token.extend_from_slice(&sealed);
-        URL_SAFE_NO_PAD.encode(token)
+        Ok(URL_SAFE_NO_PAD.encode(token))
     }
 
     /// The record key a token names, if this node sealed it for `scope`.
@@ -96,7 +95,9 @@ mod tests {
     fn a_token_opens_only_on_its_node_for_its_scope_and_hides_the_key() {
         let store = MemStore::new();
         let tokens = PageTokens::load_or_create(&store).unwrap();
-        let token = tokens.seal("js.gongan/population js.scjg", "320102199001010012");
+        let token = tokens
+            .seal("js.gongan/population js.scjg", "320102199001010012")
+            .unwrap();
         assert!(!token.contains("320102"), "{token}");
         assert_eq!(
             tokens.open("js.gongan/population js.scjg", &token).as_deref(),

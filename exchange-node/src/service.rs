@@ -486,9 +486,7 @@ impl pb::node_server::Node for NodeService {
             case_id: &r.case_id,
         };
         // Refuse at once when not allowed (audited as a denial); then stream page by page,
-        // deciding again whenever a grant or dataset changes from here on.
-        let mut epoch = self.policy_epoch.clone();
-        epoch.borrow_and_update();
+        // deciding again before every message.
         let decided = self.plan(&who, &ask, &r.filter).await?;
         let after = match r.page_token.as_str() {
             "" => None,
@@ -513,7 +511,6 @@ impl pb::node_server::Node for NodeService {
             who,
             request: r,
             limit,
-            epoch,
             decided,
             after,
         };
@@ -612,7 +609,6 @@ struct QueryRun {
     who: Principal,
     request: pb::QueryRequest,
     limit: usize,
-    epoch: watch::Receiver<u64>,
     decided: (Arc<NodeDataset>, Arc<Compiled>, ReadPlan),
     /// The key to go on after (from the page token).
     after: Option<String>,
@@ -652,21 +648,32 @@ impl QueryRun {
         };
         let scope = page_scope(r, &self.who);
         let mut after = self.after.take();
+        // Everything up to this key has reached the caller: where to go on after a shutdown.
+        let mut delivered = after.clone();
+        let mut shutdown = svc.shutdown.clone();
+        let stopping = |delivered: &Option<String>| -> Status {
+            let token = delivered
+                .as_ref()
+                .and_then(|key| svc.page_tokens.seal(&scope, key).ok());
+            Status::unavailable(match token {
+                Some(token) => format!("the node is shutting down; go on later with page_token {token}"),
+                None => "the node is shutting down; ask again later".to_string(),
+            })
+        };
         let mut served = 0usize;
         let mut audited_any = false;
         let mut page: Vec<pb::Record> = Vec::with_capacity(CHUNK);
         let mut exhausted = false;
+        let mut first = true;
         loop {
-            if *svc.shutdown.borrow() {
-                return Err(Status::unavailable(
-                    "the node is shutting down; ask again with after_key set to the last key received",
-                ));
+            if *shutdown.borrow() {
+                return Err(stopping(&delivered));
             }
-            // Decide again whenever a grant or dataset changed, so a revocation stops the query.
-            if self.epoch.has_changed().unwrap_or(false) {
-                self.epoch.borrow_and_update();
+            // Decide again before every message, so a revocation or an expiry stops the query.
+            if !first {
                 self.decided = svc.plan(&self.who, &ask, &r.filter).await?;
             }
+            first = false;
             let (dataset, latest, plan) = &self.decided;
             let key_field = &dataset.dataset.key_field;
             while page.len() < CHUNK && served + page.len() < self.limit && !exhausted {
@@ -709,14 +716,20 @@ impl QueryRun {
                 record.key = served_key(plan, key_field, std::mem::take(&mut record.key));
             }
             let next_page_token = match (limit_hit && !exhausted, &after) {
-                (true, Some(last)) => svc.page_tokens.seal(&scope, last),
+                (true, Some(last)) => svc.page_tokens.seal(&scope, last).map_err(Status::internal)?,
                 _ => String::new(),
             };
             let message = pb::QueryResponse {
                 records,
                 next_page_token,
             };
-            if tx.send(Ok(message)).await.is_err() || last {
+            // A caller that stops reading must not hold up a shutdown.
+            tokio::select! {
+                sent = tx.send(Ok(message)) => if sent.is_err() { return Ok(()) },
+                _ = shutdown.wait_for(|&s| s) => return Err(stopping(&delivered)),
+            }
+            delivered.clone_from(&after);
+            if last {
                 return Ok(());
             }
         }

@@ -466,6 +466,12 @@ async fn each_denial_reason_is_permission_denied_and_audited() {
         Code::PermissionDenied,
         "field \"phone\" is masked under grant",
     );
+    filtered.filter = "name IN (\"张三\", \"李四\")".into();
+    assert_status(
+        consumer.query(filtered.clone()).await,
+        Code::PermissionDenied,
+        "filter it with = only",
+    );
     filtered.filter = "age = \"30\"".into();
     assert_status(
         consumer.query(filtered.clone()).await,
