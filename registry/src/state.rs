@@ -18,7 +18,7 @@ use exchange_core::error::SchemaError;
 use exchange_core::grant::{self, Grant, GrantLimits, GrantRequest, GrantState};
 use exchange_core::identity::Principal;
 use exchange_core::schema::{self, DatasetSchema};
-use exchange_core::store::{Batch, Store};
+use exchange_core::store::{Batch, Store, StoreError};
 use exchange_core::{authz, now, CoreError, ValidationError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -153,7 +153,7 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CoreError> {
 pub struct State {
     store: Arc<dyn Store>,
     /// Held for the whole of a write; holds the current revision.
-    writer: Mutex<u64>,
+    writer: Arc<Mutex<u64>>,
     revision: watch::Sender<u64>,
     limits: GrantLimits,
 }
@@ -167,7 +167,7 @@ impl State {
         };
         Ok(Self {
             store,
-            writer: Mutex::new(revision),
+            writer: Arc::new(Mutex::new(revision)),
             revision: watch::channel(revision).0,
             limits,
         })
@@ -187,7 +187,7 @@ impl State {
 
     /// Runs `change` under the write lock and commits what it wrote durably.
     async fn write<R>(&self, change: impl FnOnce(&mut Tx) -> Result<R, CoreError>) -> Result<R, CoreError> {
-        let mut current = self.writer.lock().await;
+        let mut current = self.writer.clone().lock_owned().await;
         let mut tx = Tx {
             batch: Batch::default(),
             revision: *current,
@@ -200,15 +200,21 @@ impl State {
         tx.put(META_REVISION.to_vec(), &revision)?;
         let store = self.store.clone();
         let batch = std::mem::take(&mut tx.batch);
-        tokio::task::spawn_blocking(move || store.commit(batch))
+        let published = self.revision.clone();
+        // The commit, and taking its revision, finish even if the caller goes away (a client
+        // cancelling drops this future): otherwise the next write would reuse the revision of
+        // a change already on disk and overwrite its log entry, which Watch replays.
+        let committing = tokio::spawn(async move {
+            tokio::task::spawn_blocking(move || store.commit(batch))
+                .await
+                .map_err(|e| StoreError::Engine(format!("commit task failed: {e}")))??;
+            *current = revision;
+            published.send_replace(revision);
+            Ok::<(), StoreError>(())
+        });
+        committing
             .await
-            .map_err(|e| {
-                CoreError::Store(exchange_core::store::StoreError::Engine(format!(
-                    "commit task failed: {e}"
-                )))
-            })??;
-        *current = tx.revision;
-        self.revision.send_replace(tx.revision);
+            .map_err(|e| StoreError::Engine(format!("commit task failed: {e}")))??;
         Ok(result)
     }
 
@@ -817,5 +823,31 @@ mod tests {
         assert!(s.list_departments(None, None).unwrap().is_empty());
         s.register_department(&admin, dept("js.gongan")).await.unwrap();
         assert_eq!(*s.subscribe().borrow(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_caller_goes_away_still_takes_its_revision() {
+        let s = state();
+        let admin = Principal::new("js.dsj", Role::Admin);
+        // Polled once, then dropped while its commit runs: a client that cancels its call.
+        let cancelled = futures_util::FutureExt::now_or_never(s.register_department(&admin, dept("js.gongan")));
+        assert!(cancelled.is_none(), "the write was still committing when dropped");
+        s.register_department(&admin, dept("js.scjg")).await.unwrap();
+        // Both are stored, each under its own revision, and Watch replays both.
+        let (items, last) = s.changes_since(None, 0, 100).await.unwrap();
+        assert_eq!(last, 2);
+        assert!(
+            items.is_empty(),
+            "departments are not watched, but their revisions are counted"
+        );
+        let ids: Vec<String> = s
+            .list_departments(None, None)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(ids, ["js.gongan", "js.scjg"]);
+        assert_eq!(s.get_department("js.gongan").unwrap().revision, 1);
+        assert_eq!(s.get_department("js.scjg").unwrap().revision, 2);
     }
 }
