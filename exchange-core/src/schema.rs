@@ -129,8 +129,52 @@ pub fn parse_dataset_schema(text: &str, key_field: &str) -> Result<DatasetSchema
     check_dataset_schema(schema, key_field)
 }
 
+/// Reads a schema version stored earlier, when the rules for new versions may have been looser:
+/// it is checked as before, except that an `x-sensitivity` below a top-level property (refused
+/// for new versions) masks that whole top-level property, so nothing it marked leaves in clear.
+pub fn load_stored_schema(text: &str, key_field: &str) -> Result<DatasetSchema, SchemaError> {
+    let schema: Value = serde_json::from_str(text)
+        .map_err(|e| invalid("", format!("not JSON: line {} column {}: {e}", e.line(), e.column())))?;
+    let mut parsed = check_schema(schema, key_field)?;
+    for field in &parsed.sensitive_fields {
+        if let Some(name) = nested_under_property(&field.pointer) {
+            if let Some(info) = parsed.properties.get_mut(&name) {
+                info.sensitivity.get_or_insert_with(|| field.sensitivity.clone());
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+/// The top-level property a pointer lies strictly below (`/properties/contact/properties/phone`
+/// → `contact`), unescaped.
+fn nested_under_property(pointer: &str) -> Option<String> {
+    let segments: Vec<&str> = pointer.split('/').skip(1).collect();
+    match segments.as_slice() {
+        ["properties", name, _, ..] => Some(name.replace("~1", "/").replace("~0", "~")),
+        _ => None,
+    }
+}
+
 /// [`parse_dataset_schema`] for an already parsed document.
 pub fn check_dataset_schema(schema: Value, key_field: &str) -> Result<DatasetSchema, SchemaError> {
+    let parsed = check_schema(schema, key_field)?;
+    // Masking works on whole top-level fields; an annotation deeper down (inside an object, in
+    // $defs behind a $ref) would be shown as sensitive yet served in clear.
+    for field in &parsed.sensitive_fields {
+        let segments: Vec<&str> = field.pointer.split('/').skip(1).collect();
+        if !matches!(segments.as_slice(), ["properties", _]) {
+            return Err(invalid(
+                &format!("{}/x-sensitivity", field.pointer),
+                "x-sensitivity is honoured only directly on a top-level property (/properties/<name>): annotate the top-level property that holds this value, and the whole of it is masked",
+            ));
+        }
+    }
+    Ok(parsed)
+}
+
+/// The checks every schema version passes, new or stored.
+fn check_schema(schema: Value, key_field: &str) -> Result<DatasetSchema, SchemaError> {
     let Some(top) = schema.as_object() else {
         return Err(invalid("", "a dataset schema must be a JSON object"));
     };
@@ -241,15 +285,6 @@ fn collect_sensitive(value: &Value, pointer: String, out: &mut Vec<SensitiveFiel
     match value {
         Value::Object(map) => {
             if let Some(s) = map.get("x-sensitivity") {
-                // Masking works on whole top-level fields; an annotation deeper down (inside an
-                // object, in $defs behind a $ref) would be shown as sensitive yet served in clear.
-                let segments: Vec<&str> = pointer.split('/').skip(1).collect();
-                if !matches!(segments.as_slice(), ["properties", _]) {
-                    return Err(invalid(
-                        &format!("{pointer}/x-sensitivity"),
-                        "x-sensitivity is honoured only directly on a top-level property (/properties/<name>): annotate the top-level property that holds this value, and the whole of it is masked",
-                    ));
-                }
                 match s.as_str() {
                     Some(s) if SENSITIVITIES.contains(&s) => out.push(SensitiveField {
                         pointer: pointer.clone(),

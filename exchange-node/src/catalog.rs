@@ -73,7 +73,7 @@ fn compile(dataset: &Dataset, versions: &[SchemaVersion]) -> NodeDataset {
     for v in versions {
         // The registry accepted these schemas; one that fails here (a format this build does not
         // know, say) is skipped with a log line rather than taking the node down.
-        match schema::parse_dataset_schema(&v.schema_json, &dataset.key_field) {
+        match schema::load_stored_schema(&v.schema_json, &dataset.key_field) {
             Ok(parsed) => match schema::compile(&parsed.schema) {
                 Ok(validator) => {
                     compiled.insert(

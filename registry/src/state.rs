@@ -450,7 +450,7 @@ impl State {
         self.scan::<SchemaVersion>(&versions_prefix(&dataset.id))?
             .into_iter()
             .map(|v| {
-                let schema = schema::parse_dataset_schema(&v.schema_json, &dataset.key_field).map_err(|e| {
+                let schema = schema::load_stored_schema(&v.schema_json, &dataset.key_field).map_err(|e| {
                     CoreError::Store(exchange_core::store::StoreError::Corrupt {
                         key: format!("sv/{}/{}", dataset.id, v.version),
                         message: e.to_string(),

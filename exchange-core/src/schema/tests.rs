@@ -166,3 +166,18 @@ fn record_errors_point_at_the_field_and_list_every_allowed_value() {
         );
     }
 }
+
+#[test]
+fn a_stored_version_with_a_nested_annotation_still_loads_and_masks_the_whole_property() {
+    let mut nested = person_schema();
+    nested["properties"]["contact"] = json!({
+        "type": "object",
+        "properties": {"phone": {"type": "string", "x-sensitivity": "phone"}}
+    });
+    // Refused as a new version...
+    assert!(check_dataset_schema(nested.clone(), "id_number").is_err());
+    // ...but a version stored before that rule loads, with the whole "contact" masked.
+    let loaded = load_stored_schema(&nested.to_string(), "id_number").unwrap();
+    assert_eq!(loaded.properties["contact"].sensitivity.as_deref(), Some("phone"));
+    assert_eq!(loaded.properties["name"].sensitivity.as_deref(), Some("name"));
+}
