@@ -20,6 +20,9 @@ use crate::filter::Filter;
 use crate::schema::DatasetSchema;
 use crate::UnixSeconds;
 
+/// `decided_by` of a grant approved by its dataset's class, with no person deciding.
+pub const AUTO_APPROVER: &str = "registry";
+
 /// The stored state of a grant. Expiry is not stored: see [`Grant::state_at`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -364,7 +367,7 @@ pub fn new_grant(
         reason,
         requested_by: requested_by.to_string(),
         decided_by: if state == GrantState::Approved {
-            "registry".into()
+            AUTO_APPROVER.into()
         } else {
             String::new()
         },

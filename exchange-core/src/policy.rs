@@ -246,7 +246,11 @@ pub fn authorize(
         });
     };
     let fields = chosen_fields(&dataset.key_field, request.fields, grant.fields.iter());
-    let masked_for = |f: &str| !grant.clear_fields.iter().any(|c| c == f) && sensitive(f).is_some();
+    // Fields in clear are a person's decision: a grant approved by its class alone had no
+    // sensitive field in clear when approved, and one marked sensitive since stays masked.
+    let decided_by_person = grant.decided_by != crate::grant::AUTO_APPROVER;
+    let in_clear = |f: &str| decided_by_person && grant.clear_fields.iter().any(|c| c == f);
+    let masked_for = |f: &str| !in_clear(f) && sensitive(f).is_some();
     for cond in &request.filter.conds {
         if !matches!(cond, crate::filter::Cond::Eq { .. }) && masked_for(cond.field()) {
             return Err(Denial::ProbeOnMasked {

@@ -101,9 +101,15 @@ fn a_grant_in_force_allows_its_fields_masked_and_filtered() {
 fn clear_fields_are_not_masked() {
     let mut g = grant("g-1", GrantState::Approved);
     g.clear_fields = vec!["name".into()];
-    let plan = read(&consumer(), &[g], &["name"], "business-licensing").unwrap();
+    g.decided_by = "spiffe://exchange.test/dept/js.gongan/system".into();
+    let plan = read(&consumer(), &[g.clone()], &["name"], "business-licensing").unwrap();
     assert!(!plan.masked.contains_key("name"));
     assert!(plan.masked.contains_key("id_number"));
+    // Approved by its class alone, the same grant gets no field in clear that is sensitive now
+    // (it was not when approved, or the request would have waited for the owner).
+    g.decided_by = crate::grant::AUTO_APPROVER.into();
+    let plan = read(&consumer(), &[g], &["name"], "business-licensing").unwrap();
+    assert!(plan.masked.contains_key("name"));
 }
 
 #[test]
