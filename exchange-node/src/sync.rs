@@ -85,7 +85,7 @@ pub(crate) async fn follow(
         match outcome {
             Ok(()) => tracing::warn!(registry = %client.endpoint, "registry closed the watch; reconnecting"),
             Err(e) => {
-                tracing::warn!(registry = %client.endpoint, error = %e, retry_in = ?backoff, "registry unreachable; serving the last known view")
+                tracing::warn!(registry = %client.endpoint, error = %e, retry_in = ?backoff, "cannot follow the registry; serving the last known view")
             }
         }
         tokio::select! {
@@ -129,11 +129,14 @@ async fn follow_once(
         .await
         .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
         .into_inner();
-    while let Some(event) = events
-        .message()
-        .await
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
-    {
+    while let Some(event) = events.message().await.map_err(|s| match s.code() {
+        // Going back to the registry's older state could undo revocations this node enforces.
+        tonic::Code::OutOfRange => format!(
+            "the registry is behind this node's view ({}); keeping this node's newer view until the registry's data is restored",
+            s.message()
+        ),
+        code => format!("{code:?}: {}", s.message()),
+    })? {
         let revision = event.revision;
         let applied = match event.event {
             Some(Event::Dataset(d)) => {
