@@ -8,15 +8,18 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use exchange_core::store::{Batch, Store, StoreError};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
+use ring::hmac;
 use ring::rand::{SecureRandom as _, SystemRandom};
 
 /// Where the secret lives in the node's store. It never leaves the node.
 const SECRET_KEY: &[u8] = b"meta/page-token-secret";
 
-/// Seals and opens page tokens.
+/// Seals and opens page tokens, and makes key pseudonyms.
 pub(crate) struct PageTokens {
     key: LessSafeKey,
     rng: SystemRandom,
+    /// For key pseudonyms; derived from the secret, so no key serves two purposes.
+    pseudonyms: hmac::Key,
 }
 
 fn crypto(what: &str) -> StoreError {
@@ -41,10 +44,13 @@ impl PageTokens {
                 secret
             }
         };
-        let key = UnboundKey::new(&CHACHA20_POLY1305, &secret).map_err(|_| crypto("wrong length"))?;
+        let derive = |purpose: &[u8]| hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &secret), purpose);
+        let token_key = derive(b"exchange page tokens");
+        let key = UnboundKey::new(&CHACHA20_POLY1305, token_key.as_ref()).map_err(|_| crypto("wrong length"))?;
         Ok(Self {
             key: LessSafeKey::new(key),
             rng,
+            pseudonyms: hmac::Key::new(hmac::HMAC_SHA256, derive(b"exchange key pseudonyms").as_ref()),
         })
     }
 
@@ -66,6 +72,19 @@ impl PageTokens {
         let mut token = nonce.to_vec();
         token.extend_from_slice(&sealed);
         Ok(URL_SAFE_NO_PAD.encode(token))
+    }
+
+    /// A stand-in for a record key the reader sees masked: the same for every read of `scope`
+    /// (dataset and reading department), different for each key and for every other reader, and
+    /// telling nothing of the key. Masked keys collide (`3201**********0012` is many people);
+    /// a consumer keeping a copy needs one that does not.
+    pub(crate) fn pseudonym(&self, scope: &str, record_key: &str) -> String {
+        let mut message = Vec::with_capacity(scope.len() + record_key.len() + 1);
+        message.extend_from_slice(scope.as_bytes());
+        message.push(0);
+        message.extend_from_slice(record_key.as_bytes());
+        let tag = hmac::sign(&self.pseudonyms, &message);
+        format!("~{}", URL_SAFE_NO_PAD.encode(&tag.as_ref()[..16]))
     }
 
     /// The record key a token names, if this node sealed it for `scope`.
@@ -117,5 +136,38 @@ mod tests {
         // The same node after a restart still opens it.
         let again = PageTokens::load_or_create(&store).unwrap();
         assert!(again.open("js.gongan/population js.scjg", &token).is_some());
+    }
+}
+
+#[cfg(test)]
+mod pseudonym_tests {
+    use exchange_core::store::MemStore;
+
+    use super::*;
+
+    #[test]
+    fn pseudonyms_are_stable_per_reader_distinct_per_key_and_reveal_nothing() {
+        let store = MemStore::new();
+        let secrets = PageTokens::load_or_create(&store).unwrap();
+        let a = secrets.pseudonym("js.gongan/population\njs.scjg", "320102199001010012");
+        assert_eq!(
+            a,
+            secrets.pseudonym("js.gongan/population\njs.scjg", "320102199001010012")
+        );
+        assert_eq!(
+            a,
+            PageTokens::load_or_create(&store)
+                .unwrap()
+                .pseudonym("js.gongan/population\njs.scjg", "320102199001010012")
+        );
+        assert_ne!(
+            a,
+            secrets.pseudonym("js.gongan/population\njs.scjg", "320102199001010020")
+        );
+        assert_ne!(
+            a,
+            secrets.pseudonym("js.gongan/population\njs.rsj", "320102199001010012")
+        );
+        assert!(a.starts_with('~') && !a.contains("3201") && a.len() == 23, "{a}");
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use exchange_core::filter::Filter;
 use exchange_core::identity::{Principal, Role};
 use exchange_core::ledger::{AuditEvent, Decision, MAX_KEYS_PER_EVENT};
-use exchange_core::mask::{mask_str, mask_value};
+use exchange_core::mask::mask_value;
 use exchange_core::policy::{authorize, Denial, ReadPlan, ReadRequest};
 use exchange_core::store::{Store, StoreError};
 use exchange_proto::node::v1 as pb;
@@ -188,11 +188,20 @@ fn serve(plan: &ReadPlan, json: &[u8]) -> Option<Vec<u8>> {
     Some(project(plan, &record))
 }
 
-/// A record's key as the plan lets it leave: masked like the key field when the grant masks it.
-fn served_key(plan: &ReadPlan, key_field: &str, key: String) -> String {
-    match plan.masked.get(key_field) {
-        Some(sensitivity) => mask_str(sensitivity, &key),
-        None => key,
+/// A record's key as the plan lets it leave: when the grant masks the key field, a pseudonym
+/// stable for this reader of this dataset (a masked key would collide with others).
+fn served_key(
+    secrets: &PageTokens,
+    dataset: &str,
+    reader: &str,
+    plan: &ReadPlan,
+    key_field: &str,
+    key: String,
+) -> String {
+    if plan.masked.contains_key(key_field) {
+        secrets.pseudonym(&format!("{dataset}\n{reader}"), &key)
+    } else {
+        key
     }
 }
 
@@ -713,7 +722,15 @@ impl QueryRun {
             served += page.len();
             let mut records = std::mem::replace(&mut page, Vec::with_capacity(CHUNK));
             for record in &mut records {
-                record.key = served_key(plan, key_field, std::mem::take(&mut record.key));
+                let key = std::mem::take(&mut record.key);
+                record.key = served_key(
+                    &svc.page_tokens,
+                    &r.dataset_id,
+                    &self.who.department,
+                    plan,
+                    key_field,
+                    key,
+                );
             }
             let next_page_token = match (limit_hit && !exhausted, &after) {
                 (true, Some(last)) => svc.page_tokens.seal(&scope, last).map_err(Status::internal)?,
@@ -805,7 +822,15 @@ impl Subscription {
                         return;
                     }
                     for event in &mut events {
-                        event.key = served_key(&plan, &dataset.dataset.key_field, std::mem::take(&mut event.key));
+                        let key = std::mem::take(&mut event.key);
+                        event.key = served_key(
+                            &svc.page_tokens,
+                            &r.dataset_id,
+                            &self.who.department,
+                            &plan,
+                            &dataset.dataset.key_field,
+                            key,
+                        );
                     }
                 }
                 cursor = next_cursor;
