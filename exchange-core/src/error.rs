@@ -79,6 +79,9 @@ pub enum CoreError {
     /// FAILED_PRECONDITION.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The thing changed since the caller read it: ABORTED (read it again and retry).
+    #[error("{0}")]
+    Aborted(String),
     /// A position past the end, e.g. a Watch from a revision the registry never reached:
     /// OUT_OF_RANGE.
     #[error("{0}")]

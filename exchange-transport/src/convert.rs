@@ -63,7 +63,8 @@ pub fn department_from_pb(d: Option<pb::Department>) -> Result<Department, Valid
         node_endpoint: none_if_empty(d.node_endpoint),
         created_at: 0,
         updated_at: 0,
-        revision: 0,
+        // For an update, the revision the caller read (0: no check).
+        revision: d.revision,
     })
 }
 
@@ -160,7 +161,8 @@ pub fn dataset_from_pb(d: Option<pb::Dataset>) -> Result<Dataset, ValidationErro
         latest_version: 0,
         created_at: 0,
         updated_at: 0,
-        revision: 0,
+        // For an update, the revision the caller read (0: no check).
+        revision: d.revision,
     })
 }
 

@@ -17,6 +17,7 @@ pub fn to_status(error: CoreError) -> Status {
         CoreError::AlreadyExists(_) => Code::AlreadyExists,
         CoreError::FailedPrecondition(_) => Code::FailedPrecondition,
         CoreError::OutOfRange(_) => Code::OutOfRange,
+        CoreError::Aborted(_) => Code::Aborted,
         CoreError::Store(_) => Code::Unavailable,
     };
     if code == Code::Unavailable {

@@ -42,6 +42,17 @@ fn version_key(id: &str, version: u32) -> Vec<u8> {
 fn grant_key(id: &str) -> Vec<u8> {
     format!("grant/{id}").into_bytes()
 }
+/// An update that names the revision it read is refused if the object changed since (say, a
+/// node announced its endpoint between an admin's read and write); 0 names none.
+fn unchanged_since(what: &str, id: &str, read: u64, now: u64) -> Result<(), CoreError> {
+    if read == 0 || read == now {
+        return Ok(());
+    }
+    Err(CoreError::Aborted(format!(
+        "{what} {id} changed since you read it (revision {read}, now {now}): read it again and retry"
+    )))
+}
+
 fn log_key(revision: u64) -> Vec<u8> {
     format!("log/{revision:020}").into_bytes()
 }
@@ -267,6 +278,7 @@ impl State {
             let old: Department = self
                 .get(&dept_key(&dept.id))?
                 .ok_or_else(|| CoreError::not_found(format!("department {} is not registered", dept.id)))?;
+            unchanged_since("department", &dept.id, dept.revision, old.revision)?;
             let parent = self.parent_of(&dept)?;
             department::validate(&dept, parent.as_ref())?;
             for child in self.scan::<Department>(b"dept/")? {
@@ -368,6 +380,7 @@ impl State {
         authz::manage_dataset(p, update.owner())?;
         self.write(|tx| {
             let mut dataset = self.dataset(&update.id)?;
+            unchanged_since("dataset", &dataset.id, update.revision, dataset.revision)?;
             if update.key_field != dataset.key_field {
                 return Err(ValidationError::new(
                     "key_field",

@@ -53,6 +53,27 @@ async fn departments_register_update_get_list() {
     assert_eq!(got.name, "南京市公安局");
     assert_eq!(got.parent_id, "js.gongan");
     assert_eq!(got.node_endpoint, "https://node.nj.gongan.test:7443");
+    // An update naming the revision it read is refused once another change came in between.
+    let mut stale = got.clone();
+    stale.revision -= 1;
+    stale.name = "旧名".into();
+    assert_status(
+        admin
+            .update_department(pb::UpdateDepartmentRequest {
+                department: Some(stale),
+            })
+            .await,
+        Code::Aborted,
+        "changed since you read it",
+    );
+    let mut fresh = got.clone();
+    fresh.name = "南京市公安局".into();
+    admin
+        .update_department(pb::UpdateDepartmentRequest {
+            department: Some(fresh),
+        })
+        .await
+        .unwrap();
     let children = admin
         .list_departments(pb::ListDepartmentsRequest {
             parent_id: "js.gongan".into(),
