@@ -815,6 +815,10 @@ impl Subscription {
                         });
                     }
                 }
+                // A consumer that went away gets nothing more, and nothing more is audited.
+                if tx.is_closed() {
+                    return;
+                }
                 if !events.is_empty() {
                     let keys: Vec<String> = events.iter().map(|e| e.key.clone()).collect();
                     if let Err(status) = svc.audit_allowed(&self.who, &ask, &plan, latest.version, &keys).await {
