@@ -130,14 +130,26 @@ pub fn parse_dataset_schema(text: &str, key_field: &str) -> Result<DatasetSchema
 }
 
 /// Reads a schema version stored earlier, when the rules for new versions may have been looser:
-/// it is checked as before, except that an `x-sensitivity` below a top-level property (refused
-/// for new versions) masks that whole top-level property, so nothing it marked leaves in clear.
+/// it is checked as before, except that an `x-sensitivity` anywhere but directly on a top-level
+/// property (refused for new versions) fails closed: below a top-level property it masks that
+/// whole property; anywhere else (in `$defs` behind a `$ref`, under `allOf`, ...) it masks every
+/// top-level property, since which of them it reaches is not worked out.
 pub fn load_stored_schema(text: &str, key_field: &str) -> Result<DatasetSchema, SchemaError> {
     let schema: Value = serde_json::from_str(text)
         .map_err(|e| invalid("", format!("not JSON: line {} column {}: {e}", e.line(), e.column())))?;
     let mut parsed = check_schema(schema, key_field)?;
-    for field in &parsed.sensitive_fields {
-        if let Some(name) = nested_under_property(&field.pointer) {
+    let misplaced: Vec<SensitiveField> = parsed
+        .sensitive_fields
+        .iter()
+        .filter(|f| !matches!(f.pointer.split('/').skip(1).collect::<Vec<_>>().as_slice(), ["properties", _]))
+        .cloned()
+        .collect();
+    for field in misplaced {
+        let reached: Vec<String> = match nested_under_property(&field.pointer) {
+            Some(name) => vec![name],
+            None => parsed.properties.keys().cloned().collect(),
+        };
+        for name in reached {
             if let Some(info) = parsed.properties.get_mut(&name) {
                 info.sensitivity.get_or_insert_with(|| field.sensitivity.clone());
             }
