@@ -271,6 +271,15 @@ pub fn new_grant(
                 ValidationError::new("clear_fields", format!("\"{field}\" is not among the requested fields")).into(),
             );
         }
+        // Only a field masked today can be asked in clear, so whoever approves sees exactly what
+        // would be unmasked; a field marked sensitive later stays masked under this grant.
+        if schema.properties.get(field).is_none_or(|p| p.sensitivity.is_none()) {
+            return Err(ValidationError::new(
+                "clear_fields",
+                format!("\"{field}\" has no x-sensitivity and is never masked; list only masked fields in clear_fields"),
+            )
+            .into());
+        }
         if !clear_fields.contains(field) {
             clear_fields.push(field.clone());
         }

@@ -83,14 +83,13 @@ fn sensitive_fields_in_clear_wait_for_the_owner_whatever_the_class() {
         assert_eq!(g.state, GrantState::Requested, "{class}");
         assert!(g.reason.contains("name asked in clear"), "{}", g.reason);
     }
-    // A field without x-sensitivity is not masked anyway: asking for it in clear changes nothing.
+    // A field without x-sensitivity is never masked: asking for it in clear is refused, so no
+    // approval covers a field that becomes sensitive later.
     let mut plain = request();
     plain.fields = vec!["name".into(), "region_code".into()];
     plain.clear_fields = vec!["region_code".into()];
-    assert_eq!(
-        grant(Classification::Unconditional, plain).unwrap().state,
-        GrantState::Approved
-    );
+    let err = grant(Classification::Unconditional, plain).unwrap_err();
+    assert!(err.to_string().contains("\"region_code\" has no x-sensitivity"), "{err}");
 }
 
 #[test]
