@@ -276,7 +276,9 @@ pub fn new_grant(
         if schema.properties.get(field).is_none_or(|p| p.sensitivity.is_none()) {
             return Err(ValidationError::new(
                 "clear_fields",
-                format!("\"{field}\" has no x-sensitivity and is never masked; list only masked fields in clear_fields"),
+                format!(
+                    "\"{field}\" has no x-sensitivity and is never masked; list only masked fields in clear_fields"
+                ),
             )
             .into());
         }

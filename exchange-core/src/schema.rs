@@ -141,7 +141,12 @@ pub fn load_stored_schema(text: &str, key_field: &str) -> Result<DatasetSchema, 
     let misplaced: Vec<SensitiveField> = parsed
         .sensitive_fields
         .iter()
-        .filter(|f| !matches!(f.pointer.split('/').skip(1).collect::<Vec<_>>().as_slice(), ["properties", _]))
+        .filter(|f| {
+            !matches!(
+                f.pointer.split('/').skip(1).collect::<Vec<_>>().as_slice(),
+                ["properties", _]
+            )
+        })
         .cloned()
         .collect();
     for field in misplaced {

@@ -134,8 +134,9 @@ pub async fn run(
         limits: config.limits,
         sync: sync_state,
         policy_epoch: epoch_rx,
-        shutdown: stop_rx,
+        shutdown: stop_rx.clone(),
     };
+    let stopping = stop_rx;
     let local = listener.local_addr().map_err(err)?;
     tracing::info!(address = %local, department = %me.department, registry = %config.registry.endpoint, "node serving mutual TLS");
     let shutdown = async move {
@@ -144,14 +145,15 @@ pub async fn run(
         let _ = stop_tx.send(true);
     };
     let max = config.limits.max_message_bytes;
-    let served = tonic::transport::Server::builder()
+    let serve = tonic::transport::Server::builder()
         .add_service(InterceptedService::new(
             NodeServer::new(service).max_decoding_message_size(max),
             auth.clone(),
         ))
         .add_service(InterceptedService::new(health, auth.clone()))
         .add_service(InterceptedService::new(reflection, auth))
-        .serve_with_incoming_shutdown(tls::incoming(listener, tls_config), shutdown)
+        .serve_with_incoming_shutdown(tls::incoming(listener, tls_config), shutdown);
+    let served = tls::serve_with_grace(serve, stopping, Ok(()))
         .await
         .map_err(|e| RunError(format!("server failed: {e}")));
     let _ = follower.await;

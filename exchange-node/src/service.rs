@@ -13,6 +13,7 @@ use exchange_core::policy::{authorize, Denial, ReadPlan, ReadRequest};
 use exchange_core::store::{Store, StoreError};
 use exchange_proto::node::v1 as pb;
 use exchange_transport::auth::caller;
+use exchange_transport::stream::send_unless_stopping;
 use futures_util::{Stream, StreamExt as _};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
@@ -641,7 +642,10 @@ fn page_scope(request: &pb::QueryRequest, who: &Principal) -> String {
 impl QueryRun {
     async fn run(mut self, tx: mpsc::Sender<std::result::Result<pb::QueryResponse, Status>>) {
         if let Err(status) = self.stream(&tx).await {
-            let _ = tx.send(Err(status)).await;
+            let mut shutdown = self.service.shutdown.clone();
+            // At shutdown the error is dropped if the caller is not reading: the connection
+            // closes after the grace anyway.
+            send_unless_stopping(&tx, Err(status), &mut shutdown).await;
         }
     }
 
@@ -740,10 +744,11 @@ impl QueryRun {
                 records,
                 next_page_token,
             };
-            // A caller that stops reading must not hold up a shutdown.
-            tokio::select! {
-                sent = tx.send(Ok(message)) => if sent.is_err() { return Ok(()) },
-                _ = shutdown.wait_for(|&s| s) => return Err(stopping(&delivered)),
+            if !send_unless_stopping(tx, Ok(message), &mut shutdown).await {
+                return match *shutdown.borrow() {
+                    true => Err(stopping(&delivered)),
+                    false => Ok(()),
+                };
             }
             delivered.clone_from(&after);
             if last {
@@ -780,7 +785,7 @@ impl Subscription {
             let (dataset, latest, plan) = match svc.plan(&self.who, &ask, &r.filter).await {
                 Ok(p) => p,
                 Err(status) => {
-                    let _ = tx.send(Err(status)).await;
+                    send_unless_stopping(&tx, Err(status), &mut shutdown).await;
                     return;
                 }
             };
@@ -788,7 +793,7 @@ impl Subscription {
             let changes = match records::changes_after(&*svc.store, &r.dataset_id, cursor, committed, CHUNK) {
                 Ok(c) => c,
                 Err(e) => {
-                    let _ = tx.send(Err(unavailable(e))).await;
+                    send_unless_stopping(&tx, Err(unavailable(e)), &mut shutdown).await;
                     return;
                 }
             };
@@ -822,7 +827,7 @@ impl Subscription {
                 if !events.is_empty() {
                     let keys: Vec<String> = events.iter().map(|e| e.key.clone()).collect();
                     if let Err(status) = svc.audit_allowed(&self.who, &ask, &plan, latest.version, &keys).await {
-                        let _ = tx.send(Err(status)).await;
+                        send_unless_stopping(&tx, Err(status), &mut shutdown).await;
                         return;
                     }
                     for event in &mut events {
@@ -838,7 +843,7 @@ impl Subscription {
                     }
                 }
                 cursor = next_cursor;
-                if tx.send(Ok(pb::ChangeBatch { events, cursor })).await.is_err() {
+                if !send_unless_stopping(&tx, Ok(pb::ChangeBatch { events, cursor }), &mut shutdown).await {
                     return;
                 }
                 continue;

@@ -14,6 +14,7 @@ pub mod client;
 pub mod convert;
 pub mod pki;
 pub mod status;
+pub mod stream;
 pub mod tls;
 
 pub use auth::Authenticator;

@@ -169,6 +169,34 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
+/// How long a stopping server waits for open calls (a stream whose client stopped reading never
+/// ends by itself) before it closes their connections. Every acknowledged write is already on
+/// disk, so closing loses nothing.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs `serve` until it ends, or until [`SHUTDOWN_GRACE`] after `stopping` turns true, whichever
+/// comes first; `closed` is the result when the grace runs out.
+pub async fn serve_with_grace<T>(
+    serve: impl std::future::Future<Output = T>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+    closed: T,
+) -> T {
+    let grace_over = async move {
+        if stopping.wait_for(|&s| s).await.is_err() {
+            // The stop signal went away without stopping: only `serve` can end this.
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        out = serve => out,
+        () = grace_over => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "calls still open after the shutdown grace; closing their connections");
+            closed
+        }
+    }
+}
+
 /// Accepts TCP connections on `listener` and yields them once their TLS handshake completes.
 /// Handshakes run concurrently and time out after ten seconds, so a slow or silent client cannot
 /// hold up others; failed handshakes are logged and dropped.

@@ -75,7 +75,7 @@ pub async fn run(
         .map_err(|e| RunError(format!("reflection: {e}")))?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let service = service::RegistryService::new(state, config.trust_domain.clone(), stop_rx);
+    let service = service::RegistryService::new(state, config.trust_domain.clone(), stop_rx.clone());
     let local = listener.local_addr().map_err(|e| RunError(e.to_string()))?;
     tracing::info!(address = %local, trust_domain = %config.trust_domain, data_dir = %config.data_dir.display(), "registry serving mutual TLS");
 
@@ -84,12 +84,13 @@ pub async fn run(
         tracing::info!("registry shutting down");
         let _ = stop_tx.send(true);
     };
-    tonic::transport::Server::builder()
+    let serve = tonic::transport::Server::builder()
         .add_service(InterceptedService::new(RegistryServer::new(service), auth.clone()))
         .add_service(InterceptedService::new(health, auth.clone()))
         .add_service(InterceptedService::new(reflection, auth.clone()))
         .add_service(InterceptedService::new(reflection_alpha, auth))
-        .serve_with_incoming_shutdown(tls::incoming(listener, tls_config), shutdown)
+        .serve_with_incoming_shutdown(tls::incoming(listener, tls_config), shutdown);
+    tls::serve_with_grace(serve, stop_rx, Ok(()))
         .await
         .map_err(|e| RunError(format!("server failed: {e}")))
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use exchange_core::{authz, now, CoreError};
 use exchange_proto::registry::v1 as pb;
 use exchange_transport::auth::caller;
+use exchange_transport::stream::send_unless_stopping;
 use exchange_transport::to_status;
 use futures_util::Stream;
 use tokio::sync::{mpsc, watch};
@@ -261,7 +262,7 @@ impl pb::registry_server::Registry for RegistryService {
                     let (items, examined) = match state.changes_since(department.as_deref(), last, WATCH_BATCH).await {
                         Ok(found) => found,
                         Err(e) => {
-                            let _ = tx.send(Err(to_status(e))).await;
+                            send_unless_stopping(&tx, Err(to_status(e)), &mut shutdown).await;
                             return;
                         }
                     };
@@ -277,7 +278,7 @@ impl pb::registry_server::Registry for RegistryService {
                             revision,
                             event: Some(event),
                         };
-                        if tx.send(Ok(event)).await.is_err() {
+                        if !send_unless_stopping(&tx, Ok(event), &mut shutdown).await {
                             return;
                         }
                     }
@@ -292,7 +293,7 @@ impl pb::registry_server::Registry for RegistryService {
                         revision: last,
                         event: Some(pb::watch_event::Event::CaughtUp(pb::CaughtUp {})),
                     };
-                    if tx.send(Ok(event)).await.is_err() {
+                    if !send_unless_stopping(&tx, Ok(event), &mut shutdown).await {
                         return;
                     }
                 }

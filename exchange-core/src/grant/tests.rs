@@ -89,7 +89,10 @@ fn sensitive_fields_in_clear_wait_for_the_owner_whatever_the_class() {
     plain.fields = vec!["name".into(), "region_code".into()];
     plain.clear_fields = vec!["region_code".into()];
     let err = grant(Classification::Unconditional, plain).unwrap_err();
-    assert!(err.to_string().contains("\"region_code\" has no x-sensitivity"), "{err}");
+    assert!(
+        err.to_string().contains("\"region_code\" has no x-sensitivity"),
+        "{err}"
+    );
 }
 
 #[test]

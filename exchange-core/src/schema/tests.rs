@@ -180,7 +180,10 @@ fn a_stored_version_with_a_nested_annotation_still_loads_and_masks_the_whole_pro
     let loaded = load_stored_schema(&nested.to_string(), "id_number").unwrap();
     assert_eq!(loaded.properties["contact"].sensitivity.as_deref(), Some("phone"));
     assert_eq!(loaded.properties["name"].sensitivity.as_deref(), Some("name"));
-    assert_eq!(loaded.properties["birth_date"].sensitivity, None, "only contact is reached");
+    assert_eq!(
+        loaded.properties["birth_date"].sensitivity, None,
+        "only contact is reached"
+    );
 
     // An annotation behind a $ref could reach any property: every one is masked.
     let mut in_defs = person_schema();
@@ -190,5 +193,9 @@ fn a_stored_version_with_a_nested_annotation_still_loads_and_masks_the_whole_pro
     for (name, info) in &loaded.properties {
         assert!(info.sensitivity.is_some(), "{name} would leave in clear");
     }
-    assert_eq!(loaded.properties["name"].sensitivity.as_deref(), Some("name"), "its own kept");
+    assert_eq!(
+        loaded.properties["name"].sensitivity.as_deref(),
+        Some("name"),
+        "its own kept"
+    );
 }
