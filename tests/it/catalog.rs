@@ -53,9 +53,18 @@ async fn departments_register_update_get_list() {
     assert_eq!(got.name, "南京市公安局");
     assert_eq!(got.parent_id, "js.gongan");
     assert_eq!(got.node_endpoint, "https://node.nj.gongan.test:7443");
-    // An update naming the revision it read is refused once another change came in between.
+    // An update naming the revision it read is refused once another change came in between
+    // (here another admin's update, which names no revision and so always applies).
+    let mut other = got.clone();
+    other.revision = 0;
+    other.node_endpoint = "https://node2.nj.gongan.test:7443".into();
+    admin
+        .update_department(pb::UpdateDepartmentRequest {
+            department: Some(other),
+        })
+        .await
+        .unwrap();
     let mut stale = got.clone();
-    stale.revision -= 1;
     stale.name = "旧名".into();
     assert_status(
         admin
@@ -66,14 +75,26 @@ async fn departments_register_update_get_list() {
         Code::Aborted,
         "changed since you read it",
     );
-    let mut fresh = got.clone();
-    fresh.name = "南京市公安局".into();
-    admin
+    // Read again, the same update applies, and keeps the change made in between.
+    let mut fresh = admin
+        .get_department(pb::GetDepartmentRequest {
+            id: "js.nj.gongan".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    fresh.name = "旧名".into();
+    let updated = admin
         .update_department(pb::UpdateDepartmentRequest {
             department: Some(fresh),
         })
         .await
-        .unwrap();
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (updated.name.as_str(), updated.node_endpoint.as_str()),
+        ("旧名", "https://node2.nj.gongan.test:7443")
+    );
     let children = admin
         .list_departments(pb::ListDepartmentsRequest {
             parent_id: "js.gongan".into(),
