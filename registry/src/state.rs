@@ -216,12 +216,18 @@ impl State {
         // cancelling drops this future): otherwise the next write would reuse the revision of
         // a change already on disk and overwrite its log entry, which Watch replays.
         let committing = tokio::spawn(async move {
-            tokio::task::spawn_blocking(move || store.commit(batch))
+            let committed = tokio::task::spawn_blocking(move || store.commit(batch))
                 .await
-                .map_err(|e| StoreError::Engine(format!("commit task failed: {e}")))??;
+                .map_err(|e| StoreError::Engine(format!("commit task failed: {e}")))
+                .and_then(|r| r);
+            // Taken even when the commit failed: sled may have applied the batch before its flush
+            // failed and persist it with a later flush, and its log entry must not be overwritten
+            // by the next write. A failed write leaves at worst an unused revision.
             *current = revision;
-            published.send_replace(revision);
-            Ok::<(), StoreError>(())
+            if committed.is_ok() {
+                published.send_replace(revision);
+            }
+            committed
         });
         committing
             .await
@@ -836,6 +842,61 @@ mod tests {
         assert!(s.list_departments(None, None).unwrap().is_empty());
         s.register_department(&admin, dept("js.gongan")).await.unwrap();
         assert_eq!(*s.subscribe().borrow(), 1);
+    }
+
+    /// A store whose next commit applies its batch and then fails, as sled does when the batch is
+    /// applied in memory but the flush fails.
+    struct FlushFailsOnce {
+        inner: MemStore,
+        fail_next: std::sync::atomic::AtomicBool,
+    }
+
+    impl Store for FlushFailsOnce {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(key)
+        }
+        fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<exchange_core::store::Entry>, StoreError> {
+            self.inner.scan_prefix(prefix)
+        }
+        fn range(
+            &self,
+            start: &[u8],
+            end: &[u8],
+            limit: usize,
+        ) -> Result<Vec<exchange_core::store::Entry>, StoreError> {
+            self.inner.range(start, end, limit)
+        }
+        fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+            self.inner.commit(batch)?;
+            match self.fail_next.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                true => Err(StoreError::Engine("flush failed: disk error".into())),
+                false => Ok(()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_does_not_hand_its_revision_to_the_next_write() {
+        let store = Arc::new(FlushFailsOnce {
+            inner: MemStore::new(),
+            fail_next: std::sync::atomic::AtomicBool::new(false),
+        });
+        let s = State::open(
+            store.clone(),
+            GrantLimits {
+                max_duration_secs: 86_400,
+            },
+        )
+        .unwrap();
+        let admin = Principal::new("js.dsj", Role::Admin);
+        store.fail_next.store(true, std::sync::atomic::Ordering::SeqCst);
+        let failed = s.register_department(&admin, dept("js.gongan")).await;
+        assert!(matches!(failed, Err(CoreError::Store(_))), "{failed:?}");
+        s.register_department(&admin, dept("js.scjg")).await.unwrap();
+        // The batch that reported failure may still reach the disk; its log entry survives.
+        assert_eq!(s.get_department("js.gongan").unwrap().revision, 1);
+        assert_eq!(s.get_department("js.scjg").unwrap().revision, 2);
+        assert!(store.get(&log_key(1)).unwrap().is_some() && store.get(&log_key(2)).unwrap().is_some());
     }
 
     #[tokio::test]
