@@ -210,14 +210,20 @@ pub fn validate(dept: &Department, parent: Option<&Department>) -> Result<(), Va
         (None, _) => {}
     }
     if let Some(endpoint) = &dept.node_endpoint {
-        if !(endpoint.starts_with("https://") && endpoint.len() > "https://".len()) {
-            return Err(ValidationError::new(
-                "node_endpoint",
-                format!("\"{endpoint}\" must be an https:// URL (nodes serve mutual TLS only)"),
-            ));
-        }
+        check_endpoint(endpoint)?;
     }
     Ok(())
+}
+
+/// A node endpoint is an https:// URL: nodes serve mutual TLS only.
+pub fn check_endpoint(endpoint: &str) -> Result<(), ValidationError> {
+    if endpoint.starts_with("https://") && endpoint.len() > "https://".len() {
+        return Ok(());
+    }
+    Err(ValidationError::new(
+        "node_endpoint",
+        format!("\"{endpoint}\" must be an https:// URL (nodes serve mutual TLS only)"),
+    ))
 }
 
 #[cfg(test)]

@@ -287,13 +287,18 @@ impl State {
             unchanged_since("department", &dept.id, dept.revision, old.revision)?;
             let parent = self.parent_of(&dept)?;
             department::validate(&dept, parent.as_ref())?;
+            // Its children must still fit under it: a level above theirs, a region holding theirs.
             for child in self.scan::<Department>(b"dept/")? {
-                if child.parent_id.as_deref() == Some(dept.id.as_str()) && child.level <= dept.level {
+                if child.parent_id.as_deref() != Some(dept.id.as_str()) {
+                    continue;
+                }
+                if let Err(e) = department::validate(&child, Some(&dept)) {
+                    let field = if e.field == "parent_id" { "level" } else { "region_code" };
                     return Err(ValidationError::new(
-                        "level",
+                        field,
                         format!(
-                            "child department {} is at {} level; a parent must be above its children",
-                            child.id, child.level
+                            "child department {} would no longer fit under it: {}",
+                            child.id, e.message
                         ),
                     )
                     .into());
@@ -320,9 +325,10 @@ impl State {
         self.write(|tx| {
             // Read again under the writer lock, so a concurrent admin update is not undone.
             let mut dept = self.get_department(&p.department)?;
+            // Only the endpoint changes, so only it is checked: a department registered under
+            // older rules still announces its node.
+            department::check_endpoint(&endpoint)?;
             dept.node_endpoint = Some(endpoint.clone());
-            let parent = self.parent_of(&dept)?;
-            department::validate(&dept, parent.as_ref())?;
             dept.updated_at = now();
             dept.revision = tx.next_revision(Kind::Department, &dept.id)?;
             tx.put(dept_key(&dept.id), &dept)?;

@@ -104,6 +104,35 @@ async fn departments_register_update_get_list() {
         .unwrap()
         .into_inner();
     assert_eq!(children.departments.len(), 1);
+    // A parent cannot move out from over its children: not to another province, not below them.
+    let province = admin
+        .get_department(pb::GetDepartmentRequest { id: "js.gongan".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut moved = province.clone();
+    moved.region_code = "330000".into();
+    assert_status(
+        admin
+            .update_department(pb::UpdateDepartmentRequest {
+                department: Some(moved),
+            })
+            .await,
+        Code::InvalidArgument,
+        "child department js.nj.gongan would no longer fit under it",
+    );
+    let mut lowered = province;
+    lowered.level = pb::Level::City as i32;
+    lowered.region_code = "320100".into();
+    assert_status(
+        admin
+            .update_department(pb::UpdateDepartmentRequest {
+                department: Some(lowered),
+            })
+            .await,
+        Code::InvalidArgument,
+        "child department js.nj.gongan would no longer fit under it",
+    );
     let provinces = admin
         .list_departments(pb::ListDepartmentsRequest {
             parent_id: String::new(),
