@@ -51,6 +51,10 @@ enum Command {
         /// The configuration file (see deploy/node-gongan.toml).
         #[arg(long, short, env = "EXCHANGE_NODE_CONFIG")]
         config: PathBuf,
+        /// Forget the node's view of the registry first and replay the registry's current state
+        /// (after the registry was restored from an older backup; records and audit ledger kept).
+        #[arg(long)]
+        resync_registry_view: bool,
     },
     /// Measure audited reads per second through a node, beside a bare-call baseline.
     #[command(subcommand)]
@@ -94,7 +98,10 @@ fn main() -> ExitCode {
             Command::Pki(command) => pki::run(command),
             Command::Admin(command) => admin::run(command, cli.common).await,
             Command::Data(command) => data::run(command, cli.common).await,
-            Command::Node { config } => run_node(config).await,
+            Command::Node {
+                config,
+                resync_registry_view,
+            } => run_node(config, resync_registry_view).await,
             Command::Bench(BenchCommand::Reads(args)) => bench::run(args).await,
             Command::VerifyLedger { data_dir } => verify_ledger(&data_dir),
         }
@@ -163,10 +170,17 @@ fn verify_ledger(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_node(path: PathBuf) -> anyhow::Result<()> {
+async fn run_node(path: PathBuf, resync_registry_view: bool) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let config = exchange_node::Config::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if resync_registry_view {
+        let forgotten = exchange_node::reset_registry_view(&config.data_dir)?;
+        tracing::warn!(
+            entries = forgotten,
+            "forgot the registry view; replaying the registry's current state"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -12,6 +12,10 @@ use exchange_core::store::{Batch, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 const REVISION: &[u8] = b"reg/revision";
+/// Set when the registry was found behind this view (restored from an older backup): its
+/// revision numbers no longer name the changes this view holds, so the node must not resume by
+/// them until an operator resets the view (`exchange node --resync-registry-view`).
+const DIVERGED: &[u8] = b"reg/diverged";
 
 fn dataset_key(id: &str) -> Vec<u8> {
     format!("reg/ds/{id}").into_bytes()
@@ -201,6 +205,21 @@ impl Catalog {
         Ok(())
     }
 
+    /// Why the view stopped following the registry, if it did.
+    pub(crate) fn diverged(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .store
+            .get(DIVERGED)?
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// Records, durably, that the registry was found behind this view.
+    pub(crate) fn mark_diverged(&self, why: &str) -> Result<(), StoreError> {
+        let mut batch = Batch::default();
+        batch.put(DIVERGED.to_vec(), why.as_bytes().to_vec());
+        self.store.commit(batch)
+    }
+
     /// Records that the view is complete up to `revision` (a caught-up marker).
     pub(crate) fn mark_revision(&self, revision: u64) -> Result<(), StoreError> {
         if revision <= self.revision() {
@@ -212,4 +231,20 @@ impl Catalog {
         self.write().revision = revision;
         Ok(())
     }
+}
+
+/// Forgets a node's view of the registry (datasets, schema versions, grants, revision and any
+/// divergence), so the node replays the registry's current state from revision 0 when it next
+/// connects. Records, the change feed and the audit ledger are not touched.
+pub(crate) fn reset_view(store: &dyn Store) -> Result<usize, StoreError> {
+    let mut batch = Batch::default();
+    let mut forgotten = 0;
+    for (key, _) in store.scan_prefix(b"reg/")? {
+        batch.delete(key);
+        forgotten += 1;
+    }
+    if !batch.is_empty() {
+        store.commit(batch)?;
+    }
+    Ok(forgotten)
 }

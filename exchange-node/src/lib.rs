@@ -166,6 +166,15 @@ pub const STORE_DIR: &str = "store";
 /// Under a node's `data_dir`: the audit ledger, one JSON entry a line.
 pub const LEDGER_FILE: &str = "audit.ledger";
 
+/// Forgets a stopped node's view of the registry, so it replays the registry's current state when
+/// it next runs: for a node whose registry was restored from an older backup (the node then stops
+/// following it, saying so). Returns how many entries were forgotten. Records, the change feed
+/// and the audit ledger are kept.
+pub fn reset_registry_view(data_dir: &std::path::Path) -> Result<usize, RunError> {
+    let store = SledStore::open(&data_dir.join(STORE_DIR)).map_err(err)?;
+    catalog::reset_view(&store).map_err(err)
+}
+
 /// Reads and verifies the audit ledger in a node's data directory (safe while the node runs:
 /// only complete, synced lines are read). Returns the entries in order, or where the chain breaks.
 pub fn read_ledger(data_dir: &std::path::Path) -> Result<Vec<exchange_core::ledger::Entry>, RunError> {

@@ -104,6 +104,11 @@ async fn follow_once(
     health: &tonic_health::server::HealthReporter,
     on_change: &Arc<dyn Fn(&str) + Send + Sync>,
 ) -> Result<(), String> {
+    if let Some(why) = catalog.diverged().map_err(|e| e.to_string())? {
+        return Err(format!(
+            "{why}; this node keeps its last view and will not follow the registry until restarted with --resync-registry-view"
+        ));
+    }
     let channel = connect(client).await.map_err(|e| e.to_string())?;
     let mut registry = RegistryClient::new(channel);
     if let Some(endpoint) = &me.advertise {
@@ -129,14 +134,19 @@ async fn follow_once(
         .await
         .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
         .into_inner();
-    while let Some(event) = events.message().await.map_err(|s| match s.code() {
-        // Going back to the registry's older state could undo revocations this node enforces.
-        tonic::Code::OutOfRange => format!(
-            "the registry is behind this node's view ({}); keeping this node's newer view until the registry's data is restored",
-            s.message()
-        ),
-        code => format!("{code:?}: {}", s.message()),
-    })? {
+    loop {
+        let event = match events.message().await {
+            Ok(Some(event)) => event,
+            Ok(None) => break,
+            // Going back to the registry's older state could undo revocations this node enforces,
+            // and resuming by revision once the registry passes ours would skip its new changes.
+            Err(s) if s.code() == tonic::Code::OutOfRange => {
+                let why = format!("the registry is behind this node's view ({})", s.message());
+                catalog.mark_diverged(&why).map_err(|e| e.to_string())?;
+                return Err(why);
+            }
+            Err(s) => return Err(format!("{:?}: {}", s.code(), s.message())),
+        };
         let revision = event.revision;
         let applied = match event.event {
             Some(Event::Dataset(d)) => {

@@ -709,6 +709,63 @@ async fn with_the_registry_down_the_node_serves_its_last_grants_and_catches_up_a
 }
 
 #[tokio::test]
+async fn a_node_ahead_of_a_restored_registry_stops_following_it_until_resynchronised() {
+    let (mut ex, mut node, keys, _) = setup().await;
+    let mut own = node.client(&ex, "js.gongan", Role::Node).await;
+    let ahead = own
+        .status(npb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .registry_revision;
+    // The registry comes back from an older backup (here: empty, then the same seed again).
+    ex.stop_registry().await;
+    std::fs::remove_dir_all(ex.dir.path().join("data")).unwrap();
+    ex.start_registry().await;
+    ex.seed().await;
+    // Give the node a few of its reconnect attempts while the registry is behind it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // New decisions take the registry past the node's old revision: a node resuming by number
+    // would now skip some of them and apply others.
+    let mut rsj = ex.client("js.rsj", Role::System).await;
+    let mut owner = ex.client("js.gongan", Role::System).await;
+    let mut last = 0;
+    while last <= ahead + 2 {
+        let g = rsj
+            .request_grant(grant_request("js.gongan/population", &["name"]))
+            .await
+            .unwrap()
+            .into_inner();
+        last = owner
+            .approve_grant(pb::DecideGrantRequest {
+                grant_id: g.id,
+                reason: "ok".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .revision;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The node did not follow: it keeps its last view, says it is not current, applies nothing.
+    let now = own.status(npb::StatusRequest {}).await.unwrap().into_inner();
+    assert!(!now.registry_connected && now.registry_revision == ahead, "{now:?}");
+    let mut reader = node.client(&ex, "js.rsj", Role::System).await;
+    assert_status(
+        reader.get(get(&keys, &[], "business-licensing")).await,
+        Code::PermissionDenied,
+        "no grant",
+    );
+    // An operator resets the node's registry view; it replays the registry's current state.
+    node.stop().await;
+    assert!(exchange_node::reset_registry_view(&node.data_dir).unwrap() > 0);
+    node.serve_again().await;
+    node.wait_current(&ex, last).await;
+    let mut reader = node.client(&ex, "js.rsj", Role::System).await;
+    reader.get(get(&keys, &[], "business-licensing")).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_node_announces_where_it_serves_and_only_a_node_may() {
     let (ex, mut node, _, _) = setup().await;
     let mut admin = ex.client("js.dsj", Role::Admin).await;

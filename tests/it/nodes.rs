@@ -88,6 +88,11 @@ impl TestNode {
         self.serve().await;
     }
 
+    /// Starts the node again after [`TestNode::stop`].
+    pub async fn serve_again(&mut self) {
+        self.serve().await;
+    }
+
     pub async fn channel(&self, ex: &TestExchange, dept: &str, role: Role) -> Channel {
         channel_with(&ex.ca, &self.endpoint, Some(&ex.issue(dept, role))).await
     }
