@@ -132,8 +132,9 @@ pub fn parse_dataset_schema(text: &str, key_field: &str) -> Result<DatasetSchema
 /// Reads a schema version stored earlier, when the rules for new versions may have been looser:
 /// it is checked as before, except that an `x-sensitivity` anywhere but directly on a top-level
 /// property (refused for new versions) fails closed: below a top-level property it masks that
-/// whole property; anywhere else (in `$defs` behind a `$ref`, under `allOf`, ...) it masks every
-/// top-level property, since which of them it reaches is not worked out.
+/// whole property (every property, if the document has references that could reuse it);
+/// anywhere else (in `$defs` behind a `$ref`, under `allOf`, ...) it masks every top-level
+/// property, since which of them it reaches is not worked out.
 pub fn load_stored_schema(text: &str, key_field: &str) -> Result<DatasetSchema, SchemaError> {
     let schema: Value = serde_json::from_str(text)
         .map_err(|e| invalid("", format!("not JSON: line {} column {}: {e}", e.line(), e.column())))?;
@@ -149,10 +150,14 @@ pub fn load_stored_schema(text: &str, key_field: &str) -> Result<DatasetSchema, 
         })
         .cloned()
         .collect();
+    // With references in the document, a subschema below one property may be used by another.
+    let text_refers = ["\"$ref\"", "\"$dynamicRef\"", "\"$anchor\"", "\"$dynamicAnchor\""]
+        .iter()
+        .any(|k| text.contains(k));
     for field in misplaced {
         let reached: Vec<String> = match nested_under_property(&field.pointer) {
-            Some(name) => vec![name],
-            None => parsed.properties.keys().cloned().collect(),
+            Some(name) if !text_refers => vec![name],
+            _ => parsed.properties.keys().cloned().collect(),
         };
         for name in reached {
             if let Some(info) = parsed.properties.get_mut(&name) {

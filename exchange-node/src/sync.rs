@@ -82,6 +82,12 @@ pub(crate) async fn follow(
             _ = stop.wait_for(|&s| s) => return,
         };
         set_current(&state, &health, false).await;
+        // A diverged view stays so until an operator acts: say it once, loudly, and wait.
+        if let Ok(Some(why)) = catalog.diverged() {
+            tracing::error!(registry = %client.endpoint, %why, "stopped following the registry; serving the last known view until restarted with --resync-registry-view");
+            let _ = stop.wait_for(|&s| s).await;
+            return;
+        }
         match outcome {
             Ok(()) => tracing::warn!(registry = %client.endpoint, "registry closed the watch; reconnecting"),
             Err(e) => {
@@ -129,22 +135,18 @@ async fn follow_once(
         all_departments: false,
         from_revision: catalog.revision(),
     };
-    let mut events = registry
-        .watch(request)
-        .await
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
-        .into_inner();
+    let mut events = match registry.watch(request).await {
+        Ok(response) => response.into_inner(),
+        Err(s) if s.code() == tonic::Code::OutOfRange => return diverged(catalog, &s),
+        Err(s) => return Err(format!("{:?}: {}", s.code(), s.message())),
+    };
     loop {
         let event = match events.message().await {
             Ok(Some(event)) => event,
             Ok(None) => break,
             // Going back to the registry's older state could undo revocations this node enforces,
             // and resuming by revision once the registry passes ours would skip its new changes.
-            Err(s) if s.code() == tonic::Code::OutOfRange => {
-                let why = format!("the registry is behind this node's view ({})", s.message());
-                catalog.mark_diverged(&why).map_err(|e| e.to_string())?;
-                return Err(why);
-            }
+            Err(s) if s.code() == tonic::Code::OutOfRange => return diverged(catalog, &s),
             Err(s) => return Err(format!("{:?}: {}", s.code(), s.message())),
         };
         let revision = event.revision;
@@ -178,4 +180,11 @@ async fn follow_once(
         }
     }
     Ok(())
+}
+
+/// Records, durably, that the registry is behind this node's view, and says so.
+fn diverged(catalog: &Catalog, status: &tonic::Status) -> Result<(), String> {
+    let why = format!("the registry is behind this node's view ({})", status.message());
+    catalog.mark_diverged(&why).map_err(|e| e.to_string())?;
+    Err(why)
 }

@@ -170,8 +170,9 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
 }
 
 /// How long a stopping server waits for open calls (a stream whose client stopped reading never
-/// ends by itself) before it closes their connections. Every acknowledged write is already on
-/// disk, so closing loses nothing.
+/// ends by itself) before it stops waiting and returns; the process then exits, closing them.
+/// Every acknowledged write is already on disk, so that loses nothing. (A program that embeds a
+/// server and goes on running keeps those connections until its runtime is dropped.)
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs `serve` until it ends, or until [`SHUTDOWN_GRACE`] after `stopping` turns true, whichever
@@ -191,7 +192,7 @@ pub async fn serve_with_grace<T>(
     tokio::select! {
         out = serve => out,
         () = grace_over => {
-            tracing::warn!(grace = ?SHUTDOWN_GRACE, "calls still open after the shutdown grace; closing their connections");
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "calls still open after the shutdown grace; no longer waiting for them");
             closed
         }
     }

@@ -287,9 +287,14 @@ impl State {
             unchanged_since("department", &dept.id, dept.revision, old.revision)?;
             let parent = self.parent_of(&dept)?;
             department::validate(&dept, parent.as_ref())?;
-            // Its children must still fit under it: a level above theirs, a region holding theirs.
+            // Its children must still fit under it (a level above theirs, a region holding theirs):
+            // a child that fitted the department as it was must fit it as it will be. One
+            // registered under older rules that never fitted does not block the update.
             for child in self.scan::<Department>(b"dept/")? {
                 if child.parent_id.as_deref() != Some(dept.id.as_str()) {
+                    continue;
+                }
+                if department::validate(&child, Some(&old)).is_err() {
                     continue;
                 }
                 if let Err(e) = department::validate(&child, Some(&dept)) {
@@ -697,14 +702,16 @@ impl State {
         // Under the write lock, the store holds exactly what is committed: a write applies its
         // batch before its flush returns, and a watcher must never pass on (and a node never
         // keep) a change that a crash in that window would undo.
-        let committed = self.writer.lock().await;
-        if after > *committed {
+        // The lock keeps writes out while reading; the bound is the last revision whose commit
+        // succeeded (a failed one took its number, but may not be on disk: it is not passed on).
+        let _writes_held = self.writer.lock().await;
+        let committed = *self.revision.borrow();
+        if after > committed {
             return Err(CoreError::OutOfRange(format!(
-                "revision {after} is beyond this registry's latest, {}: was it restored from an older backup? Watch again from revision 0",
-                *committed
+                "revision {after} is beyond this registry's latest, {committed}: was it restored from an older backup? Watch again from revision 0"
             )));
         }
-        let entries = self.store.range(&log_key(after + 1), &log_key(*committed + 1), limit)?;
+        let entries = self.store.range(&log_key(after + 1), &log_key(committed + 1), limit)?;
         let mut items = Vec::new();
         let mut last = after;
         for (key, value) in entries {
@@ -903,6 +910,32 @@ mod tests {
         assert_eq!(s.get_department("js.gongan").unwrap().revision, 1);
         assert_eq!(s.get_department("js.scjg").unwrap().revision, 2);
         assert!(store.get(&log_key(1)).unwrap().is_some() && store.get(&log_key(2)).unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn watch_does_not_pass_on_a_change_whose_commit_failed() {
+        let store = Arc::new(FlushFailsOnce {
+            inner: MemStore::new(),
+            fail_next: std::sync::atomic::AtomicBool::new(false),
+        });
+        let s = State::open(
+            store.clone(),
+            GrantLimits {
+                max_duration_secs: 86_400,
+            },
+        )
+        .unwrap();
+        let admin = Principal::new("js.dsj", Role::Admin);
+        s.register_department(&admin, dept("js.gongan")).await.unwrap();
+        store.fail_next.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(s.register_department(&admin, dept("js.scjg")).await.is_err());
+        // Revision 2 is in memory but was reported failed: a watcher stops before it.
+        let (_, last) = s.changes_since(None, 0, 100).await.unwrap();
+        assert_eq!(last, 1);
+        assert!(matches!(
+            s.changes_since(None, 2, 100).await,
+            Err(CoreError::OutOfRange(_))
+        ));
     }
 
     #[tokio::test]

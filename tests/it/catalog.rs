@@ -121,7 +121,17 @@ async fn departments_register_update_get_list() {
         Code::InvalidArgument,
         "child department js.nj.gongan would no longer fit under it",
     );
-    let mut lowered = province;
+    // Renaming it, children and all, is fine.
+    let mut renamed = province.clone();
+    renamed.name = "江苏省公安厅（新）".into();
+    let renamed = admin
+        .update_department(pb::UpdateDepartmentRequest {
+            department: Some(renamed),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut lowered = renamed;
     lowered.level = pb::Level::City as i32;
     lowered.region_code = "320100".into();
     assert_status(

@@ -756,6 +756,12 @@ async fn a_node_ahead_of_a_restored_registry_stops_following_it_until_resynchron
         Code::PermissionDenied,
         "no grant",
     );
+    // Restarting is not enough: the node remembers that the registry went back.
+    node.restart().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut own = node.client(&ex, "js.gongan", Role::Node).await;
+    let now = own.status(npb::StatusRequest {}).await.unwrap().into_inner();
+    assert!(!now.registry_connected && now.registry_revision == ahead, "{now:?}");
     // An operator resets the node's registry view; it replays the registry's current state.
     node.stop().await;
     assert!(exchange_node::reset_registry_view(&node.data_dir).unwrap() > 0);

@@ -198,4 +198,14 @@ fn a_stored_version_with_a_nested_annotation_still_loads_and_masks_the_whole_pro
         Some("name"),
         "its own kept"
     );
+
+    // Below a property, but reused by another through a $ref: every property is masked too.
+    let mut reused = person_schema();
+    reused["properties"]["contact"] = json!({
+        "type": "object",
+        "properties": {"phone": {"type": "string", "x-sensitivity": "phone"}}
+    });
+    reused["properties"]["mobile"] = json!({"$ref": "#/properties/contact/properties/phone"});
+    let loaded = load_stored_schema(&reused.to_string(), "id_number").unwrap();
+    assert!(loaded.properties["mobile"].sensitivity.is_some());
 }
