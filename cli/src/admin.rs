@@ -856,6 +856,8 @@ async fn grant(command: GrantCommand, common: Common) -> anyhow::Result<()> {
                 department_id: dept.unwrap_or_default(),
                 all_departments: all,
                 from_revision: from,
+                // A person resuming by number from a log line; nodes send the fingerprint.
+                from_history: String::new(),
             };
             let mut stream = client.watch(request).await.map_err(status_error)?.into_inner();
             while let Some(event) = stream.message().await.map_err(status_error)? {

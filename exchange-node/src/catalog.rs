@@ -12,6 +12,8 @@ use exchange_core::store::{Batch, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 const REVISION: &[u8] = b"reg/revision";
+/// The registry's history fingerprint at that revision, sent back when resuming.
+const HISTORY: &[u8] = b"reg/history";
 /// Set when the registry was found behind this view (restored from an older backup): its
 /// revision numbers no longer name the changes this view holds, so the node must not resume by
 /// them until an operator resets the view (`exchange node --resync-registry-view`).
@@ -51,12 +53,28 @@ struct StoredDataset {
     versions: Vec<SchemaVersion>,
 }
 
+/// Records how far the view has followed the registry, in the batch of the change itself.
+fn put_position(batch: &mut Batch, revision: u64, history: &str) {
+    batch.put(REVISION.to_vec(), revision.to_string().into_bytes());
+    batch.put(HISTORY.to_vec(), history.as_bytes().to_vec());
+}
+
 #[derive(Default)]
 struct View {
     datasets: HashMap<String, Arc<NodeDataset>>,
     /// Grants by dataset id.
     grants: HashMap<String, Vec<Grant>>,
     revision: u64,
+    history: String,
+}
+
+impl View {
+    fn advance(&mut self, revision: u64, history: &str) {
+        if revision >= self.revision {
+            self.revision = revision;
+            self.history = history.to_string();
+        }
+    }
 }
 
 /// The node's view, shared by the sync task (writer) and the service (readers).
@@ -109,6 +127,9 @@ impl Catalog {
         if let Some(bytes) = store.get(REVISION)? {
             view.revision = serde_json::from_slice(&bytes).map_err(|e| corrupt(REVISION, e))?;
         }
+        if let Some(bytes) = store.get(HISTORY)? {
+            view.history = String::from_utf8_lossy(&bytes).into_owned();
+        }
         for (key, bytes) in store.scan_prefix(b"reg/ds/")? {
             let stored: StoredDataset = serde_json::from_slice(&bytes).map_err(|e| corrupt(&key, e))?;
             let node_dataset = compile(&stored.dataset, &stored.versions);
@@ -140,6 +161,11 @@ impl Catalog {
         self.read().revision
     }
 
+    /// The registry's history fingerprint at [`Catalog::revision`].
+    pub(crate) fn history(&self) -> String {
+        self.read().history.clone()
+    }
+
     /// A dataset the node serves.
     pub(crate) fn dataset(&self, id: &str) -> Option<Arc<NodeDataset>> {
         self.read().datasets.get(id).cloned()
@@ -164,7 +190,7 @@ impl Catalog {
     /// Applies a dataset from the registry at `revision`, durably first.
     pub(crate) fn apply_dataset(
         &self,
-        revision: u64,
+        (revision, history): (u64, &str),
         dataset: Dataset,
         versions: Vec<SchemaVersion>,
     ) -> Result<(), StoreError> {
@@ -174,23 +200,23 @@ impl Catalog {
             dataset_key(&stored.dataset.id),
             serde_json::to_vec(&stored).map_err(|e| corrupt(b"dataset", e))?,
         );
-        batch.put(REVISION.to_vec(), revision.to_string().into_bytes());
+        put_position(&mut batch, revision, history);
         self.store.commit(batch)?;
         let compiled = compile(&stored.dataset, &stored.versions);
         let mut view = self.write();
         view.datasets.insert(stored.dataset.id.clone(), Arc::new(compiled));
-        view.revision = view.revision.max(revision);
+        view.advance(revision, history);
         Ok(())
     }
 
     /// Applies a grant from the registry at `revision`, durably first.
-    pub(crate) fn apply_grant(&self, revision: u64, grant: Grant) -> Result<(), StoreError> {
+    pub(crate) fn apply_grant(&self, (revision, history): (u64, &str), grant: Grant) -> Result<(), StoreError> {
         let mut batch = Batch::default();
         batch.put(
             grant_key(&grant.id),
             serde_json::to_vec(&grant).map_err(|e| corrupt(b"grant", e))?,
         );
-        batch.put(REVISION.to_vec(), revision.to_string().into_bytes());
+        put_position(&mut batch, revision, history);
         self.store.commit(batch)?;
         let mut view = self.write();
         let grants = view.grants.entry(grant.dataset_id.clone()).or_default();
@@ -201,7 +227,7 @@ impl Catalog {
                 grants.sort_by(|a, b| a.id.cmp(&b.id));
             }
         }
-        view.revision = view.revision.max(revision);
+        view.advance(revision, history);
         Ok(())
     }
 
@@ -221,14 +247,14 @@ impl Catalog {
     }
 
     /// Records that the view is complete up to `revision` (a caught-up marker).
-    pub(crate) fn mark_revision(&self, revision: u64) -> Result<(), StoreError> {
+    pub(crate) fn mark_revision(&self, (revision, history): (u64, &str)) -> Result<(), StoreError> {
         if revision <= self.revision() {
             return Ok(());
         }
         let mut batch = Batch::default();
-        batch.put(REVISION.to_vec(), revision.to_string().into_bytes());
+        put_position(&mut batch, revision, history);
         self.store.commit(batch)?;
-        self.write().revision = revision;
+        self.write().advance(revision, history);
         Ok(())
     }
 }

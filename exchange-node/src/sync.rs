@@ -134,6 +134,7 @@ async fn follow_once(
         department_id: me.department.clone(),
         all_departments: false,
         from_revision: catalog.revision(),
+        from_history: catalog.history(),
     };
     let mut events = match registry.watch(request).await {
         Ok(response) => response.into_inner(),
@@ -149,25 +150,26 @@ async fn follow_once(
             Err(s) if s.code() == tonic::Code::OutOfRange => return diverged(catalog, &s),
             Err(s) => return Err(format!("{:?}: {}", s.code(), s.message())),
         };
+        let position = (event.revision, event.history.as_str());
         let revision = event.revision;
         let applied = match event.event {
             Some(Event::Dataset(d)) => {
                 let id = d.id.clone();
                 let (dataset, versions) = dataset_from_watch(d).map_err(|e| e.to_string())?;
                 catalog
-                    .apply_dataset(revision, dataset, versions)
+                    .apply_dataset(position, dataset, versions)
                     .map_err(|e| e.to_string())?;
                 Some(id)
             }
             Some(Event::Grant(g)) => {
                 let dataset = g.dataset_id.clone();
                 catalog
-                    .apply_grant(revision, grant_from_pb(g).map_err(|e| e.to_string())?)
+                    .apply_grant(position, grant_from_pb(g).map_err(|e| e.to_string())?)
                     .map_err(|e| e.to_string())?;
                 Some(dataset)
             }
             Some(Event::CaughtUp(_)) => {
-                catalog.mark_revision(revision).map_err(|e| e.to_string())?;
+                catalog.mark_revision(position).map_err(|e| e.to_string())?;
                 set_current(state, health, true).await;
                 tracing::info!(revision, "registry view is current");
                 None

@@ -250,23 +250,28 @@ impl pb::registry_server::Registry for RegistryService {
             Some(r.department_id)
         };
         authz::watch(&me, department.as_deref()).map_err(|e| to_status(e.into()))?;
+        self.state
+            .check_history(r.from_revision, &r.from_history)
+            .map_err(to_status)?;
         let (tx, rx) = mpsc::channel(64);
         let state = self.state.clone();
         let mut revisions = state.subscribe();
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let mut last = r.from_revision;
+            let mut last_history;
             let mut caught_up = false;
             loop {
                 loop {
-                    let (items, examined) = match state.changes_since(department.as_deref(), last, WATCH_BATCH).await {
+                    let changes = match state.changes_since(department.as_deref(), last, WATCH_BATCH).await {
                         Ok(found) => found,
                         Err(e) => {
                             send_unless_stopping(&tx, Err(to_status(e)), &mut shutdown).await;
                             return;
                         }
                     };
-                    for (revision, item) in items {
+                    last_history = changes.history;
+                    for (revision, history, item) in changes.items {
                         let t = now();
                         let event = match item {
                             WatchItem::Dataset(d) => {
@@ -276,21 +281,23 @@ impl pb::registry_server::Registry for RegistryService {
                         };
                         let event = pb::WatchEvent {
                             revision,
+                            history,
                             event: Some(event),
                         };
                         if !send_unless_stopping(&tx, Ok(event), &mut shutdown).await {
                             return;
                         }
                     }
-                    if examined == last {
+                    if changes.last == last {
                         break;
                     }
-                    last = examined;
+                    last = changes.last;
                 }
                 if !caught_up {
                     caught_up = true;
                     let event = pb::WatchEvent {
                         revision: last,
+                        history: last_history.clone(),
                         event: Some(pb::watch_event::Event::CaughtUp(pb::CaughtUp {})),
                     };
                     if !send_unless_stopping(&tx, Ok(event), &mut shutdown).await {

@@ -25,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex};
 
 const META_REVISION: &[u8] = b"meta/revision";
+/// The history fingerprint at the latest revision (see [`LogEntry::history`]).
+const META_HISTORY: &[u8] = b"meta/history";
 const META_GRANT_SEQ: &[u8] = b"meta/grant_seq";
 
 fn dept_key(id: &str) -> Vec<u8> {
@@ -70,6 +72,33 @@ enum Kind {
 struct LogEntry {
     kind: Kind,
     id: String,
+    /// A fingerprint of the registry's history up to this revision: SHA-256 over the previous
+    /// one, this revision, kind, id and the time it was taken. A registry restored from an older
+    /// backup and written to again gives the same revision numbers to other changes, with other
+    /// fingerprints, so a node resuming from a revision can tell it is not the history it knows.
+    #[serde(default)]
+    history: String,
+}
+
+/// The next link of the history fingerprint chain.
+fn history_link(previous: &str, revision: u64, kind: Kind, id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut hash = Sha256::new();
+    hash.update(previous.as_bytes());
+    hash.update(revision.to_be_bytes());
+    hash.update(format!("{kind:?}\0{id}\0").as_bytes());
+    hash.update(nanos.to_be_bytes());
+    exchange_core::ledger::hex(&hash.finalize().into())
+}
+
+/// The latest revision and its history fingerprint, held under the write lock.
+struct Head {
+    revision: u64,
+    history: String,
 }
 
 /// A dataset with its schema versions, oldest first.
@@ -79,6 +108,17 @@ pub struct DatasetWithVersions {
     pub dataset: Dataset,
     /// Its versions.
     pub versions: Vec<SchemaVersion>,
+}
+
+/// What [`State::changes_since`] found.
+#[derive(Debug)]
+pub struct Changes {
+    /// Each change's revision, history fingerprint and current state.
+    pub items: Vec<(u64, String, WatchItem)>,
+    /// The last revision examined.
+    pub last: u64,
+    /// The history fingerprint at `last`.
+    pub history: String,
 }
 
 /// One item of a watch stream.
@@ -135,6 +175,7 @@ pub struct DatasetQuery {
 struct Tx {
     batch: Batch,
     revision: u64,
+    history: String,
 }
 
 impl Tx {
@@ -146,9 +187,11 @@ impl Tx {
     /// Takes the next revision for a change of `kind` `id` and logs it.
     fn next_revision(&mut self, kind: Kind, id: &str) -> Result<u64, CoreError> {
         self.revision += 1;
+        self.history = history_link(&self.history, self.revision, kind, id);
         let entry = LogEntry {
             kind,
             id: id.to_string(),
+            history: self.history.clone(),
         };
         self.batch.put(log_key(self.revision), encode(&entry)?);
         Ok(self.revision)
@@ -163,8 +206,8 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CoreError> {
 /// The registry's state.
 pub struct State {
     store: Arc<dyn Store>,
-    /// Held for the whole of a write; holds the current revision.
-    writer: Arc<Mutex<u64>>,
+    /// Held for the whole of a write; holds the current revision and history.
+    writer: Arc<Mutex<Head>>,
     revision: watch::Sender<u64>,
     limits: GrantLimits,
 }
@@ -176,9 +219,13 @@ impl State {
             Some(bytes) => decode::<u64>(META_REVISION, &bytes)?,
             None => 0,
         };
+        let history = match store.get(META_HISTORY)? {
+            Some(bytes) => decode::<String>(META_HISTORY, &bytes)?,
+            None => String::new(),
+        };
         Ok(Self {
             store,
-            writer: Arc::new(Mutex::new(revision)),
+            writer: Arc::new(Mutex::new(Head { revision, history })),
             revision: watch::channel(revision).0,
             limits,
         })
@@ -201,14 +248,17 @@ impl State {
         let mut current = self.writer.clone().lock_owned().await;
         let mut tx = Tx {
             batch: Batch::default(),
-            revision: *current,
+            revision: current.revision,
+            history: current.history.clone(),
         };
         let result = change(&mut tx)?;
         if tx.batch.is_empty() {
             return Ok(result);
         }
         let revision = tx.revision;
+        let history = tx.history.clone();
         tx.put(META_REVISION.to_vec(), &revision)?;
+        tx.put(META_HISTORY.to_vec(), &history)?;
         let store = self.store.clone();
         let batch = std::mem::take(&mut tx.batch);
         let published = self.revision.clone();
@@ -223,7 +273,7 @@ impl State {
             // Taken even when the commit failed: sled may have applied the batch before its flush
             // failed and persist it with a later flush, and its log entry must not be overwritten
             // by the next write. A failed write leaves at worst an unused revision.
-            *current = revision;
+            *current = Head { revision, history };
             if committed.is_ok() {
                 published.send_replace(revision);
             }
@@ -690,15 +740,44 @@ impl State {
 
     // ---- watch ----
 
+    /// The history fingerprint at `revision` ("" for 0, or for a log entry written before
+    /// fingerprints were kept).
+    fn history_at(&self, revision: u64) -> Result<String, CoreError> {
+        if revision == 0 {
+            return Ok(String::new());
+        }
+        Ok(self
+            .get::<LogEntry>(&log_key(revision))?
+            .map(|e| e.history)
+            .unwrap_or_default())
+    }
+
+    /// Refuses, with OUT_OF_RANGE, a watcher resuming from `revision` whose history fingerprint
+    /// there differs from this registry's: the registry was restored from an older backup and
+    /// has since given that revision number to another change.
+    pub fn check_history(&self, revision: u64, history: &str) -> Result<(), CoreError> {
+        if revision == 0 || history.is_empty() {
+            return Ok(());
+        }
+        let ours = self.history_at(revision)?;
+        if !ours.is_empty() && ours != history {
+            return Err(CoreError::OutOfRange(format!(
+                "revision {revision} names another change in this registry than in your view: was it restored from an older backup? Watch again from revision 0"
+            )));
+        }
+        Ok(())
+    }
+
     /// The current state of what changed after revision `after` and concerns the datasets of
     /// `department` (every department when `None`), up to `limit` log entries. Returns the items
-    /// with their revisions, and the last revision examined.
+    /// with their revisions and history fingerprints, and the last revision examined with its
+    /// fingerprint.
     pub async fn changes_since(
         &self,
         department: Option<&str>,
         after: u64,
         limit: usize,
-    ) -> Result<(Vec<(u64, WatchItem)>, u64), CoreError> {
+    ) -> Result<Changes, CoreError> {
         // Under the write lock, the store holds exactly what is committed: a write applies its
         // batch before its flush returns, and a watcher must never pass on (and a node never
         // keep) a change that a crash in that window would undo.
@@ -714,6 +793,7 @@ impl State {
         let entries = self.store.range(&log_key(after + 1), &log_key(committed + 1), limit)?;
         let mut items = Vec::new();
         let mut last = after;
+        let mut last_history = None;
         for (key, value) in entries {
             let entry: LogEntry = decode(&key, &value)?;
             let revision = std::str::from_utf8(&key[4..])
@@ -726,6 +806,8 @@ impl State {
                     })
                 })?;
             last = revision;
+            let history = entry.history.clone();
+            last_history = Some(entry.history);
             let concerns = |dataset_id: &str| department.is_none_or(|d| catalog::owner_of(dataset_id) == d);
             match entry.kind {
                 Kind::Department => {}
@@ -734,19 +816,23 @@ impl State {
                         let with = self.get_dataset(&entry.id)?;
                         // A later log entry will send this dataset again in its newer state.
                         if with.dataset.revision == revision {
-                            items.push((revision, WatchItem::Dataset(Box::new(with))));
+                            items.push((revision, history, WatchItem::Dataset(Box::new(with))));
                         }
                     }
                 }
                 Kind::Grant => {
                     let g = self.grant(&entry.id)?;
                     if concerns(&g.dataset_id) && g.revision == revision {
-                        items.push((revision, WatchItem::Grant(Box::new(g))));
+                        items.push((revision, history, WatchItem::Grant(Box::new(g))));
                     }
                 }
             }
         }
-        Ok((items, last))
+        let history = match last_history {
+            Some(history) => history,
+            None => self.history_at(last)?,
+        };
+        Ok(Changes { items, last, history })
     }
 }
 
@@ -821,21 +907,27 @@ mod tests {
         s.publish_schema(&admin, &dataset.id, schema).await.unwrap();
 
         // Registered at revision 2, then changed at 3: only the latest state is sent, at 3.
-        let (items, last) = s.changes_since(Some("js.gongan"), 0, 100).await.unwrap();
+        let Changes { items, last, history } = s.changes_since(Some("js.gongan"), 0, 100).await.unwrap();
         assert_eq!(last, 3);
         assert_eq!(items.len(), 1);
-        let (revision, WatchItem::Dataset(d)) = &items[0] else {
+        let (revision, item_history, WatchItem::Dataset(d)) = &items[0] else {
             panic!("expected the dataset");
         };
         assert_eq!(*revision, 3);
+        assert_eq!(item_history, &history, "the dataset's change is the last one examined");
         assert_eq!(d.dataset.latest_version, 1);
         assert_eq!(d.versions.len(), 1);
 
         // Other departments see nothing of it; a resume after the last revision sees nothing new.
-        assert!(s.changes_since(Some("js.scjg"), 0, 100).await.unwrap().0.is_empty());
-        let (items, last) = s.changes_since(Some("js.gongan"), 3, 100).await.unwrap();
-        assert!(items.is_empty());
-        assert_eq!(last, 3);
+        assert!(s.changes_since(Some("js.scjg"), 0, 100).await.unwrap().items.is_empty());
+        let resumed = s.changes_since(Some("js.gongan"), 3, 100).await.unwrap();
+        assert!(resumed.items.is_empty());
+        assert_eq!((resumed.last, resumed.history.as_str()), (3, history.as_str()));
+        // Resuming with that fingerprint is fine; with another one (a history this registry
+        // does not have) it is refused.
+        assert!(s.check_history(3, &history).is_ok());
+        let err = s.check_history(3, &"0".repeat(64)).unwrap_err();
+        assert!(matches!(err, CoreError::OutOfRange(_)), "{err}");
         // A revision this registry never reached (a node ahead of a restored backup) is named.
         for beyond in [4, u64::MAX] {
             let err = s.changes_since(None, beyond, 100).await.unwrap_err();
@@ -930,7 +1022,7 @@ mod tests {
         store.fail_next.store(true, std::sync::atomic::Ordering::SeqCst);
         assert!(s.register_department(&admin, dept("js.scjg")).await.is_err());
         // Revision 2 is in memory but was reported failed: a watcher stops before it.
-        let (_, last) = s.changes_since(None, 0, 100).await.unwrap();
+        let last = s.changes_since(None, 0, 100).await.unwrap().last;
         assert_eq!(last, 1);
         assert!(matches!(
             s.changes_since(None, 2, 100).await,
@@ -947,7 +1039,7 @@ mod tests {
         assert!(cancelled.is_none(), "the write was still committing when dropped");
         s.register_department(&admin, dept("js.scjg")).await.unwrap();
         // Both are stored, each under its own revision, and Watch replays both.
-        let (items, last) = s.changes_since(None, 0, 100).await.unwrap();
+        let Changes { items, last, .. } = s.changes_since(None, 0, 100).await.unwrap();
         assert_eq!(last, 2);
         assert!(
             items.is_empty(),

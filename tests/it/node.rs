@@ -772,6 +772,56 @@ async fn a_node_ahead_of_a_restored_registry_stops_following_it_until_resynchron
 }
 
 #[tokio::test]
+async fn a_node_that_was_down_during_a_registry_restore_still_notices_it() {
+    let (mut ex, mut node, keys, _) = setup().await;
+    let mut own = node.client(&ex, "js.gongan", Role::Node).await;
+    let ahead = own
+        .status(npb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .registry_revision;
+    node.stop().await;
+    // While the node is down, the registry is restored and then passes the node's revision, so
+    // the number alone looks like a normal resume.
+    ex.stop_registry().await;
+    std::fs::remove_dir_all(ex.dir.path().join("data")).unwrap();
+    ex.start_registry().await;
+    ex.seed().await;
+    let mut rsj = ex.client("js.rsj", Role::System).await;
+    let mut owner = ex.client("js.gongan", Role::System).await;
+    let mut last = 0;
+    while last <= ahead + 2 {
+        let g = rsj
+            .request_grant(grant_request("js.gongan/population", &["name"]))
+            .await
+            .unwrap()
+            .into_inner();
+        last = owner
+            .approve_grant(pb::DecideGrantRequest {
+                grant_id: g.id,
+                reason: "ok".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .revision;
+    }
+    node.serve_again().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The history at the node's revision is not the registry's: it does not follow.
+    let mut own = node.client(&ex, "js.gongan", Role::Node).await;
+    let now = own.status(npb::StatusRequest {}).await.unwrap().into_inner();
+    assert!(!now.registry_connected && now.registry_revision == ahead, "{now:?}");
+    let mut reader = node.client(&ex, "js.rsj", Role::System).await;
+    assert_status(
+        reader.get(get(&keys, &[], "business-licensing")).await,
+        Code::PermissionDenied,
+        "no grant",
+    );
+}
+
+#[tokio::test]
 async fn a_node_announces_where_it_serves_and_only_a_node_may() {
     let (ex, mut node, _, _) = setup().await;
     let mut admin = ex.client("js.dsj", Role::Admin).await;
