@@ -980,19 +980,24 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_failed_commit_does_not_hand_its_revision_to_the_next_write() {
+    fn flaky_state() -> (Arc<FlushFailsOnce>, State) {
         let store = Arc::new(FlushFailsOnce {
             inner: MemStore::new(),
             fail_next: std::sync::atomic::AtomicBool::new(false),
         });
-        let s = State::open(
+        let state = State::open(
             store.clone(),
             GrantLimits {
                 max_duration_secs: 86_400,
             },
         )
         .unwrap();
+        (store, state)
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_does_not_hand_its_revision_to_the_next_write() {
+        let (store, s) = flaky_state();
         let admin = Principal::new("js.dsj", Role::Admin);
         store.fail_next.store(true, std::sync::atomic::Ordering::SeqCst);
         let failed = s.register_department(&admin, dept("js.gongan")).await;
@@ -1006,17 +1011,7 @@ mod tests {
 
     #[tokio::test]
     async fn watch_does_not_pass_on_a_change_whose_commit_failed() {
-        let store = Arc::new(FlushFailsOnce {
-            inner: MemStore::new(),
-            fail_next: std::sync::atomic::AtomicBool::new(false),
-        });
-        let s = State::open(
-            store.clone(),
-            GrantLimits {
-                max_duration_secs: 86_400,
-            },
-        )
-        .unwrap();
+        let (store, s) = flaky_state();
         let admin = Principal::new("js.dsj", Role::Admin);
         s.register_department(&admin, dept("js.gongan")).await.unwrap();
         store.fail_next.store(true, std::sync::atomic::Ordering::SeqCst);

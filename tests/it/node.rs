@@ -708,29 +708,22 @@ async fn with_the_registry_down_the_node_serves_its_last_grants_and_catches_up_a
     );
 }
 
-#[tokio::test]
-async fn a_node_ahead_of_a_restored_registry_stops_following_it_until_resynchronised() {
-    let (mut ex, mut node, keys, _) = setup().await;
-    let mut own = node.client(&ex, "js.gongan", Role::Node).await;
-    let ahead = own
-        .status(npb::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .registry_revision;
-    // The registry comes back from an older backup (here: empty, then the same seed again).
+/// Stops the registry, empties its data directory and seeds it again: a restore from an older
+/// backup, as far as the nodes can tell.
+async fn restore_registry_from_an_empty_backup(ex: &mut TestExchange) {
     ex.stop_registry().await;
     std::fs::remove_dir_all(ex.dir.path().join("data")).unwrap();
     ex.start_registry().await;
     ex.seed().await;
-    // Give the node a few of its reconnect attempts while the registry is behind it.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    // New decisions take the registry past the node's old revision: a node resuming by number
-    // would now skip some of them and apply others.
+}
+
+/// Requests and approves grants for js.rsj until the registry's revision passes `revision`;
+/// returns the last revision.
+async fn approve_rsj_grants_past(ex: &TestExchange, revision: u64) -> u64 {
     let mut rsj = ex.client("js.rsj", Role::System).await;
     let mut owner = ex.client("js.gongan", Role::System).await;
     let mut last = 0;
-    while last <= ahead + 2 {
+    while last <= revision {
         let g = rsj
             .request_grant(grant_request("js.gongan/population", &["name"]))
             .await
@@ -746,6 +739,26 @@ async fn a_node_ahead_of_a_restored_registry_stops_following_it_until_resynchron
             .into_inner()
             .revision;
     }
+    last
+}
+
+#[tokio::test]
+async fn a_node_ahead_of_a_restored_registry_stops_following_it_until_resynchronised() {
+    let (mut ex, mut node, keys, _) = setup().await;
+    let mut own = node.client(&ex, "js.gongan", Role::Node).await;
+    let ahead = own
+        .status(npb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .registry_revision;
+    // The registry comes back from an older backup (here: empty, then the same seed again).
+    restore_registry_from_an_empty_backup(&mut ex).await;
+    // Give the node a few of its reconnect attempts while the registry is behind it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // New decisions take the registry past the node's old revision: a node resuming by number
+    // would now skip some of them and apply others.
+    let last = approve_rsj_grants_past(&ex, ahead + 2).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     // The node did not follow: it keeps its last view, says it is not current, applies nothing.
     let now = own.status(npb::StatusRequest {}).await.unwrap().into_inner();
@@ -784,29 +797,8 @@ async fn a_node_that_was_down_during_a_registry_restore_still_notices_it() {
     node.stop().await;
     // While the node is down, the registry is restored and then passes the node's revision, so
     // the number alone looks like a normal resume.
-    ex.stop_registry().await;
-    std::fs::remove_dir_all(ex.dir.path().join("data")).unwrap();
-    ex.start_registry().await;
-    ex.seed().await;
-    let mut rsj = ex.client("js.rsj", Role::System).await;
-    let mut owner = ex.client("js.gongan", Role::System).await;
-    let mut last = 0;
-    while last <= ahead + 2 {
-        let g = rsj
-            .request_grant(grant_request("js.gongan/population", &["name"]))
-            .await
-            .unwrap()
-            .into_inner();
-        last = owner
-            .approve_grant(pb::DecideGrantRequest {
-                grant_id: g.id,
-                reason: "ok".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .revision;
-    }
+    restore_registry_from_an_empty_backup(&mut ex).await;
+    approve_rsj_grants_past(&ex, ahead + 2).await;
     node.serve_again().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     // The history at the node's revision is not the registry's: it does not follow.
