@@ -248,7 +248,10 @@ impl Catalog {
 
     /// Records that the view is complete up to `revision` (a caught-up marker).
     pub(crate) fn mark_revision(&self, (revision, history): (u64, &str)) -> Result<(), StoreError> {
-        if revision <= self.revision() {
+        // Also at the same revision when the view has no fingerprint yet (kept from before
+        // fingerprints), so the next resume is checked.
+        let fills_in = revision == self.revision() && self.history().is_empty() && !history.is_empty();
+        if revision < self.revision() || (revision == self.revision() && !fills_in) {
             return Ok(());
         }
         let mut batch = Batch::default();

@@ -184,9 +184,12 @@ async fn follow_once(
     Ok(())
 }
 
-/// Records, durably, that the registry is behind this node's view, and says so.
+/// Records, durably, that the registry's history does not match this node's view, and says so.
 fn diverged(catalog: &Catalog, status: &tonic::Status) -> Result<(), String> {
-    let why = format!("the registry is behind this node's view ({})", status.message());
+    let why = format!(
+        "the registry's history does not match this node's view ({})",
+        status.message()
+    );
     catalog.mark_diverged(&why).map_err(|e| e.to_string())?;
     Err(why)
 }

@@ -250,9 +250,6 @@ impl pb::registry_server::Registry for RegistryService {
             Some(r.department_id)
         };
         authz::watch(&me, department.as_deref()).map_err(|e| to_status(e.into()))?;
-        self.state
-            .check_history(r.from_revision, &r.from_history)
-            .map_err(to_status)?;
         let (tx, rx) = mpsc::channel(64);
         let state = self.state.clone();
         let mut revisions = state.subscribe();
@@ -260,10 +257,17 @@ impl pb::registry_server::Registry for RegistryService {
         tokio::spawn(async move {
             let mut last = r.from_revision;
             let mut last_history;
+            let mut checked = false;
             let mut caught_up = false;
             loop {
                 loop {
-                    let changes = match state.changes_since(department.as_deref(), last, WATCH_BATCH).await {
+                    // The first read checks the resuming watcher's history, with writes held.
+                    let expected = (!checked).then_some(r.from_history.as_str());
+                    checked = true;
+                    let changes = match state
+                        .changes_since(department.as_deref(), last, expected, WATCH_BATCH)
+                        .await
+                    {
                         Ok(found) => found,
                         Err(e) => {
                             send_unless_stopping(&tx, Err(to_status(e)), &mut shutdown).await;

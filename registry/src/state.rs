@@ -753,19 +753,26 @@ impl State {
     }
 
     /// Refuses, with OUT_OF_RANGE, a watcher resuming from `revision` whose history fingerprint
-    /// there differs from this registry's: the registry was restored from an older backup and
-    /// has since given that revision number to another change.
-    pub fn check_history(&self, revision: u64, history: &str) -> Result<(), CoreError> {
+    /// there differs from this registry's, or names a revision this registry has no entry for:
+    /// the registry was restored from an older backup and has since given that number to another
+    /// change (or to none). Call with writes held, so the answer cannot go stale.
+    fn check_history(&self, revision: u64, history: &str) -> Result<(), CoreError> {
         if revision == 0 || history.is_empty() {
             return Ok(());
         }
-        let ours = self.history_at(revision)?;
-        if !ours.is_empty() && ours != history {
-            return Err(CoreError::OutOfRange(format!(
+        let restored = || {
+            CoreError::OutOfRange(format!(
                 "revision {revision} names another change in this registry than in your view: was it restored from an older backup? Watch again from revision 0"
-            )));
+            ))
+        };
+        match self.get::<LogEntry>(&log_key(revision))? {
+            // A watcher's revision always names an entry it was sent.
+            None => Err(restored()),
+            // Written before fingerprints were kept: nothing to compare.
+            Some(entry) if entry.history.is_empty() => Ok(()),
+            Some(entry) if entry.history != history => Err(restored()),
+            Some(_) => Ok(()),
         }
-        Ok(())
     }
 
     /// The current state of what changed after revision `after` and concerns the datasets of
@@ -776,6 +783,7 @@ impl State {
         &self,
         department: Option<&str>,
         after: u64,
+        expected_history: Option<&str>,
         limit: usize,
     ) -> Result<Changes, CoreError> {
         // Under the write lock, the store holds exactly what is committed: a write applies its
@@ -789,6 +797,9 @@ impl State {
             return Err(CoreError::OutOfRange(format!(
                 "revision {after} is beyond this registry's latest, {committed}: was it restored from an older backup? Watch again from revision 0"
             )));
+        }
+        if let Some(history) = expected_history {
+            self.check_history(after, history)?;
         }
         let entries = self.store.range(&log_key(after + 1), &log_key(committed + 1), limit)?;
         let mut items = Vec::new();
@@ -907,7 +918,7 @@ mod tests {
         s.publish_schema(&admin, &dataset.id, schema).await.unwrap();
 
         // Registered at revision 2, then changed at 3: only the latest state is sent, at 3.
-        let Changes { items, last, history } = s.changes_since(Some("js.gongan"), 0, 100).await.unwrap();
+        let Changes { items, last, history } = s.changes_since(Some("js.gongan"), 0, None, 100).await.unwrap();
         assert_eq!(last, 3);
         assert_eq!(items.len(), 1);
         let (revision, item_history, WatchItem::Dataset(d)) = &items[0] else {
@@ -919,18 +930,26 @@ mod tests {
         assert_eq!(d.versions.len(), 1);
 
         // Other departments see nothing of it; a resume after the last revision sees nothing new.
-        assert!(s.changes_since(Some("js.scjg"), 0, 100).await.unwrap().items.is_empty());
-        let resumed = s.changes_since(Some("js.gongan"), 3, 100).await.unwrap();
+        assert!(s
+            .changes_since(Some("js.scjg"), 0, None, 100)
+            .await
+            .unwrap()
+            .items
+            .is_empty());
+        let resumed = s.changes_since(Some("js.gongan"), 3, None, 100).await.unwrap();
         assert!(resumed.items.is_empty());
         assert_eq!((resumed.last, resumed.history.as_str()), (3, history.as_str()));
         // Resuming with that fingerprint is fine; with another one (a history this registry
         // does not have) it is refused.
-        assert!(s.check_history(3, &history).is_ok());
-        let err = s.check_history(3, &"0".repeat(64)).unwrap_err();
+        assert!(s.changes_since(None, 3, Some(&history), 100).await.is_ok());
+        let err = s.changes_since(None, 3, Some(&"0".repeat(64)), 100).await.unwrap_err();
+        assert!(matches!(err, CoreError::OutOfRange(_)), "{err}");
+        // Another revision's fingerprint does not match this one.
+        let err = s.changes_since(None, 1, Some(&history), 100).await.unwrap_err();
         assert!(matches!(err, CoreError::OutOfRange(_)), "{err}");
         // A revision this registry never reached (a node ahead of a restored backup) is named.
         for beyond in [4, u64::MAX] {
-            let err = s.changes_since(None, beyond, 100).await.unwrap_err();
+            let err = s.changes_since(None, beyond, None, 100).await.unwrap_err();
             assert!(matches!(err, CoreError::OutOfRange(_)), "{err}");
             assert!(err.to_string().contains("beyond this registry's latest, 3"), "{err}");
         }
@@ -1017,10 +1036,10 @@ mod tests {
         store.fail_next.store(true, std::sync::atomic::Ordering::SeqCst);
         assert!(s.register_department(&admin, dept("js.scjg")).await.is_err());
         // Revision 2 is in memory but was reported failed: a watcher stops before it.
-        let last = s.changes_since(None, 0, 100).await.unwrap().last;
+        let last = s.changes_since(None, 0, None, 100).await.unwrap().last;
         assert_eq!(last, 1);
         assert!(matches!(
-            s.changes_since(None, 2, 100).await,
+            s.changes_since(None, 2, None, 100).await,
             Err(CoreError::OutOfRange(_))
         ));
     }
@@ -1034,7 +1053,7 @@ mod tests {
         assert!(cancelled.is_none(), "the write was still committing when dropped");
         s.register_department(&admin, dept("js.scjg")).await.unwrap();
         // Both are stored, each under its own revision, and Watch replays both.
-        let Changes { items, last, .. } = s.changes_since(None, 0, 100).await.unwrap();
+        let Changes { items, last, .. } = s.changes_since(None, 0, None, 100).await.unwrap();
         assert_eq!(last, 2);
         assert!(
             items.is_empty(),
