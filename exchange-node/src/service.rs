@@ -71,6 +71,28 @@ struct ReadAsk<'a> {
     case_id: &'a str,
 }
 
+impl<'a> ReadAsk<'a> {
+    fn query(r: &'a pb::QueryRequest) -> Self {
+        Self {
+            operation: "query",
+            dataset: &r.dataset_id,
+            fields: &r.fields,
+            purpose: &r.purpose,
+            case_id: &r.case_id,
+        }
+    }
+
+    fn subscribe(r: &'a pb::SubscribeRequest) -> Self {
+        Self {
+            operation: "subscribe",
+            dataset: &r.dataset_id,
+            fields: &r.fields,
+            purpose: &r.purpose,
+            case_id: &r.case_id,
+        }
+    }
+}
+
 impl NodeService {
     fn event(&self, who: &Principal, ask: &ReadAsk<'_>, decision: Decision, reason: String) -> AuditEvent {
         AuditEvent {
@@ -189,18 +211,17 @@ fn serve(plan: &ReadPlan, json: &[u8]) -> Option<Vec<u8>> {
     Some(project(plan, &record))
 }
 
+/// What a key pseudonym is bound to: the dataset and the reading department.
+fn pseudonym_scope(dataset: &str, who: &Principal) -> String {
+    format!("{dataset}\n{}", who.department)
+}
+
 /// A record's key as the plan lets it leave: when the grant masks the key field, a pseudonym
-/// stable for this reader of this dataset (a masked key would collide with others).
-fn served_key(
-    secrets: &PageTokens,
-    dataset: &str,
-    reader: &str,
-    plan: &ReadPlan,
-    key_field: &str,
-    key: String,
-) -> String {
+/// stable for this reader of this dataset (`scope`, see [`pseudonym_scope`]), since a masked
+/// key would collide with others.
+fn served_key(secrets: &PageTokens, scope: &str, plan: &ReadPlan, key_field: &str, key: String) -> String {
     if plan.masked.contains_key(key_field) {
-        secrets.pseudonym(&format!("{dataset}\n{reader}"), &key)
+        secrets.pseudonym(scope, &key)
     } else {
         key
     }
@@ -488,13 +509,7 @@ impl pb::node_server::Node for NodeService {
     async fn query(&self, request: Request<pb::QueryRequest>) -> Result<Response<Self::QueryStream>> {
         let who = caller(&request)?.principal;
         let r = request.into_inner();
-        let ask = ReadAsk {
-            operation: "query",
-            dataset: &r.dataset_id,
-            fields: &r.fields,
-            purpose: &r.purpose,
-            case_id: &r.case_id,
-        };
+        let ask = ReadAsk::query(&r);
         // Refuse at once when not allowed (audited as a denial); then stream page by page,
         // deciding again before every message.
         let decided = self.plan(&who, &ask, &r.filter).await?;
@@ -533,13 +548,7 @@ impl pb::node_server::Node for NodeService {
     async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>> {
         let who = caller(&request)?.principal;
         let r = request.into_inner();
-        let ask = ReadAsk {
-            operation: "subscribe",
-            dataset: &r.dataset_id,
-            fields: &r.fields,
-            purpose: &r.purpose,
-            case_id: &r.case_id,
-        };
+        let ask = ReadAsk::subscribe(&r);
         // Refuse at once when not allowed (audited as a denial); record the opening as allowed.
         // The stream re-decides before every batch and audits what each batch serves.
         let (_, latest, plan) = self.plan(&who, &ask, &r.filter).await?;
@@ -652,14 +661,9 @@ impl QueryRun {
     async fn stream(&mut self, tx: &mpsc::Sender<std::result::Result<pb::QueryResponse, Status>>) -> Result<()> {
         let r = &self.request;
         let svc = &self.service;
-        let ask = ReadAsk {
-            operation: "query",
-            dataset: &r.dataset_id,
-            fields: &r.fields,
-            purpose: &r.purpose,
-            case_id: &r.case_id,
-        };
+        let ask = ReadAsk::query(r);
         let scope = page_scope(r, &self.who);
+        let key_scope = pseudonym_scope(&r.dataset_id, &self.who);
         let mut after = self.after.take();
         // Everything up to this key has reached the caller: where to go on after a shutdown.
         let mut delivered = after.clone();
@@ -727,14 +731,7 @@ impl QueryRun {
             let mut records = std::mem::replace(&mut page, Vec::with_capacity(CHUNK));
             for record in &mut records {
                 let key = std::mem::take(&mut record.key);
-                record.key = served_key(
-                    &svc.page_tokens,
-                    &r.dataset_id,
-                    &self.who.department,
-                    plan,
-                    key_field,
-                    key,
-                );
+                record.key = served_key(&svc.page_tokens, &key_scope, plan, key_field, key);
             }
             let next_page_token = match (limit_hit && !exhausted, &after) {
                 (true, Some(last)) => svc.page_tokens.seal(&scope, last).map_err(Status::internal)?,
@@ -773,14 +770,9 @@ impl Subscription {
         let mut epoch = svc.policy_epoch.clone();
         let mut shutdown = svc.shutdown.clone();
         let mut cursor = r.after_sequence;
+        let key_scope = pseudonym_scope(&r.dataset_id, &self.who);
         loop {
-            let ask = ReadAsk {
-                operation: "subscribe",
-                dataset: &r.dataset_id,
-                fields: &r.fields,
-                purpose: &r.purpose,
-                case_id: &r.case_id,
-            };
+            let ask = ReadAsk::subscribe(r);
             // Re-decide before every batch, so a revocation ends the stream.
             let (dataset, latest, plan) = match svc.plan(&self.who, &ask, &r.filter).await {
                 Ok(p) => p,
@@ -832,14 +824,7 @@ impl Subscription {
                     }
                     for event in &mut events {
                         let key = std::mem::take(&mut event.key);
-                        event.key = served_key(
-                            &svc.page_tokens,
-                            &r.dataset_id,
-                            &self.who.department,
-                            &plan,
-                            &dataset.dataset.key_field,
-                            key,
-                        );
+                        event.key = served_key(&svc.page_tokens, &key_scope, &plan, &dataset.dataset.key_field, key);
                     }
                 }
                 cursor = next_cursor;

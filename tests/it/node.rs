@@ -708,6 +708,24 @@ async fn with_the_registry_down_the_node_serves_its_last_grants_and_catches_up_a
     );
 }
 
+async fn node_status(node: &TestNode, ex: &TestExchange) -> npb::NodeStatus {
+    let mut own = node.client(ex, &node.department, Role::Node).await;
+    own.status(npb::StatusRequest {}).await.unwrap().into_inner()
+}
+
+/// Asserts the node has not followed a restored registry: not current, still at revision
+/// `ahead`, and none of the grants approved since (js.rsj's) in force.
+async fn assert_still_on_its_view(node: &TestNode, ex: &TestExchange, ahead: u64, keys: &[String]) {
+    let now = node_status(node, ex).await;
+    assert!(!now.registry_connected && now.registry_revision == ahead, "{now:?}");
+    let mut reader = node.client(ex, "js.rsj", Role::System).await;
+    assert_status(
+        reader.get(get(keys, &[], "business-licensing")).await,
+        Code::PermissionDenied,
+        "no grant",
+    );
+}
+
 /// Stops the registry, empties its data directory and seeds it again: a restore from an older
 /// backup, as far as the nodes can tell.
 async fn restore_registry_from_an_empty_backup(ex: &mut TestExchange) {
@@ -745,13 +763,7 @@ async fn approve_rsj_grants_past(ex: &TestExchange, revision: u64) -> u64 {
 #[tokio::test]
 async fn a_node_ahead_of_a_restored_registry_stops_following_it_until_resynchronised() {
     let (mut ex, mut node, keys, _) = setup().await;
-    let mut own = node.client(&ex, "js.gongan", Role::Node).await;
-    let ahead = own
-        .status(npb::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .registry_revision;
+    let ahead = node_status(&node, &ex).await.registry_revision;
     // The registry comes back from an older backup (here: empty, then the same seed again).
     restore_registry_from_an_empty_backup(&mut ex).await;
     // Give the node a few of its reconnect attempts while the registry is behind it.
@@ -761,20 +773,11 @@ async fn a_node_ahead_of_a_restored_registry_stops_following_it_until_resynchron
     let last = approve_rsj_grants_past(&ex, ahead + 2).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     // The node did not follow: it keeps its last view, says it is not current, applies nothing.
-    let now = own.status(npb::StatusRequest {}).await.unwrap().into_inner();
-    assert!(!now.registry_connected && now.registry_revision == ahead, "{now:?}");
-    let mut reader = node.client(&ex, "js.rsj", Role::System).await;
-    assert_status(
-        reader.get(get(&keys, &[], "business-licensing")).await,
-        Code::PermissionDenied,
-        "no grant",
-    );
+    assert_still_on_its_view(&node, &ex, ahead, &keys).await;
     // Restarting is not enough: the node remembers that the registry went back.
     node.restart().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut own = node.client(&ex, "js.gongan", Role::Node).await;
-    let now = own.status(npb::StatusRequest {}).await.unwrap().into_inner();
-    assert!(!now.registry_connected && now.registry_revision == ahead, "{now:?}");
+    assert_still_on_its_view(&node, &ex, ahead, &keys).await;
     // An operator resets the node's registry view; it replays the registry's current state.
     node.stop().await;
     assert!(exchange_node::reset_registry_view(&node.data_dir).unwrap() > 0);
@@ -787,13 +790,7 @@ async fn a_node_ahead_of_a_restored_registry_stops_following_it_until_resynchron
 #[tokio::test]
 async fn a_node_that_was_down_during_a_registry_restore_still_notices_it() {
     let (mut ex, mut node, keys, _) = setup().await;
-    let mut own = node.client(&ex, "js.gongan", Role::Node).await;
-    let ahead = own
-        .status(npb::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .registry_revision;
+    let ahead = node_status(&node, &ex).await.registry_revision;
     node.stop().await;
     // While the node is down, the registry is restored and then passes the node's revision, so
     // the number alone looks like a normal resume.
@@ -802,15 +799,7 @@ async fn a_node_that_was_down_during_a_registry_restore_still_notices_it() {
     node.serve_again().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     // The history at the node's revision is not the registry's: it does not follow.
-    let mut own = node.client(&ex, "js.gongan", Role::Node).await;
-    let now = own.status(npb::StatusRequest {}).await.unwrap().into_inner();
-    assert!(!now.registry_connected && now.registry_revision == ahead, "{now:?}");
-    let mut reader = node.client(&ex, "js.rsj", Role::System).await;
-    assert_status(
-        reader.get(get(&keys, &[], "business-licensing")).await,
-        Code::PermissionDenied,
-        "no grant",
-    );
+    assert_still_on_its_view(&node, &ex, ahead, &keys).await;
 }
 
 #[tokio::test]
