@@ -16,12 +16,14 @@
 //! - `policy`: read authorization on a node: grant, purpose, fields, masking, row filter.
 //! - `mask`: masking of sensitive values.
 //! - `ledger`: the hash-chained audit ledger and its verification.
+//! - `datadir`: data directories private to the server's user (umask, modes).
 //! - `store`: the `Store` trait, its sled and in-memory engines, and their conformance suite.
 //! - `error`: the error types, one enum per area.
 
 pub mod authz;
 pub mod catalog;
 pub mod compat;
+pub mod datadir;
 pub mod department;
 pub mod error;
 pub mod filter;

@@ -26,17 +26,12 @@ use exchange_core::identity::{Principal, Role};
 use exchange_core::store::{SledStore, Store};
 use exchange_proto::node::v1::node_server::NodeServer;
 use exchange_transport::client::ClientConfig;
+use exchange_transport::server::{self, Server, ServingStatus};
 use exchange_transport::tls;
-use exchange_transport::Authenticator;
 use tokio::net::TcpListener;
-use tonic::service::interceptor::InterceptedService;
 
 pub use config::Config;
-
-/// Why the node could not start or stopped with an error.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct RunError(pub String);
+pub use exchange_transport::server::RunError;
 
 fn err(e: impl std::fmt::Display) -> RunError {
     RunError(e.to_string())
@@ -72,9 +67,7 @@ pub async fn run(
     }
     let files = config.tls.read().map_err(err)?;
     let me = own_identity(&files.cert_pem, &config.trust_domain)?;
-    let tls_config = tls::server_config(&files).map_err(err)?;
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| RunError(format!("cannot create data_dir {}: {e}", config.data_dir.display())))?;
+    server::prepare_data_dir(&config.data_dir)?;
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir.join(STORE_DIR)).map_err(err)?);
     let catalog = Arc::new(catalog::Catalog::load(store.clone()).map_err(err)?);
     let page_tokens = Arc::new(page_token::PageTokens::load_or_create(&*store).map_err(err)?);
@@ -82,9 +75,14 @@ pub async fn run(
 
     // Membership is the registry's business: on a node, grants decide who reads what, and a
     // department without grants reads nothing.
-    let auth = Authenticator::new(&files.ca_pem, &config.trust_domain, Arc::new(|_| Ok(()))).map_err(err)?;
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut server = Server::new(
+        "node",
+        &files,
+        &config.trust_domain,
+        Arc::new(|_| Ok(())),
+        exchange_proto::node::v1::FILE_DESCRIPTOR_SET,
+    )?;
+    let stopping = server.stopping();
     let (epoch_tx, epoch_rx) = tokio::sync::watch::channel(0u64);
     let sync_state: sync::SharedSync = Arc::new(Mutex::new(sync::SyncState {
         current: false,
@@ -94,12 +92,11 @@ pub async fn run(
     let on_change: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(move |_dataset| {
         epoch_tx.send_modify(|e| *e += 1);
     });
-    // The node serves whether or not the registry is reachable; a second health service says
+    // The node serves whether or not the registry is reachable; a second health status says
     // whether its view of the registry is current, for monitoring.
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<NodeServer<service::NodeService>>().await;
-    health_reporter
-        .set_service_status(sync::VIEW_HEALTH, tonic_health::ServingStatus::NotServing)
+    let health = server.health();
+    health
+        .set_service_status(sync::VIEW_HEALTH, ServingStatus::NotServing)
         .await;
     let follower = tokio::spawn(sync::follow(
         ClientConfig {
@@ -114,15 +111,10 @@ pub async fn run(
         },
         catalog.clone(),
         sync_state.clone(),
-        health_reporter.clone(),
+        health,
         on_change,
-        stop_rx.clone(),
+        stopping.clone(),
     ));
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(exchange_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| RunError(format!("reflection: {e}")))?;
 
     let service = service::NodeService {
         department: me.department.clone(),
@@ -134,28 +126,13 @@ pub async fn run(
         limits: config.limits,
         sync: sync_state,
         policy_epoch: epoch_rx,
-        shutdown: stop_rx.clone(),
+        shutdown: stopping,
     };
-    let stopping = stop_rx;
-    let local = listener.local_addr().map_err(err)?;
-    tracing::info!(address = %local, department = %me.department, registry = %config.registry.endpoint, "node serving mutual TLS");
-    let shutdown = async move {
-        shutdown.await;
-        tracing::info!("node shutting down");
-        let _ = stop_tx.send(true);
-    };
-    let max = config.limits.max_message_bytes;
-    let serve = tonic::transport::Server::builder()
-        .add_service(InterceptedService::new(
-            NodeServer::new(service).max_decoding_message_size(max),
-            auth.clone(),
-        ))
-        .add_service(InterceptedService::new(health, auth.clone()))
-        .add_service(InterceptedService::new(reflection, auth))
-        .serve_with_incoming_shutdown(tls::incoming(listener, tls_config), shutdown);
-    let served = tls::serve_with_grace(serve, stopping, Ok(()))
-        .await
-        .map_err(|e| RunError(format!("server failed: {e}")));
+    server
+        .add_service(NodeServer::new(service).max_decoding_message_size(config.limits.max_message_bytes))
+        .await;
+    tracing::info!(department = %me.department, registry = %config.registry.endpoint, data_dir = %config.data_dir.display(), "node starting");
+    let served = server.serve(listener, shutdown).await;
     let _ = follower.await;
     writer.stop().await;
     served

@@ -10,6 +10,7 @@ use exchange_proto::registry::v1::registry_client::RegistryClient;
 use exchange_proto::registry::v1::watch_event::Event;
 use exchange_transport::client::{connect, ClientConfig};
 use exchange_transport::convert::{dataset_from_watch, grant_from_pb};
+use exchange_transport::server::{HealthReporter, ServingStatus};
 use tokio::sync::watch;
 
 use crate::catalog::Catalog;
@@ -41,7 +42,7 @@ pub(crate) type SharedSync = Arc<Mutex<SyncState>>;
 /// The health service name that reports whether the registry view is current.
 pub(crate) const VIEW_HEALTH: &str = "exchange.node.v1.RegistryView";
 
-async fn set_current(state: &SharedSync, health: &tonic_health::server::HealthReporter, current: bool) {
+async fn set_current(state: &SharedSync, health: &HealthReporter, current: bool) {
     {
         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
         if s.current || current {
@@ -50,9 +51,9 @@ async fn set_current(state: &SharedSync, health: &tonic_health::server::HealthRe
         s.current = current;
     }
     let status = if current {
-        tonic_health::ServingStatus::Serving
+        ServingStatus::Serving
     } else {
-        tonic_health::ServingStatus::NotServing
+        ServingStatus::NotServing
     };
     health.set_service_status(VIEW_HEALTH, status).await;
 }
@@ -71,7 +72,7 @@ pub(crate) async fn follow(
     me: NodeIdentity,
     catalog: Arc<Catalog>,
     state: SharedSync,
-    health: tonic_health::server::HealthReporter,
+    health: HealthReporter,
     on_change: Arc<dyn Fn(&str) + Send + Sync>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -107,7 +108,7 @@ async fn follow_once(
     me: &NodeIdentity,
     catalog: &Catalog,
     state: &SharedSync,
-    health: &tonic_health::server::HealthReporter,
+    health: &HealthReporter,
     on_change: &Arc<dyn Fn(&str) + Send + Sync>,
 ) -> Result<(), String> {
     if let Some(why) = catalog.diverged().map_err(|e| e.to_string())? {

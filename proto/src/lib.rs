@@ -3,7 +3,8 @@
 //! # Layout
 //! - `registry::v1`: the registry service (departments, catalog, schemas, grants, watch).
 //! - `node::v1`: a department node (publish, get, query, subscribe, status).
-//! - `FILE_DESCRIPTOR_SET`: every message and service, for gRPC server reflection.
+//! - `registry::v1::FILE_DESCRIPTOR_SET`, `node::v1::FILE_DESCRIPTOR_SET`: each API's messages
+//!   and services, for gRPC server reflection (a server reflects only its own API).
 //!
 //! Every message implements serde's `Serialize`/`Deserialize` with the canonical proto3 JSON
 //! mapping (camelCase names, enums as their names), the same JSON grpcurl prints.
@@ -16,6 +17,9 @@ pub mod registry {
     pub mod v1 {
         tonic::include_proto!("exchange.registry.v1");
         include!(concat!(env!("OUT_DIR"), "/exchange.registry.v1.serde.rs"));
+
+        /// Encoded `FileDescriptorSet` of this API, for `tonic-reflection`.
+        pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/registry_descriptor.bin"));
     }
 }
 
@@ -25,8 +29,8 @@ pub mod node {
     pub mod v1 {
         tonic::include_proto!("exchange.node.v1");
         include!(concat!(env!("OUT_DIR"), "/exchange.node.v1.serde.rs"));
+
+        /// Encoded `FileDescriptorSet` of this API, for `tonic-reflection`.
+        pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/node_descriptor.bin"));
     }
 }
-
-/// Encoded `FileDescriptorSet` of every exchange proto, for `tonic-reflection`.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/exchange_descriptor.bin"));

@@ -162,61 +162,6 @@ async fn roles_are_enforced_with_a_message_saying_who_may() {
 }
 
 #[tokio::test]
-async fn health_and_reflection_are_served_to_authenticated_callers() {
-    let ex = TestExchange::start().await;
-    let admin = ex.issue("js.dsj", Role::Admin);
-    let tls = exchange_transport::tls::TlsFiles {
-        ca_pem: ex.ca.cert_pem.clone(),
-        cert_pem: admin.cert_pem.clone(),
-        key_pem: admin.key_pem.clone(),
-    };
-    let channel = exchange_transport::client::connect(&exchange_transport::client::ClientConfig {
-        endpoint: ex.endpoint.clone(),
-        tls,
-        server_identity: None,
-    })
-    .await
-    .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    let status = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "exchange.registry.v1.Registry".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        status.status,
-        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-    );
-
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    let mut reflection = ServerReflectionClient::new(channel);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = reflection
-        .server_reflection_info(tokio_stream::iter(vec![request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("unexpected reflection response {response:?}");
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(
-        names.contains(&"exchange.registry.v1.Registry".to_string()),
-        "{names:?}"
-    );
-    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
-}
-
-#[tokio::test]
 async fn clients_check_that_the_registry_is_the_registry() {
     let ex = TestExchange::start().await;
     ex.seed().await;

@@ -12,4 +12,5 @@ mod identity;
 mod node;
 mod nodes;
 mod process;
+mod servers;
 mod watch;
