@@ -1,11 +1,14 @@
-//! Who may do what in the registry, as plain functions of the verified principal.
+//! Who may do what, as plain functions of the verified principal: every permission the registry
+//! and the nodes check, except reading records, which grants decide (`policy::authorize`).
 //!
-//! - `admin`: everything.
-//! - `auditor`: reads everything, changes nothing.
+//! - `admin`: everything at the registry; reads no records.
+//! - `auditor`: reads everything at the registry (and checks schemas), changes nothing; reads
+//!   no records.
 //! - a department's `node`: also announces where it serves.
 //! - a department's `node` or `system`: registers and updates the datasets it owns, publishes
-//!   their schema versions, requests grants for itself, decides grants on its own datasets,
-//!   withdraws its own grants, and sees the grants it holds or gives.
+//!   their schema versions and records, requests grants for itself, decides grants on its own
+//!   datasets, withdraws its own grants, and sees the grants it holds or gives.
+//! - a node's status: its own department, an admin or an auditor.
 
 use crate::error::PolicyError;
 use crate::identity::{Principal, Role};
@@ -45,6 +48,38 @@ pub fn manage_dataset(p: &Principal, owner: &str) -> Result<(), PolicyError> {
         Role::Auditor => format!("{p} is an auditor: auditors read everything and change nothing"),
         _ => format!("{p} may not change datasets owned by {owner}; only {owner}'s node or system, or an admin, may"),
     })
+}
+
+/// Checking whether a schema would be accepted, without publishing it: whoever may publish it,
+/// and auditors (who review changes and change nothing).
+pub fn check_schema(p: &Principal, owner: &str) -> Result<(), PolicyError> {
+    if p.role == Role::Auditor {
+        return Ok(());
+    }
+    manage_dataset(p, owner)
+}
+
+/// Publishing records to a dataset (on its owner's node): the owner's node or system. Admins
+/// and auditors never write a department's data.
+pub fn publish_records(p: &Principal, dataset_id: &str) -> Result<(), PolicyError> {
+    let owner = crate::catalog::owner_of(dataset_id);
+    if acts_for(p, owner) {
+        return Ok(());
+    }
+    deny(format!(
+        "{p} may not publish to {dataset_id}; only {owner}'s system or node may"
+    ))
+}
+
+/// Seeing the status of `node_department`'s node (how much it holds and how busy it is): that
+/// department, an admin or an auditor.
+pub fn see_node_status(p: &Principal, node_department: &str) -> Result<(), PolicyError> {
+    if p.department == node_department || p.role.is_exchange_wide() {
+        return Ok(());
+    }
+    deny(format!(
+        "{p} may not see the status of {node_department}'s node; only {node_department} itself, an admin or an auditor may"
+    ))
 }
 
 /// Requesting a grant for `consumer`: that department's node or system, or an admin.
@@ -113,6 +148,28 @@ mod tests {
         assert!(err.to_string().contains("change nothing"), "{err}");
         let err = manage_dataset(&p("js.scjg", Role::Node), owner).unwrap_err();
         assert!(err.to_string().contains("only js.gongan"), "{err}");
+    }
+
+    #[test]
+    fn who_may_check_schemas_publish_records_and_see_a_node() {
+        let owner = "js.gongan";
+        assert!(check_schema(&p("js.dsj", Role::Auditor), owner).is_ok());
+        assert!(check_schema(&p(owner, Role::System), owner).is_ok());
+        assert!(check_schema(&p("js.scjg", Role::System), owner).is_err());
+        let dataset = "js.gongan/population";
+        assert!(publish_records(&p(owner, Role::Node), dataset).is_ok());
+        assert!(publish_records(&p(owner, Role::System), dataset).is_ok());
+        for other in [
+            p("js.dsj", Role::Admin),
+            p(owner, Role::Auditor),
+            p("js.scjg", Role::System),
+        ] {
+            let err = publish_records(&other, dataset).unwrap_err();
+            assert!(err.to_string().contains("only js.gongan's system or node may"), "{err}");
+        }
+        assert!(see_node_status(&p(owner, Role::System), owner).is_ok());
+        assert!(see_node_status(&p("js.dsj", Role::Auditor), owner).is_ok());
+        assert!(see_node_status(&p("js.scjg", Role::Node), owner).is_err());
     }
 
     #[test]

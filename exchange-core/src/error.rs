@@ -2,6 +2,8 @@
 //! which map it to a deliberate, small set of gRPC codes in one place.
 
 use crate::compat::Incompatibility;
+use crate::ledger::LedgerError;
+use crate::policy::Denial;
 use crate::store::StoreError;
 
 /// A request field that is missing or malformed. Displays as `field "x": what is wrong`.
@@ -58,7 +60,7 @@ pub enum PolicyError {
 }
 
 /// Every error the core can return, for the services to map to status codes.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CoreError {
     /// Bad input: INVALID_ARGUMENT.
     #[error(transparent)]
@@ -69,6 +71,10 @@ pub enum CoreError {
     /// UNAUTHENTICATED or PERMISSION_DENIED.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// A read refused on a node: PERMISSION_DENIED, or INVALID_ARGUMENT for a request that
+    /// names no purpose or a field the dataset does not have.
+    #[error(transparent)]
+    Denied(#[from] Denial),
     /// The named thing does not exist: NOT_FOUND.
     #[error("{0}")]
     NotFound(String),
@@ -89,6 +95,10 @@ pub enum CoreError {
     /// Storage failed: UNAVAILABLE; nothing was acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The audit ledger could not be written: UNAVAILABLE; nothing that needed the event was
+    /// served.
+    #[error(transparent)]
+    Audit(#[from] LedgerError),
 }
 
 impl CoreError {

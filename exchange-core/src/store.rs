@@ -14,7 +14,7 @@ use std::sync::{Mutex, RwLock};
 pub mod conformance;
 
 /// A storage failure. Nothing of a failed commit is visible or acknowledged.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The engine failed (I/O, corruption).
     #[error("storage engine error: {0}")]

@@ -6,23 +6,24 @@
 //! - `config`: the TOML configuration.
 //! - `catalog`: the node's durable view of the registry (datasets, schemas, grants).
 //! - `sync`: follows the registry's Watch, resuming from the last revision applied.
-//! - `records`: records and change feed in the store; the group-commit writer.
-//! - `ledger_file`: the audit ledger's append-only file.
+//! - `records`: how records and the change feed are laid out in the store, and read.
+//! - `writer`: the one thread that commits records, changes and audit events, in groups.
 //! - `service`: the gRPC service.
 //! - [`run`]: serve on a listener the caller bound, until the shutdown future resolves.
 
 mod catalog;
 pub mod config;
-mod ledger_file;
 mod page_token;
 mod records;
 pub mod service;
 mod sync;
+mod writer;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use exchange_core::identity::{Principal, Role};
+use exchange_core::ledger::Ledger;
 use exchange_core::store::{SledStore, Store};
 use exchange_proto::node::v1::node_server::NodeServer;
 use exchange_transport::client::ClientConfig;
@@ -71,7 +72,11 @@ pub async fn run(
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir.join(STORE_DIR)).map_err(err)?);
     let catalog = Arc::new(catalog::Catalog::load(store.clone()).map_err(err)?);
     let page_tokens = Arc::new(page_token::PageTokens::load_or_create(&*store).map_err(err)?);
-    let writer = records::Writer::start(store.clone(), &config.data_dir.join(LEDGER_FILE)).map_err(err)?;
+    let ledger = Ledger::open(&config.data_dir.join(LEDGER_FILE)).map_err(err)?;
+    if ledger.cut_at_open() > 0 {
+        tracing::warn!(path = %ledger.path().display(), cut = ledger.cut_at_open(), "cut a torn, unacknowledged last ledger line");
+    }
+    let writer = writer::Writer::start(store.clone(), ledger).map_err(err)?;
 
     // Membership is the registry's business: on a node, grants decide who reads what, and a
     // department without grants reads nothing.
@@ -155,7 +160,5 @@ pub fn reset_registry_view(data_dir: &std::path::Path) -> Result<usize, RunError
 /// Reads and verifies the audit ledger in a node's data directory (safe while the node runs:
 /// only complete, synced lines are read). Returns the entries in order, or where the chain breaks.
 pub fn read_ledger(data_dir: &std::path::Path) -> Result<Vec<exchange_core::ledger::Entry>, RunError> {
-    let entries = ledger_file::read_all(&data_dir.join(LEDGER_FILE)).map_err(err)?;
-    exchange_core::ledger::verify(entries.clone()).map_err(err)?;
-    Ok(entries)
+    exchange_core::ledger::read_verified(&data_dir.join(LEDGER_FILE)).map_err(err)
 }

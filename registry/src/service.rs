@@ -60,13 +60,13 @@ impl pb::registry_server::Registry for RegistryService {
 
     async fn register_department(&self, request: Request<pb::RegisterDepartmentRequest>) -> Result<pb::Department> {
         let me = caller(&request)?.principal;
-        let dept = department_from_pb(request.into_inner().department).map_err(|e| to_status(e.into()))?;
+        let dept = department_from_pb(request.into_inner().department).map_err(to_status)?;
         ok(self.state.register_department(&me, dept).await.map(department_to_pb))
     }
 
     async fn update_department(&self, request: Request<pb::UpdateDepartmentRequest>) -> Result<pb::Department> {
         let me = caller(&request)?.principal;
-        let dept = department_from_pb(request.into_inner().department).map_err(|e| to_status(e.into()))?;
+        let dept = department_from_pb(request.into_inner().department).map_err(to_status)?;
         ok(self.state.update_department(&me, dept).await.map(department_to_pb))
     }
 
@@ -90,7 +90,7 @@ impl pb::registry_server::Registry for RegistryService {
     ) -> Result<pb::ListDepartmentsResponse> {
         caller(&request)?;
         let r = request.into_inner();
-        let level = level_from_pb(r.level, "level").map_err(|e| to_status(e.into()))?;
+        let level = level_from_pb(r.level, "level").map_err(to_status)?;
         let parent = (!r.parent_id.is_empty()).then_some(r.parent_id.as_str());
         ok(self
             .state
@@ -102,7 +102,7 @@ impl pb::registry_server::Registry for RegistryService {
 
     async fn register_dataset(&self, request: Request<pb::RegisterDatasetRequest>) -> Result<pb::Dataset> {
         let me = caller(&request)?.principal;
-        let dataset = dataset_from_pb(request.into_inner().dataset).map_err(|e| to_status(e.into()))?;
+        let dataset = dataset_from_pb(request.into_inner().dataset).map_err(to_status)?;
         ok(self
             .state
             .register_dataset(&me, dataset)
@@ -112,7 +112,7 @@ impl pb::registry_server::Registry for RegistryService {
 
     async fn update_dataset(&self, request: Request<pb::UpdateDatasetRequest>) -> Result<pb::Dataset> {
         let me = caller(&request)?.principal;
-        let dataset = dataset_from_pb(request.into_inner().dataset).map_err(|e| to_status(e.into()))?;
+        let dataset = dataset_from_pb(request.into_inner().dataset).map_err(to_status)?;
         let updated = self.state.update_dataset(&me, dataset).await.map_err(to_status)?;
         ok(self
             .state
@@ -134,7 +134,7 @@ impl pb::registry_server::Registry for RegistryService {
         let query = DatasetQuery {
             owner_id: r.owner_id,
             domain: r.domain,
-            classification: classification_from_pb(r.classification).map_err(|e| to_status(e.into()))?,
+            classification: classification_from_pb(r.classification).map_err(to_status)?,
             text: r.text,
         };
         ok(self.state.search_datasets(&query).map(|ds| pb::SearchDatasetsResponse {
@@ -229,7 +229,7 @@ impl pb::registry_server::Registry for RegistryService {
             consumer_id: r.consumer_id,
             dataset_id: r.dataset_id,
             owner_id: r.owner_id,
-            state: grant_state_from_pb(r.state).map_err(|e| to_status(e.into()))?,
+            state: grant_state_from_pb(r.state).map_err(to_status)?,
         };
         let t = now();
         ok(self.state.list_grants(&me, &query).map(|gs| pb::ListGrantsResponse {
@@ -249,7 +249,7 @@ impl pb::registry_server::Registry for RegistryService {
         } else {
             Some(r.department_id)
         };
-        authz::watch(&me, department.as_deref()).map_err(|e| to_status(e.into()))?;
+        authz::watch(&me, department.as_deref()).map_err(to_status)?;
         let (tx, rx) = mpsc::channel(64);
         let state = self.state.clone();
         let mut revisions = state.subscribe();

@@ -1,9 +1,10 @@
 use std::sync::Arc;
 
-use exchange_core::ledger::{verify, AuditEvent, Decision};
+use exchange_core::ledger::{parse_hex, read_verified, AuditEvent, Decision, Ledger};
 use exchange_core::store::MemStore;
 
 use super::*;
+use crate::records::{changes_after, get_record, scan_records};
 
 fn event(n: usize) -> AuditEvent {
     AuditEvent {
@@ -37,7 +38,7 @@ async fn concurrent_audits_share_commits_and_chain_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("audit.ledger");
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
-    let writer = Writer::start(store.clone(), &ledger).unwrap();
+    let writer = Writer::start(store.clone(), Ledger::open(&ledger).unwrap()).unwrap();
     let tasks: Vec<_> = (0..200)
         .map(|n| {
             let writer = writer.clone();
@@ -47,17 +48,16 @@ async fn concurrent_audits_share_commits_and_chain_in_order() {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
-    let entries = crate::ledger_file::read_all(&ledger).unwrap();
+    let entries = read_verified(&ledger).unwrap();
     assert_eq!(entries.len(), 200);
-    let (count, head) = verify(entries).unwrap();
-    assert_eq!(count, 200);
-    assert_eq!(writer.ledger_head().head, head);
+    assert_eq!(writer.ledger_head().seq, 200);
+    assert_eq!(writer.ledger_head().head, parse_hex(&entries[199].hash).unwrap());
 
     // A new writer over the same ledger continues the chain.
     writer.stop().await;
-    let again = Writer::start(store.clone(), &ledger).unwrap();
+    let again = Writer::start(store.clone(), Ledger::open(&ledger).unwrap()).unwrap();
     again.audit(vec![event(200)]).await.unwrap();
-    assert_eq!(verify(crate::ledger_file::read_all(&ledger).unwrap()).unwrap().0, 201);
+    assert_eq!(read_verified(&ledger).unwrap().len(), 201);
 }
 
 #[tokio::test]
@@ -65,7 +65,7 @@ async fn publishes_get_contiguous_sequences_and_before_images() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("audit.ledger");
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
-    let writer = Writer::start(store.clone(), &ledger).unwrap();
+    let writer = Writer::start(store.clone(), Ledger::open(&ledger).unwrap()).unwrap();
     let mut feed = writer.feed("d/x");
     let (first, last) = writer
         .publish(
@@ -102,10 +102,33 @@ async fn publishes_get_contiguous_sequences_and_before_images() {
     assert_eq!(changes_after(&*store, "d/x", 0, 4, 100).unwrap().len(), 4);
     // Sequences survive a restart of the writer.
     writer.stop().await;
-    let again = Writer::start(store.clone(), &ledger).unwrap();
+    let again = Writer::start(store.clone(), Ledger::open(&ledger).unwrap()).unwrap();
     assert_eq!(again.records("d/x"), 1, "counts survive a restart");
     assert_eq!(
         again.publish("d/x", 1, vec![change("c", Some("{}"))]).await.unwrap(),
         (5, 5)
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_failed_ledger_write_fails_reads_as_an_audit_failure_and_records_still_commit() {
+    // Every write to /dev/full fails with "no space left on device".
+    let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    let writer = Writer::start(store.clone(), Ledger::open(std::path::Path::new("/dev/full")).unwrap()).unwrap();
+    for _ in 0..2 {
+        let err = writer.audit(vec![event(1)]).await.unwrap_err();
+        assert!(matches!(err, CoreError::Audit(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("audited reads are refused until the server is restarted"),
+            "{err}"
+        );
+    }
+    assert_eq!(writer.ledger_head().seq, 0);
+    // Publishing needs no audit event: the department's own data still goes in.
+    assert_eq!(
+        writer.publish("d/x", 1, vec![change("a", Some("{}"))]).await.unwrap(),
+        (1, 1)
     );
 }

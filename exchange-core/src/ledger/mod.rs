@@ -2,9 +2,19 @@
 //!
 //! Entry `n` stores its event and `hash(n) = SHA-256(hash(n-1) || n as 8 big-endian bytes ||
 //! event JSON)`, with `hash(0)` (before the first entry) all zeros. Changing, dropping or
-//! reordering any entry changes every hash after it, so [`verify`] detects it (Architecture
-//! Invariant: no silent tampering). Signed checkpoints and inclusion proofs come with the
-//! ledger issue; this module is what they will sign.
+//! reordering any entry changes every hash after it, so [`verify_lines`] detects it
+//! (Architecture Invariant: no silent tampering). The hash covers the event's JSON exactly as
+//! the entry stores it, and verification reads those bytes back rather than encoding the event
+//! again, so an event type that gains a field (with a default) still verifies every old entry.
+//!
+//! # Layout
+//! - this module: [`AuditEvent`], [`Entry`], the chain ([`Chain`]) and its verification.
+//! - `file`: [`Ledger`], the append-only file a server keeps its entries in, committed a group
+//!   of events at a time.
+
+mod file;
+
+pub use file::{read_verified, Group, Ledger, LedgerError};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -152,33 +162,67 @@ pub struct VerifyError {
     pub why: String,
 }
 
-/// Recomputes the chain over `entries` (in stored order) and returns the number of entries and
-/// the head, or the first entry that was changed, dropped or reordered.
-pub fn verify(entries: impl IntoIterator<Item = Entry>) -> Result<(u64, Hash), VerifyError> {
-    let mut chain = Chain::default();
-    for entry in entries {
-        let expected_seq = chain.seq + 1;
-        if entry.seq != expected_seq {
+/// An entry as read back from its line: the event's stored bytes are kept as they are.
+#[derive(Deserialize)]
+struct StoredEntry<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    event: &'a serde_json::value::RawValue,
+    hash: &'a str,
+}
+
+/// Recomputes the chain over stored entry lines (each the JSON of an [`Entry`], in stored
+/// order) and returns the entries and the head, or the first entry that was changed, dropped,
+/// reordered or is not an entry at all.
+pub fn verify_lines<L: AsRef<[u8]>>(lines: impl IntoIterator<Item = L>) -> Result<(Vec<Entry>, Hash), VerifyError> {
+    let mut head = GENESIS;
+    let mut entries: Vec<Entry> = Vec::new();
+    for line in lines {
+        let expected_seq = entries.len() as u64 + 1;
+        let unreadable = |e: serde_json::Error| VerifyError {
+            seq: expected_seq,
+            why: format!("not a ledger entry: {e}"),
+        };
+        let stored: StoredEntry<'_> = serde_json::from_slice(line.as_ref()).map_err(unreadable)?;
+        if stored.seq != expected_seq {
             return Err(VerifyError {
                 seq: expected_seq,
                 why: format!(
                     "found entry {} where {expected_seq} should be (dropped or reordered)",
-                    entry.seq
+                    stored.seq
                 ),
             });
         }
-        let recomputed = chain.append(entry.event).map_err(|e| VerifyError {
-            seq: entry.seq,
-            why: format!("event cannot be encoded: {e}"),
-        })?;
-        if recomputed.hash != entry.hash {
+        head = chain(&head, stored.seq, stored.event.get().as_bytes());
+        if parse_hex(stored.hash) != Some(head) {
             return Err(VerifyError {
-                seq: entry.seq,
+                seq: stored.seq,
                 why: "hash does not match its event and predecessor (changed)".into(),
             });
         }
+        let event: AuditEvent = serde_json::from_str(stored.event.get()).map_err(unreadable)?;
+        entries.push(Entry {
+            seq: stored.seq,
+            event,
+            hash: stored.hash.to_string(),
+        });
     }
-    Ok((chain.seq, chain.head))
+    Ok((entries, head))
+}
+
+/// [`verify_lines`] over entries held in memory (encoded as a ledger stores them); returns the
+/// number of entries and the head.
+pub fn verify(entries: impl IntoIterator<Item = Entry>) -> Result<(u64, Hash), VerifyError> {
+    let mut lines = Vec::new();
+    for entry in entries {
+        let line = serde_json::to_vec(&entry).map_err(|e| VerifyError {
+            seq: entry.seq,
+            why: format!("event cannot be encoded: {e}"),
+        })?;
+        lines.push(line);
+    }
+    let (entries, head) = verify_lines(lines)?;
+    Ok((entries.len() as u64, head))
 }
 
 #[cfg(test)]
@@ -230,6 +274,30 @@ mod tests {
             assert_eq!(serde_json::from_slice::<Entry>(&line).unwrap(), entry);
             assert_eq!(line, serde_json::to_vec(&entry).unwrap());
         }
+    }
+
+    #[test]
+    fn entries_verify_over_their_stored_bytes_not_a_re_encoding() {
+        // Stored with its fields in another order (as a writer of another version might): the
+        // entry verifies against the bytes it stored, which a re-encoding would not reproduce.
+        let json = serde_json::to_vec(&serde_json::to_value(event(1)).unwrap()).unwrap();
+        assert_ne!(json, serde_json::to_vec(&event(1)).unwrap());
+        let hash = hex(&chain(&GENESIS, 1, &json));
+        let line = format!(
+            "{{\"seq\":1,\"event\":{},\"hash\":\"{hash}\"}}",
+            String::from_utf8(json).unwrap()
+        );
+        let (entries, head) = verify_lines([line.as_bytes()]).unwrap();
+        assert_eq!(hex(&head), hash);
+        assert_eq!(entries[0].event, event(1));
+
+        // The same bytes with a space added are a changed entry.
+        let spaced = line.replacen("\"node\":", "\"node\": ", 1);
+        assert_eq!(verify_lines([spaced.as_bytes()]).unwrap_err().seq, 1);
+        assert!(verify_lines([b"not json".as_slice()])
+            .unwrap_err()
+            .why
+            .contains("not a ledger entry"));
     }
 
     #[test]

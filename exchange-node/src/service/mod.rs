@@ -1,0 +1,273 @@
+//! The gRPC skin of a node: authenticates (via the interceptor), validates, authorizes with
+//! `exchange_core::authz` and `exchange_core::policy`, writes the audit event, and only then
+//! serves. Every refusal and failure is a [`CoreError`] turned into a status by
+//! [`exchange_transport::to_status`], the one mapping.
+//!
+//! # Layout
+//! - this module: [`NodeService`], deciding a read and auditing it, shaping records as the
+//!   plan allows them to leave.
+//! - `publish`: Publish and PublishStream.
+//! - `get`, `query`, `subscribe`: the reads.
+//! - `status`: Status.
+
+mod get;
+mod publish;
+mod query;
+mod status;
+mod subscribe;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use exchange_core::filter::Filter;
+use exchange_core::identity::Principal;
+use exchange_core::ledger::{AuditEvent, Decision, MAX_KEYS_PER_EVENT};
+use exchange_core::mask::mask_value;
+use exchange_core::policy::{authorize, ReadPlan, ReadRequest};
+use exchange_core::store::Store;
+use exchange_core::{CoreError, ValidationError};
+use exchange_proto::node::v1 as pb;
+use exchange_transport::to_status;
+use futures_util::Stream;
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use crate::catalog::{Catalog, Compiled, NodeDataset};
+use crate::config::Limits;
+use crate::page_token::PageTokens;
+use crate::sync::SharedSync;
+use crate::writer::Writer;
+
+/// The `exchange.node.v1.Node` service.
+pub struct NodeService {
+    pub(crate) department: String,
+    pub(crate) trust_domain: String,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) writer: Writer,
+    pub(crate) page_tokens: Arc<PageTokens>,
+    pub(crate) limits: Limits,
+    pub(crate) sync: SharedSync,
+    /// Changes whenever a grant or dataset changes, so open subscriptions re-check their grant.
+    pub(crate) policy_epoch: watch::Receiver<u64>,
+    /// Flips to true at shutdown, ending subscriptions.
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+type Result<T> = std::result::Result<T, Status>;
+
+/// Records per streamed message.
+const CHUNK: usize = 500;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// What a read asked for, for its audit event.
+struct ReadAsk<'a> {
+    operation: &'static str,
+    dataset: &'a str,
+    fields: &'a [String],
+    purpose: &'a str,
+    case_id: &'a str,
+}
+
+/// A decided read: the dataset, its latest schema version and how the read is served.
+type Decided = (Arc<NodeDataset>, Arc<Compiled>, ReadPlan);
+
+impl NodeService {
+    fn event(&self, who: &Principal, ask: &ReadAsk<'_>, decision: Decision, reason: String) -> AuditEvent {
+        AuditEvent {
+            time_ms: now_ms(),
+            node: self.department.clone(),
+            principal: who.uri(&self.trust_domain),
+            department: who.department.clone(),
+            operation: ask.operation.to_string(),
+            dataset: ask.dataset.to_string(),
+            schema_version: 0,
+            fields: ask.fields.to_vec(),
+            keys: Vec::new(),
+            count: 0,
+            purpose: ask.purpose.to_string(),
+            case_id: ask.case_id.to_string(),
+            decision,
+            reason,
+            grant_id: String::new(),
+        }
+    }
+
+    /// Records a refusal durably, then returns the status the caller gets (or, when the ledger
+    /// cannot take the event, the status saying so: nothing is refused off the record).
+    async fn deny(&self, who: &Principal, ask: &ReadAsk<'_>, error: impl Into<CoreError>) -> Status {
+        let error = error.into();
+        let event = self.event(who, ask, Decision::Deny, error.to_string());
+        if let Err(e) = self.writer.audit(vec![event]).await {
+            return to_status(e);
+        }
+        tracing::info!(caller = %who, dataset = ask.dataset, operation = ask.operation, reason = %error, "read denied");
+        to_status(error)
+    }
+
+    /// Decides a read. Denials are audited here; the caller audits what it serves.
+    async fn plan(&self, who: &Principal, ask: &ReadAsk<'_>, filter_text: &str) -> Result<Decided> {
+        match self.decide(who, ask, filter_text) {
+            Ok(decided) => Ok(decided),
+            // A refused request is a denied read, and on the record like any other.
+            Err(error) => Err(self.deny(who, ask, error).await),
+        }
+    }
+
+    fn decide(&self, who: &Principal, ask: &ReadAsk<'_>, filter_text: &str) -> std::result::Result<Decided, CoreError> {
+        let request_filter: Filter = if filter_text.trim().is_empty() {
+            Filter::default()
+        } else {
+            filter_text
+                .parse()
+                .map_err(|e| ValidationError::new("filter", format!("{e}")))?
+        };
+        let dataset = self.served(ask.dataset)?;
+        let latest = dataset.latest().ok_or_else(|| {
+            CoreError::FailedPrecondition(format!("dataset {} has no schema version yet", ask.dataset))
+        })?;
+        let grants = self.catalog.grants(ask.dataset, &who.department);
+        let refs: Vec<&exchange_core::grant::Grant> = grants.iter().collect();
+        let request = ReadRequest {
+            fields: ask.fields,
+            purpose: ask.purpose,
+            filter: &request_filter,
+        };
+        let plan = authorize(
+            who,
+            &dataset.dataset,
+            &latest.schema,
+            &refs,
+            &request,
+            exchange_core::now(),
+        )?;
+        Ok((dataset, latest, plan))
+    }
+
+    /// A dataset this node serves, or NOT_FOUND saying whose node this is.
+    fn served(&self, dataset_id: &str) -> std::result::Result<Arc<NodeDataset>, CoreError> {
+        self.catalog.dataset(dataset_id).ok_or_else(|| {
+            CoreError::not_found(format!(
+                "dataset {dataset_id} is not served by this node ({})",
+                self.department
+            ))
+        })
+    }
+
+    /// Durably records an allowed read of `keys` before anything is sent.
+    async fn audit_allowed(
+        &self,
+        who: &Principal,
+        ask: &ReadAsk<'_>,
+        plan: &ReadPlan,
+        version: u32,
+        keys: &[String],
+    ) -> Result<()> {
+        let mut event = self.event(who, ask, Decision::Allow, plan.reason.clone());
+        event.fields = plan.fields.clone();
+        event.schema_version = version;
+        event.count = keys.len() as u64;
+        event.keys = keys.iter().take(MAX_KEYS_PER_EVENT).cloned().collect();
+        event.grant_id = plan.grant_id.clone().unwrap_or_default();
+        self.writer.audit(vec![event]).await.map_err(to_status)
+    }
+
+    fn clone_for_task(&self) -> Arc<NodeService> {
+        Arc::new(NodeService {
+            department: self.department.clone(),
+            trust_domain: self.trust_domain.clone(),
+            catalog: self.catalog.clone(),
+            store: self.store.clone(),
+            writer: self.writer.clone(),
+            page_tokens: self.page_tokens.clone(),
+            limits: self.limits,
+            sync: self.sync.clone(),
+            policy_epoch: self.policy_epoch.clone(),
+            shutdown: self.shutdown.clone(),
+        })
+    }
+}
+
+/// The record as the plan allows it to leave: `None` if the row filter hides it.
+fn serve(plan: &ReadPlan, json: &[u8]) -> Option<Vec<u8>> {
+    let Ok(Value::Object(record)) = serde_json::from_slice::<Value>(json) else {
+        return None;
+    };
+    if !plan.filter.matches(&record) {
+        return None;
+    }
+    Some(project(plan, &record))
+}
+
+/// What a key pseudonym is bound to: the dataset and the reading department.
+fn pseudonym_scope(dataset: &str, who: &Principal) -> String {
+    format!("{dataset}\n{}", who.department)
+}
+
+/// A record's key as the plan lets it leave: when the grant masks the key field, a pseudonym
+/// stable for this reader of this dataset (`scope`, see [`pseudonym_scope`]), since a masked
+/// key would collide with others.
+fn served_key(secrets: &PageTokens, scope: &str, plan: &ReadPlan, key_field: &str, key: String) -> String {
+    if plan.masked.contains_key(key_field) {
+        secrets.pseudonym(scope, &key)
+    } else {
+        key
+    }
+}
+
+fn project(plan: &ReadPlan, record: &Map<String, Value>) -> Vec<u8> {
+    let mut out = Map::new();
+    for field in &plan.fields {
+        if let Some(value) = record.get(field) {
+            let value = match plan.masked.get(field) {
+                Some(sensitivity) => mask_value(sensitivity, value),
+                None => value.clone(),
+            };
+            out.insert(field.clone(), value);
+        }
+    }
+    serde_json::to_vec(&Value::Object(out)).unwrap_or_default()
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::node_server::Node for NodeService {
+    async fn publish(&self, request: Request<pb::PublishRequest>) -> Result<Response<pb::PublishResponse>> {
+        publish::publish(self, request).await
+    }
+
+    async fn publish_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::PublishRequest>>,
+    ) -> Result<Response<pb::PublishResponse>> {
+        publish::publish_stream(self, request).await
+    }
+
+    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>> {
+        get::get(self, request).await
+    }
+
+    type QueryStream = BoxStream<pb::QueryResponse>;
+
+    async fn query(&self, request: Request<pb::QueryRequest>) -> Result<Response<Self::QueryStream>> {
+        query::query(self, request).await
+    }
+
+    type SubscribeStream = BoxStream<pb::ChangeBatch>;
+
+    async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>> {
+        subscribe::subscribe(self, request).await
+    }
+
+    async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::NodeStatus>> {
+        status::status(self, request).await
+    }
+}

@@ -1,0 +1,38 @@
+//! Status: what a node holds, how current its view of the registry is, and its ledger head.
+
+use exchange_core::authz;
+use exchange_proto::node::v1 as pb;
+use exchange_transport::auth::caller;
+use exchange_transport::to_status;
+use tonic::{Request, Response};
+
+use super::{NodeService, Result};
+
+pub(super) async fn status(
+    service: &NodeService,
+    request: Request<pb::StatusRequest>,
+) -> Result<Response<pb::NodeStatus>> {
+    let who = caller(&request)?.principal;
+    // How much a department holds and how busy its node is are its own business.
+    authz::see_node_status(&who, &service.department).map_err(to_status)?;
+    let sync = service.sync.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut datasets = Vec::new();
+    for d in service.catalog.datasets() {
+        datasets.push(pb::DatasetStatus {
+            dataset_id: d.dataset.id.clone(),
+            latest_version: d.latest().map(|c| c.version).unwrap_or(0),
+            last_sequence: *service.writer.feed(&d.dataset.id).borrow(),
+            records: service.writer.records(&d.dataset.id),
+        });
+    }
+    let head = service.writer.ledger_head();
+    Ok(Response::new(pb::NodeStatus {
+        department_id: service.department.clone(),
+        registry_connected: sync.current,
+        registry_revision: service.catalog.revision(),
+        view_age_seconds: sync.view_age_seconds(),
+        datasets,
+        audit_entries: head.seq,
+        audit_head: exchange_core::ledger::hex(&head.head),
+    }))
+}

@@ -1,0 +1,420 @@
+//! The writer: the one thread that commits a node's records, change feed and audit events, in
+//! groups.
+//!
+//! **Group commit.** Every durable write goes through the writer thread. It takes every job
+//! waiting in its queue, stages each whole (a job that fails staging leaves nothing of itself in
+//! the group), appends the group's audit events to the [`Ledger`] (one `fdatasync`), commits the
+//! group's records in one store batch (one flush), and only then answers each job. Concurrent
+//! reads therefore share a disk sync instead of queueing one each (a flush per request caps near
+//! 17,000/s on our hardware), and a reply never comes before its audit event or records are on
+//! disk. The writer owns the sequence counters and the ledger, so numbering and chaining follow
+//! commit order exactly.
+
+use std::collections::HashMap;
+use std::sync::{mpsc, Arc, Mutex};
+
+use exchange_core::ledger::{AuditEvent, Chain, Group, Ledger};
+use exchange_core::store::{Batch, Store, StoreError};
+use exchange_core::CoreError;
+use tokio::sync::{oneshot, watch};
+
+use crate::records::{change_key, corrupt, record_key, seq_key, Counters, NewChange, StoredChange, StoredRecord};
+
+type Reply<T> = oneshot::Sender<Result<T, CoreError>>;
+
+/// The first and last sequence numbers a publish was given.
+pub(crate) type Sequences = (u64, u64);
+
+enum Job {
+    Publish {
+        dataset: String,
+        schema_version: u32,
+        changes: Vec<NewChange>,
+        reply: Reply<Sequences>,
+    },
+    Audit {
+        events: Vec<AuditEvent>,
+        reply: Reply<()>,
+    },
+    /// Finish what is queued before it, then exit (releasing the store and the ledger).
+    Stop,
+}
+
+/// What the handles read and the thread updates after each commit.
+#[derive(Default)]
+struct Shared {
+    /// Each dataset's last committed sequence number, watched by subscriptions.
+    feeds: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// The ledger's committed head.
+    head: Mutex<Chain>,
+    /// Records per dataset, as of the last commit.
+    counts: Mutex<HashMap<String, u64>>,
+}
+
+impl Shared {
+    fn feed(&self, dataset: &str) -> watch::Receiver<u64> {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        feeds
+            .entry(dataset.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+}
+
+/// The handle to the writer thread.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    jobs: mpsc::SyncSender<Job>,
+    shared: Arc<Shared>,
+    thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+/// How many jobs one group commit takes at most.
+const GROUP_LIMIT: usize = 4096;
+
+fn stopped() -> CoreError {
+    StoreError::Engine("the node's writer has stopped".into()).into()
+}
+
+impl Writer {
+    /// Starts the writer thread over `store` and `ledger`, reading the counters the store holds.
+    pub(crate) fn start(store: Arc<dyn Store>, ledger: Ledger) -> Result<Self, StoreError> {
+        let mut seqs: HashMap<String, Counters> = HashMap::new();
+        for (key, bytes) in store.scan_prefix(b"seq/")? {
+            let dataset = String::from_utf8_lossy(&key[4..]).into_owned();
+            let counters: Counters = serde_json::from_slice(&bytes).map_err(|e| corrupt(&key, e))?;
+            seqs.insert(dataset, counters);
+        }
+        let shared = Arc::new(Shared {
+            feeds: Mutex::new(seqs.iter().map(|(d, c)| (d.clone(), watch::channel(c.seq).0)).collect()),
+            head: Mutex::new(ledger.head().clone()),
+            counts: Mutex::new(seqs.iter().map(|(d, c)| (d.clone(), c.records)).collect()),
+        });
+        let (tx, rx) = mpsc::sync_channel(GROUP_LIMIT);
+        let thread = WriterThread {
+            store,
+            ledger,
+            seqs,
+            shared: shared.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("node-writer".into())
+            .spawn(move || thread.run(rx))
+            .map_err(|e| StoreError::Engine(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            jobs: tx,
+            shared,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        })
+    }
+
+    /// Commits what is queued, stops the thread and waits for it, so the store and the ledger
+    /// are released when the node returns from `run`.
+    pub(crate) async fn stop(&self) {
+        let _ = self.submit(Job::Stop).await;
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+
+    async fn submit(&self, job: Job) -> Result<(), CoreError> {
+        let jobs = self.jobs.clone();
+        // The queue is bounded; wait for room off the async threads rather than blocking them.
+        match jobs.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(mpsc::TrySendError::Full(job)) => tokio::task::spawn_blocking(move || jobs.send(job))
+                .await
+                .map_err(|_| stopped())?
+                .map_err(|_| stopped()),
+            Err(mpsc::TrySendError::Disconnected(_)) => Err(stopped()),
+        }
+    }
+
+    /// Stores changes of one dataset durably; returns the first and last sequence given.
+    pub(crate) async fn publish(
+        &self,
+        dataset: &str,
+        schema_version: u32,
+        changes: Vec<NewChange>,
+    ) -> Result<Sequences, CoreError> {
+        if changes.is_empty() {
+            return Ok((0, 0));
+        }
+        let (reply, done) = oneshot::channel();
+        self.submit(Job::Publish {
+            dataset: dataset.to_string(),
+            schema_version,
+            changes,
+            reply,
+        })
+        .await?;
+        done.await.map_err(|_| stopped())?
+    }
+
+    /// Appends audit events to the ledger durably.
+    pub(crate) async fn audit(&self, events: Vec<AuditEvent>) -> Result<(), CoreError> {
+        let (reply, done) = oneshot::channel();
+        self.submit(Job::Audit { events, reply }).await?;
+        done.await.map_err(|_| stopped())?
+    }
+
+    /// A receiver of a dataset's last committed sequence number, changing on every commit.
+    pub(crate) fn feed(&self, dataset: &str) -> watch::Receiver<u64> {
+        self.shared.feed(dataset)
+    }
+
+    /// How many records a dataset holds, as of the last commit.
+    pub(crate) fn records(&self, dataset: &str) -> u64 {
+        let counts = self.shared.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.get(dataset).copied().unwrap_or(0)
+    }
+
+    /// The ledger's committed length and head.
+    pub(crate) fn ledger_head(&self) -> Chain {
+        self.shared.head.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// What the writer thread owns.
+struct WriterThread {
+    store: Arc<dyn Store>,
+    ledger: Ledger,
+    /// Every dataset's counters, as staged so far (restored when a commit fails).
+    seqs: HashMap<String, Counters>,
+    shared: Arc<Shared>,
+}
+
+/// What one group stages before its commit.
+struct Staging {
+    /// The store writes of every job staged whole.
+    batch: Batch,
+    /// The audit events of every job staged whole, or why the ledger takes none.
+    audit: Result<Group, CoreError>,
+    /// Records written earlier in this group, for the before-images of later changes.
+    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Datasets whose feeds and counts move when the group commits.
+    touched: Vec<String>,
+}
+
+/// How a job staged: what it will be answered if its part of the commit succeeds.
+enum Staged {
+    Publish(Result<Sequences, CoreError>),
+    Audit(Result<(), CoreError>),
+    Stop,
+}
+
+impl WriterThread {
+    fn run(mut self, jobs: mpsc::Receiver<Job>) {
+        while let Ok(first) = jobs.recv() {
+            if matches!(first, Job::Stop) {
+                return;
+            }
+            let mut group = vec![first];
+            let mut stopping = false;
+            while group.len() < GROUP_LIMIT {
+                match jobs.try_recv() {
+                    Ok(Job::Stop) => {
+                        stopping = true;
+                        break;
+                    }
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<Job>) {
+        let saved_seqs = self.seqs.clone();
+        let mut staging = Staging {
+            batch: Batch::default(),
+            audit: self.ledger.begin().map_err(CoreError::from),
+            overlay: HashMap::new(),
+            touched: Vec::new(),
+        };
+        let staged: Vec<Staged> = group.iter().map(|job| self.stage(&mut staging, job)).collect();
+
+        // The ledger first: an audited read is acknowledged only once its event is on disk.
+        let audited = match staging.audit {
+            Ok(events) => match self.ledger.commit(events) {
+                Ok(()) => {
+                    *self.shared.head.lock().unwrap_or_else(|p| p.into_inner()) = self.ledger.head().clone();
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "audit ledger write failed; refusing audited reads until restart");
+                    Err(CoreError::from(e))
+                }
+            },
+            Err(e) => Err(e),
+        };
+        let committed = if staging.batch.is_empty() {
+            Ok(())
+        } else {
+            self.store.commit(staging.batch)
+        };
+        match &committed {
+            Ok(()) => self.publish_counters(staging.touched),
+            Err(e) => {
+                tracing::error!(error = %e, jobs = group.len(), "group commit failed; no change of it was acknowledged");
+                self.seqs = saved_seqs;
+            }
+        }
+        for (job, staged) in group.into_iter().zip(staged) {
+            match (job, staged) {
+                (Job::Publish { reply, .. }, Staged::Publish(result)) => {
+                    let result = match &committed {
+                        Ok(()) => result,
+                        Err(e) => Err(CoreError::Store(e.clone())),
+                    };
+                    let _ = reply.send(result);
+                }
+                (Job::Audit { reply, .. }, Staged::Audit(result)) => {
+                    let _ = reply.send(result.and_then(|()| audited.clone()));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Stages one job whole into the group, or not at all.
+    fn stage(&mut self, staging: &mut Staging, job: &Job) -> Staged {
+        match job {
+            Job::Publish {
+                dataset,
+                schema_version,
+                changes,
+                ..
+            } => {
+                let saved = self.seqs.get(dataset).copied();
+                let mut publish = PublishStaging {
+                    store: &*self.store,
+                    overlay: &staging.overlay,
+                    batch: Batch::default(),
+                    written: HashMap::new(),
+                };
+                let counters = self.seqs.entry(dataset.clone()).or_default();
+                let staged = publish.stage(counters, dataset, *schema_version, changes);
+                let PublishStaging { mut batch, written, .. } = publish;
+                match staged {
+                    Ok(range) => {
+                        staging.overlay.extend(written);
+                        staging.batch.writes.append(&mut batch.writes);
+                        staging.touched.push(dataset.clone());
+                        Staged::Publish(Ok(range))
+                    }
+                    Err(e) => {
+                        match saved {
+                            Some(counters) => self.seqs.insert(dataset.clone(), counters),
+                            None => self.seqs.remove(dataset),
+                        };
+                        Staged::Publish(Err(e.into()))
+                    }
+                }
+            }
+            Job::Audit { events, .. } => Staged::Audit(match &mut staging.audit {
+                Ok(group) => group.stage(events).map_err(CoreError::from),
+                Err(e) => Err(e.clone()),
+            }),
+            Job::Stop => Staged::Stop,
+        }
+    }
+
+    /// After a commit: the feeds and counts of the datasets it wrote.
+    fn publish_counters(&self, touched: Vec<String>) {
+        let mut feeds = self.shared.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = self.shared.counts.lock().unwrap_or_else(|p| p.into_inner());
+        for dataset in touched {
+            if let Some(c) = self.seqs.get(&dataset) {
+                counts.insert(dataset.clone(), c.records);
+                // A dataset first published since start has no feed yet: make one, so Status and
+                // later subscribers see its sequence.
+                feeds
+                    .entry(dataset)
+                    .or_insert_with(|| watch::channel(0).0)
+                    .send_replace(c.seq);
+            }
+        }
+    }
+}
+
+/// One publish job being staged: its own batch, and the records it wrote so far (for the
+/// before-images of its later changes), on top of what earlier jobs of the group wrote.
+struct PublishStaging<'a> {
+    store: &'a dyn Store,
+    overlay: &'a HashMap<Vec<u8>, Option<Vec<u8>>>,
+    batch: Batch,
+    written: HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl PublishStaging<'_> {
+    /// The record under `rk` as the group has it so far.
+    fn current(&self, rk: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(current) = self.written.get(rk).or_else(|| self.overlay.get(rk)) {
+            return Ok(current.clone());
+        }
+        Ok(self
+            .store
+            .get(rk)?
+            .map(|bytes| StoredRecord::decode(rk, &bytes))
+            .transpose()?
+            .map(|r| r.json))
+    }
+
+    fn stage(
+        &mut self,
+        counters: &mut Counters,
+        dataset: &str,
+        schema_version: u32,
+        changes: &[NewChange],
+    ) -> Result<Sequences, StoreError> {
+        let first = counters.seq + 1;
+        for change in changes {
+            counters.seq += 1;
+            let seq = counters.seq;
+            let rk = record_key(dataset, &change.key);
+            let before = self.current(&rk)?;
+            match (&before, &change.json) {
+                (None, Some(_)) => counters.records += 1,
+                (Some(_), None) => counters.records = counters.records.saturating_sub(1),
+                _ => {}
+            }
+            let stored_change = StoredChange {
+                sequence: seq,
+                key: change.key.clone(),
+                schema_version,
+                after: change.json.as_ref().map(|j| String::from_utf8_lossy(j).into_owned()),
+                before: before.map(|b| String::from_utf8_lossy(&b).into_owned()),
+            };
+            self.batch.put(
+                change_key(dataset, seq),
+                serde_json::to_vec(&stored_change).map_err(|e| corrupt(b"change", e))?,
+            );
+            match &change.json {
+                Some(json) => {
+                    let record = StoredRecord {
+                        sequence: seq,
+                        schema_version,
+                        json: json.clone(),
+                    };
+                    self.batch.put(rk.clone(), record.encode());
+                }
+                None => self.batch.delete(rk.clone()),
+            }
+            self.written.insert(rk, change.json.clone());
+        }
+        self.batch.put(
+            seq_key(dataset),
+            serde_json::to_vec(&*counters).map_err(|e| corrupt(b"counters", e))?,
+        );
+        Ok((first, counters.seq))
+    }
+}
+
+#[cfg(test)]
+mod tests;
