@@ -1,0 +1,111 @@
+//! Grants: requests, the owner's decisions, revocations, and who may see which.
+
+use super::*;
+
+/// Filters for listing grants; empty strings and `None` match everything.
+#[derive(Debug, Clone, Default)]
+pub struct GrantQuery {
+    /// Only this consumer's grants.
+    pub consumer_id: String,
+    /// Only grants on this dataset.
+    pub dataset_id: String,
+    /// Only grants on datasets this department owns.
+    pub owner_id: String,
+    /// Only grants in this state now.
+    pub state: Option<GrantState>,
+}
+
+impl State {
+    /// Requests a grant; approved at once for unconditional and open datasets.
+    pub async fn request_grant(&self, p: &Principal, uri: &str, mut request: GrantRequest) -> Result<Grant, CoreError> {
+        if request.consumer_id.is_empty() {
+            request.consumer_id = p.department.clone();
+        }
+        authz::request_grant(p, &request.consumer_id)?;
+        self.write(|tx| {
+            if !self.is_member(&request.consumer_id)? {
+                return Err(ValidationError::new(
+                    "consumer_id",
+                    format!("{} is not a registered department", request.consumer_id),
+                )
+                .into());
+            }
+            let dataset = self.dataset(&request.dataset_id)?;
+            if dataset.latest_version == 0 {
+                return Err(CoreError::FailedPrecondition(format!(
+                    "dataset {} has no schema version yet; its owner must publish one first",
+                    dataset.id
+                )));
+            }
+            let latest = self
+                .parsed_versions(&dataset)?
+                .pop()
+                .ok_or_else(|| CoreError::not_found(format!("dataset {} has no schema", dataset.id)))?;
+            let mut g = grant::new_grant(request, &dataset, &latest.schema, self.limits, uri, now())?;
+            let seq = self.get::<u64>(META_GRANT_SEQ)?.unwrap_or(0) + 1;
+            tx.put(META_GRANT_SEQ.to_vec(), &seq)?;
+            g.id = format!("g-{seq:06}");
+            g.revision = tx.next_revision(Kind::Grant, &g.id)?;
+            tx.put(grant_key(&g.id), &g)?;
+            Ok(g)
+        })
+        .await
+        .inspect(|g| {
+            tracing::info!(by = %p, grant = %g.id, dataset = %g.dataset_id, consumer = %g.consumer_id, state = %g.state, "grant requested")
+        })
+    }
+
+    /// Approves, rejects or revokes a grant.
+    pub async fn decide_grant(
+        &self,
+        p: &Principal,
+        uri: &str,
+        id: &str,
+        to: GrantState,
+        reason: &str,
+    ) -> Result<Grant, CoreError> {
+        self.write(|tx| {
+            let mut g = self.grant(id)?;
+            let owner = catalog::owner_of(&g.dataset_id).to_string();
+            match to {
+                GrantState::Revoked => authz::revoke_grant(p, &owner, &g.consumer_id)?,
+                _ => authz::decide_grant(p, &owner)?,
+            }
+            g.decide(to, uri, reason, now())?;
+            g.revision = tx.next_revision(Kind::Grant, &g.id)?;
+            tx.put(grant_key(&g.id), &g)?;
+            Ok(g)
+        })
+        .await
+        .inspect(|g| tracing::info!(by = %p, grant = %g.id, state = %g.state, reason = %g.reason, "grant decided"))
+    }
+
+    pub(super) fn grant(&self, id: &str) -> Result<Grant, CoreError> {
+        self.get(&grant_key(id))?
+            .ok_or_else(|| CoreError::not_found(format!("grant {id} does not exist")))
+    }
+
+    /// One grant, if the caller may see it.
+    pub fn get_grant(&self, p: &Principal, id: &str) -> Result<Grant, CoreError> {
+        let g = self.grant(id)?;
+        if !authz::see_grant(p, catalog::owner_of(&g.dataset_id), &g.consumer_id) {
+            // Same answer as a missing grant: ids of other departments' grants are not disclosed.
+            return Err(CoreError::not_found(format!("grant {id} does not exist")));
+        }
+        Ok(g)
+    }
+
+    /// Grants matching the query that the caller may see.
+    pub fn list_grants(&self, p: &Principal, query: &GrantQuery) -> Result<Vec<Grant>, CoreError> {
+        let t = now();
+        Ok(self
+            .scan::<Grant>(b"grant/")?
+            .into_iter()
+            .filter(|g| authz::see_grant(p, catalog::owner_of(&g.dataset_id), &g.consumer_id))
+            .filter(|g| query.consumer_id.is_empty() || g.consumer_id == query.consumer_id)
+            .filter(|g| query.dataset_id.is_empty() || g.dataset_id == query.dataset_id)
+            .filter(|g| query.owner_id.is_empty() || catalog::owner_of(&g.dataset_id) == query.owner_id)
+            .filter(|g| query.state.is_none_or(|s| g.state_at(t) == s))
+            .collect())
+    }
+}

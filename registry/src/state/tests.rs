@@ -1,0 +1,200 @@
+use super::*;
+use exchange_core::identity::Role;
+use exchange_core::store::MemStore;
+
+fn state() -> State {
+    State::open(
+        Arc::new(MemStore::new()),
+        GrantLimits {
+            max_duration_secs: 86_400,
+        },
+    )
+    .unwrap()
+}
+
+fn dept(id: &str) -> Department {
+    Department {
+        id: id.into(),
+        name: id.into(),
+        level: Level::Province,
+        region_code: "320000".into(),
+        parent_id: None,
+        node_endpoint: None,
+        created_at: 0,
+        updated_at: 0,
+        revision: 0,
+    }
+}
+
+#[tokio::test]
+async fn changes_since_sends_each_object_once_in_its_latest_state() {
+    let s = state();
+    let admin = Principal::new("js.dsj", Role::Admin);
+    s.register_department(&admin, dept("js.gongan")).await.unwrap();
+    let dataset = Dataset {
+        id: "js.gongan/population".into(),
+        title: "t".into(),
+        description: String::new(),
+        domain: String::new(),
+        classification: Classification::Open,
+        update_frequency: String::new(),
+        steward: String::new(),
+        key_field: "id".into(),
+        tags: vec![],
+        compatibility: compat::CompatMode::Backward,
+        latest_version: 0,
+        created_at: 0,
+        updated_at: 0,
+        revision: 0,
+    };
+    s.register_dataset(&admin, dataset.clone()).await.unwrap();
+    let schema = r#"{"type":"object","required":["id"],"properties":{"id":{"type":"string"}}}"#;
+    s.publish_schema(&admin, &dataset.id, schema).await.unwrap();
+
+    // Registered at revision 2, then changed at 3: only the latest state is sent, at 3.
+    let Changes { items, last, history } = s.changes_since(Some("js.gongan"), 0, None, 100).await.unwrap();
+    assert_eq!(last, 3);
+    assert_eq!(items.len(), 1);
+    let (revision, item_history, WatchItem::Dataset(d)) = &items[0] else {
+        panic!("expected the dataset");
+    };
+    assert_eq!(*revision, 3);
+    assert_eq!(item_history, &history, "the dataset's change is the last one examined");
+    assert_eq!(d.dataset.latest_version, 1);
+    assert_eq!(d.versions.len(), 1);
+
+    // Other departments see nothing of it; a resume after the last revision sees nothing new.
+    assert!(s
+        .changes_since(Some("js.scjg"), 0, None, 100)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    let resumed = s.changes_since(Some("js.gongan"), 3, None, 100).await.unwrap();
+    assert!(resumed.items.is_empty());
+    assert_eq!((resumed.last, resumed.history.as_str()), (3, history.as_str()));
+    // Resuming with that fingerprint is fine; with another one (a history this registry
+    // does not have) it is refused.
+    assert!(s.changes_since(None, 3, Some(&history), 100).await.is_ok());
+    let err = s.changes_since(None, 3, Some(&"0".repeat(64)), 100).await.unwrap_err();
+    assert!(matches!(err, CoreError::OutOfRange(_)), "{err}");
+    // Another revision's fingerprint does not match this one.
+    let err = s.changes_since(None, 1, Some(&history), 100).await.unwrap_err();
+    assert!(matches!(err, CoreError::OutOfRange(_)), "{err}");
+    // A revision this registry never reached (a node ahead of a restored backup) is named.
+    for beyond in [4, u64::MAX] {
+        let err = s.changes_since(None, beyond, None, 100).await.unwrap_err();
+        assert!(matches!(err, CoreError::OutOfRange(_)), "{err}");
+        assert!(err.to_string().contains("beyond this registry's latest, 3"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_refused_write_changes_nothing_and_takes_no_revision() {
+    let s = state();
+    let admin = Principal::new("js.dsj", Role::Admin);
+    let mut bad = dept("js.gongan");
+    bad.region_code = "x".into();
+    assert!(s.register_department(&admin, bad).await.is_err());
+    assert_eq!(*s.subscribe().borrow(), 0);
+    assert!(s.list_departments(None, None).unwrap().is_empty());
+    s.register_department(&admin, dept("js.gongan")).await.unwrap();
+    assert_eq!(*s.subscribe().borrow(), 1);
+}
+
+/// A store whose next commit applies its batch and then fails, as sled does when the batch is
+/// applied in memory but the flush fails.
+struct FlushFailsOnce {
+    inner: MemStore,
+    fail_next: std::sync::atomic::AtomicBool,
+}
+
+impl Store for FlushFailsOnce {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key)
+    }
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<exchange_core::store::Entry>, StoreError> {
+        self.inner.scan_prefix(prefix)
+    }
+    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<exchange_core::store::Entry>, StoreError> {
+        self.inner.range(start, end, limit)
+    }
+    fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        self.inner.commit(batch)?;
+        match self.fail_next.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            true => Err(StoreError::Engine("flush failed: disk error".into())),
+            false => Ok(()),
+        }
+    }
+}
+
+fn flaky_state() -> (Arc<FlushFailsOnce>, State) {
+    let store = Arc::new(FlushFailsOnce {
+        inner: MemStore::new(),
+        fail_next: std::sync::atomic::AtomicBool::new(false),
+    });
+    let state = State::open(
+        store.clone(),
+        GrantLimits {
+            max_duration_secs: 86_400,
+        },
+    )
+    .unwrap();
+    (store, state)
+}
+
+#[tokio::test]
+async fn a_failed_commit_does_not_hand_its_revision_to_the_next_write() {
+    let (store, s) = flaky_state();
+    let admin = Principal::new("js.dsj", Role::Admin);
+    store.fail_next.store(true, std::sync::atomic::Ordering::SeqCst);
+    let failed = s.register_department(&admin, dept("js.gongan")).await;
+    assert!(matches!(failed, Err(CoreError::Store(_))), "{failed:?}");
+    s.register_department(&admin, dept("js.scjg")).await.unwrap();
+    // The batch that reported failure may still reach the disk; its log entry survives.
+    assert_eq!(s.get_department("js.gongan").unwrap().revision, 1);
+    assert_eq!(s.get_department("js.scjg").unwrap().revision, 2);
+    assert!(store.get(&log_key(1)).unwrap().is_some() && store.get(&log_key(2)).unwrap().is_some());
+}
+
+#[tokio::test]
+async fn watch_does_not_pass_on_a_change_whose_commit_failed() {
+    let (store, s) = flaky_state();
+    let admin = Principal::new("js.dsj", Role::Admin);
+    s.register_department(&admin, dept("js.gongan")).await.unwrap();
+    store.fail_next.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(s.register_department(&admin, dept("js.scjg")).await.is_err());
+    // Revision 2 is in memory but was reported failed: a watcher stops before it.
+    let last = s.changes_since(None, 0, None, 100).await.unwrap().last;
+    assert_eq!(last, 1);
+    assert!(matches!(
+        s.changes_since(None, 2, None, 100).await,
+        Err(CoreError::OutOfRange(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_write_whose_caller_goes_away_still_takes_its_revision() {
+    let s = state();
+    let admin = Principal::new("js.dsj", Role::Admin);
+    // Polled once, then dropped while its commit runs: a client that cancels its call.
+    let cancelled = futures_util::FutureExt::now_or_never(s.register_department(&admin, dept("js.gongan")));
+    assert!(cancelled.is_none(), "the write was still committing when dropped");
+    s.register_department(&admin, dept("js.scjg")).await.unwrap();
+    // Both are stored, each under its own revision, and Watch replays both.
+    let Changes { items, last, .. } = s.changes_since(None, 0, None, 100).await.unwrap();
+    assert_eq!(last, 2);
+    assert!(
+        items.is_empty(),
+        "departments are not watched, but their revisions are counted"
+    );
+    let ids: Vec<String> = s
+        .list_departments(None, None)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(ids, ["js.gongan", "js.scjg"]);
+    assert_eq!(s.get_department("js.gongan").unwrap().revision, 1);
+    assert_eq!(s.get_department("js.scjg").unwrap().revision, 2);
+}
