@@ -20,7 +20,7 @@ use exchange_transport::pki::{Ca, CertSpec};
 use exchange_transport::tls::{TlsConfig, TlsFiles};
 use tonic::transport::Channel;
 
-use crate::admin::status_error;
+use crate::output::status_error;
 
 /// Bench flags.
 #[derive(Debug, clap::Args)]

@@ -13,6 +13,16 @@ use exchange_transport::tls::TlsFiles;
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
+/// Flags every registry command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Common {
+    #[command(flatten)]
+    pub(crate) connect: ConnectArgs,
+    /// Print JSON (the API's messages, proto3 JSON mapping) instead of tables.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
 /// Connection flags shared by every registry command. Flags override the profile.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ConnectArgs {

@@ -10,7 +10,8 @@ use exchange_proto::node::v1 as npb;
 use exchange_proto::registry::v1 as pb;
 use serde_json::{json, Map, Value};
 
-use crate::admin::{status_error, Common};
+use crate::connect::Common;
+use crate::output::status_error;
 
 /// Node commands.
 #[derive(Debug, Subcommand)]

@@ -27,7 +27,7 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     #[command(flatten)]
-    common: admin::Common,
+    common: connect::Common,
     /// Log as JSON lines instead of text (servers). The filter is EXCHANGE_LOG, e.g. "info,registry=debug".
     #[arg(long, global = true)]
     log_json: bool,

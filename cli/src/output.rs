@@ -71,6 +71,35 @@ pub(crate) fn time(secs: i64) -> String {
         .unwrap_or_else(|| secs.to_string())
 }
 
+/// Turns a gRPC status into an error a person reads: the code in words, then the message.
+pub(crate) fn status_error(status: tonic::Status) -> anyhow::Error {
+    // The server does not know the call at all: the URL points at the wrong kind of server.
+    if status.code() == tonic::Code::Unimplemented && status.message().is_empty() {
+        return anyhow::anyhow!(
+            "that server does not serve this call: is --node pointing at a department's node and --registry at the registry (or the profile's URLs)?"
+        );
+    }
+    let code = format!("{:?}", status.code());
+    let mut words = String::new();
+    for (i, c) in code.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            words.push(' ');
+        }
+        words.push(c.to_ascii_lowercase());
+    }
+    anyhow::anyhow!("{words}: {}", status.message())
+}
+
+/// An API enum value by the name people type and tables print (the core type's), `-` when
+/// unset and `?` when this build does not know it.
+pub(crate) fn name_of<T: std::fmt::Display>(value: Result<Option<T>, exchange_core::ValidationError>) -> String {
+    match value {
+        Ok(Some(value)) => value.to_string(),
+        Ok(None) => "-".into(),
+        Err(_) => "?".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,7 +99,9 @@ pub(crate) fn run(command: Command) -> anyhow::Result<()> {
             ip,
             days,
         } => {
-            let role: Role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            let role: Role = role
+                .parse()
+                .map_err(|e: exchange_core::ValidationError| anyhow::anyhow!(e.message))?;
             exchange_core::department::check_department_id(&dept)?;
             let ca = Ca::load(&dir)?;
             let principal = Principal::new(dept.clone(), role);

@@ -20,8 +20,8 @@ use exchange_transport::tls::TlsFiles;
 use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::admin::status_error;
 use crate::connect::Profile;
+use crate::output::status_error;
 use crate::samples;
 
 /// Quickstart flags.

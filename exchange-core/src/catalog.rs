@@ -1,68 +1,24 @@
 //! The catalog: datasets, their classification and their compatibility mode.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
+use crate::closed_set::closed_set;
 use crate::compat::CompatMode;
 use crate::department::check_department_id;
 use crate::error::ValidationError;
 use crate::UnixSeconds;
 
-/// The national data-sharing classes, plus open data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Classification {
-    /// 无条件共享: any member may read; grants are approved at once.
-    Unconditional,
-    /// 有条件共享: needs a grant approved by the owner or an admin.
-    Conditional,
-    /// 不予共享: never served to other departments; grant requests are refused.
-    NotShared,
-    /// 开放数据: public open data; grants are approved at once.
-    Open,
-}
-
-impl Classification {
-    /// Every class.
-    pub const ALL: [Classification; 4] = [
-        Classification::Unconditional,
-        Classification::Conditional,
-        Classification::NotShared,
-        Classification::Open,
-    ];
-
-    /// The class's name as written in configs and on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Classification::Unconditional => "unconditional",
-            Classification::Conditional => "conditional",
-            Classification::NotShared => "not_shared",
-            Classification::Open => "open",
-        }
-    }
-}
-
-impl fmt::Display for Classification {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Classification {
-    type Err = ValidationError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Classification::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| {
-                ValidationError::new(
-                    "classification",
-                    format!("\"{s}\" is not a classification; use unconditional, conditional, not_shared or open"),
-                )
-            })
+closed_set! {
+    /// The national data-sharing classes, plus open data.
+    pub enum Classification ("classification", "classification") {
+        /// 无条件共享: any member may read; grants are approved at once.
+        Unconditional = "unconditional",
+        /// 有条件共享: needs a grant approved by the owner or an admin.
+        Conditional = "conditional",
+        /// 不予共享: never served to other departments; grant requests are refused.
+        NotShared = "not_shared",
+        /// 开放数据: public open data; grants are approved at once.
+        Open = "open",
     }
 }
 

@@ -14,57 +14,38 @@
 //! rules are written for users in the README's "Schema compatibility rules".
 
 use std::fmt;
-use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::closed_set::closed_set;
 use crate::schema::{escape_pointer, value_is_valid};
 
-/// A dataset's rule for new schema versions.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum CompatMode {
-    /// New readers can read old records, checked against the latest version.
-    #[default]
-    Backward,
-    /// As BACKWARD, against every earlier version.
-    BackwardTransitive,
-    /// Old readers can read new records, checked against the latest version.
-    Forward,
-    /// As FORWARD, against every earlier version.
-    ForwardTransitive,
-    /// BACKWARD and FORWARD against the latest version.
-    Full,
-    /// BACKWARD and FORWARD against every earlier version.
-    FullTransitive,
-    /// Any valid schema is accepted.
-    None,
+closed_set! {
+    /// A dataset's rule for new schema versions.
+    #[derive(Default)]
+    pub enum CompatMode ("compatibility", "compatibility mode") {
+        /// New readers can read old records, checked against the latest version.
+        #[default]
+        Backward = "BACKWARD",
+        /// As BACKWARD, against every earlier version.
+        BackwardTransitive = "BACKWARD_TRANSITIVE",
+        /// Old readers can read new records, checked against the latest version.
+        Forward = "FORWARD",
+        /// As FORWARD, against every earlier version.
+        ForwardTransitive = "FORWARD_TRANSITIVE",
+        /// BACKWARD and FORWARD against the latest version.
+        Full = "FULL",
+        /// BACKWARD and FORWARD against every earlier version.
+        FullTransitive = "FULL_TRANSITIVE",
+        /// Any valid schema is accepted.
+        None = "NONE",
+    }
 }
 
 impl CompatMode {
-    /// Every mode.
-    pub const ALL: [CompatMode; 7] = [
-        CompatMode::Backward,
-        CompatMode::BackwardTransitive,
-        CompatMode::Forward,
-        CompatMode::ForwardTransitive,
-        CompatMode::Full,
-        CompatMode::FullTransitive,
-        CompatMode::None,
-    ];
-
-    /// The mode's name, e.g. `BACKWARD_TRANSITIVE`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CompatMode::Backward => "BACKWARD",
-            CompatMode::BackwardTransitive => "BACKWARD_TRANSITIVE",
-            CompatMode::Forward => "FORWARD",
-            CompatMode::ForwardTransitive => "FORWARD_TRANSITIVE",
-            CompatMode::Full => "FULL",
-            CompatMode::FullTransitive => "FULL_TRANSITIVE",
-            CompatMode::None => "NONE",
-        }
+    /// Parses a mode as people type it: any case, `-` for `_` (`backward-transitive`).
+    pub fn parse_loosely(s: &str) -> Result<Self, crate::ValidationError> {
+        s.trim().to_ascii_uppercase().replace('-', "_").parse()
     }
 
     fn backward(self) -> bool {
@@ -86,29 +67,6 @@ impl CompatMode {
             self,
             CompatMode::BackwardTransitive | CompatMode::ForwardTransitive | CompatMode::FullTransitive
         )
-    }
-}
-
-impl fmt::Display for CompatMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for CompatMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let wanted = s.trim().to_ascii_uppercase().replace('-', "_");
-        CompatMode::ALL
-            .into_iter()
-            .find(|m| m.as_str() == wanted)
-            .ok_or_else(|| {
-                format!(
-                    "\"{s}\" is not a compatibility mode; use one of {}",
-                    CompatMode::ALL.map(CompatMode::as_str).join(", ")
-                )
-            })
     }
 }
 

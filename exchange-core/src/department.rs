@@ -1,68 +1,26 @@
 //! Departments: the members of the exchange, at five administrative levels.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
+use crate::closed_set::closed_set;
 use crate::error::ValidationError;
 use crate::formats::{is_region_code, region_level, RegionLevel};
 use crate::UnixSeconds;
 
-/// Administrative level, from the province down to the community.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Level {
-    /// 省 province (or municipality directly under the central government).
-    Province,
-    /// 市 city (prefecture level).
-    City,
-    /// 区/县 district or county.
-    District,
-    /// 街道/乡镇 street or township.
-    Street,
-    /// 社区/村 community or village.
-    Community,
-}
-
-impl Level {
-    /// Every level, highest first.
-    pub const ALL: [Level; 5] = [
-        Level::Province,
-        Level::City,
-        Level::District,
-        Level::Street,
-        Level::Community,
-    ];
-
-    /// The level's name as written in configs and on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Province => "province",
-            Level::City => "city",
-            Level::District => "district",
-            Level::Street => "street",
-            Level::Community => "community",
-        }
-    }
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Level {
-    type Err = ValidationError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Level::ALL.into_iter().find(|l| l.as_str() == s).ok_or_else(|| {
-            ValidationError::new(
-                "level",
-                format!("\"{s}\" is not a level; use province, city, district, street or community"),
-            )
-        })
+closed_set! {
+    /// Administrative level, from the province down to the community (declared highest first).
+    #[derive(PartialOrd, Ord)]
+    pub enum Level ("level", "level") {
+        /// 省 province (or municipality directly under the central government).
+        Province = "province",
+        /// 市 city (prefecture level).
+        City = "city",
+        /// 区/县 district or county.
+        District = "district",
+        /// 街道/乡镇 street or township.
+        Street = "street",
+        /// 社区/村 community or village.
+        Community = "community",
     }
 }
 

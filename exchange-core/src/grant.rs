@@ -10,11 +10,10 @@
 //! any approved or requested grant past its expiry reads as expired.
 //! ```
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{check_field_name, Classification, Dataset};
+use crate::closed_set::closed_set;
 use crate::error::{CoreError, ValidationError};
 use crate::filter::Filter;
 use crate::schema::DatasetSchema;
@@ -23,38 +22,19 @@ use crate::UnixSeconds;
 /// `decided_by` of a grant approved by its dataset's class, with no person deciding.
 pub const AUTO_APPROVER: &str = "registry";
 
-/// The stored state of a grant. Expiry is not stored: see [`Grant::state_at`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GrantState {
-    /// Waiting for the owner or an admin.
-    Requested,
-    /// In force until it expires or is revoked.
-    Approved,
-    /// Refused by the owner or an admin.
-    Rejected,
-    /// Withdrawn after approval (or withdrawn while still requested).
-    Revoked,
-    /// Past its expiry; computed, never stored.
-    Expired,
-}
-
-impl GrantState {
-    /// The state's name as written on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GrantState::Requested => "requested",
-            GrantState::Approved => "approved",
-            GrantState::Rejected => "rejected",
-            GrantState::Revoked => "revoked",
-            GrantState::Expired => "expired",
-        }
-    }
-}
-
-impl fmt::Display for GrantState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+closed_set! {
+    /// The stored state of a grant. Expiry is not stored: see [`Grant::state_at`].
+    pub enum GrantState ("state", "grant state") {
+        /// Waiting for the owner or an admin.
+        Requested = "requested",
+        /// In force until it expires or is revoked.
+        Approved = "approved",
+        /// Refused by the owner or an admin.
+        Rejected = "rejected",
+        /// Withdrawn after approval (or withdrawn while still requested).
+        Revoked = "revoked",
+        /// Past its expiry; computed, never stored.
+        Expired = "expired",
     }
 }
 

@@ -2,62 +2,32 @@
 //! verified client certificate: `spiffe://<trust-domain>/dept/<department-id>/<role>`.
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::closed_set::closed_set;
 use crate::department::check_department_id;
 use crate::error::PolicyError;
 
-/// What a principal is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// The data authority's administrators: may do everything in the registry.
-    Admin,
-    /// Reads everything, changes nothing.
-    Auditor,
-    /// A department's exchange node.
-    Node,
-    /// A department's business system.
-    System,
+closed_set! {
+    /// What a principal is for; its name is the last segment of the certificate URI.
+    pub enum Role ("role", "role") {
+        /// The data authority's administrators: may do everything in the registry.
+        Admin = "admin",
+        /// Reads everything, changes nothing.
+        Auditor = "auditor",
+        /// A department's exchange node.
+        Node = "node",
+        /// A department's business system.
+        System = "system",
+    }
 }
 
 impl Role {
-    /// Every role, in the order they are documented.
-    pub const ALL: [Role; 4] = [Role::Admin, Role::Auditor, Role::Node, Role::System];
-
-    /// The role's name as it appears in certificate URIs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Auditor => "auditor",
-            Role::Node => "node",
-            Role::System => "system",
-        }
-    }
-
     /// Admins and auditors act for the data authority across the whole exchange, so their
     /// department need not be a registered member; nodes and systems act for their department.
     pub fn is_exchange_wide(self) -> bool {
         matches!(self, Role::Admin | Role::Auditor)
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role \"{s}\" (expected admin, auditor, node or system)"))
     }
 }
 
@@ -135,7 +105,7 @@ fn parse_dept_role(rest: &str) -> Result<Principal, String> {
         return Err("expected /dept/<department>/<role>".into());
     };
     check_department_id(dept).map_err(|e| e.message)?;
-    Ok(Principal::new(dept, role.parse()?))
+    Ok(Principal::new(dept, role.parse::<Role>().map_err(|e| e.message)?))
 }
 
 impl fmt::Display for Principal {
@@ -180,7 +150,7 @@ mod tests {
         );
         check(
             &["spiffe://exchange.local/dept/js.gongan/superuser"],
-            Err("unknown role"),
+            Err("\"superuser\" is not a role; use one of admin, auditor, node, system"),
         );
         check(
             &["spiffe://exchange.local/dept/js.gongan/node/extra"],

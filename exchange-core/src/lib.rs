@@ -4,6 +4,8 @@
 //! and `exchange-node` are thin skins over it.
 //!
 //! # Layout
+//! - `closed_set`: the `closed_set!` macro every named enum is declared with (one name per value
+//!   for serde, `Display`, `FromStr` and the list of values).
 //! - `identity`: principals (department + role) and the SPIFFE-style certificate URI they come from.
 //! - `authz`: who may do what, as plain functions over a principal.
 //! - `department`: members of the exchange, their levels and region codes.
@@ -22,6 +24,7 @@
 
 pub mod authz;
 pub mod catalog;
+mod closed_set;
 pub mod compat;
 pub mod datadir;
 pub mod department;

@@ -15,9 +15,32 @@
 
 use serde_json::Value;
 
+use crate::closed_set::closed_set;
+
+closed_set! {
+    /// What kind of personal data a field holds, from its schema's `x-sensitivity` annotation:
+    /// it decides how the field is masked.
+    pub enum Sensitivity ("x-sensitivity", "sensitivity") {
+        /// A resident identity number (or another identity document number).
+        IdNumber = "id_number",
+        /// A person's name.
+        Name = "name",
+        /// A phone number.
+        Phone = "phone",
+        /// A postal address.
+        Address = "address",
+        /// An e-mail address.
+        Email = "email",
+        /// A bank account or card number.
+        BankAccount = "bank_account",
+        /// Anything else that must not be shown.
+        Other = "other",
+    }
+}
+
 /// Masks a string by `sensitivity`. Short values are masked whole, so a mask never reveals most
 /// of a short secret.
-pub fn mask_str(sensitivity: &str, value: &str) -> String {
+pub fn mask_str(sensitivity: Sensitivity, value: &str) -> String {
     let chars: Vec<char> = value.chars().collect();
     let n = chars.len();
     let keep = |head: usize, tail: usize| -> String {
@@ -30,16 +53,16 @@ pub fn mask_str(sensitivity: &str, value: &str) -> String {
         out
     };
     match sensitivity {
-        "id_number" => keep(4, 4),
-        "phone" => keep(3, 4),
-        "name" => {
+        Sensitivity::IdNumber => keep(4, 4),
+        Sensitivity::Phone => keep(3, 4),
+        Sensitivity::Name => {
             if n <= 1 {
                 "*".to_string()
             } else {
                 keep(1, 0)
             }
         }
-        "address" => {
+        Sensitivity::Address => {
             if n <= 6 {
                 "*".repeat(n.max(1))
             } else {
@@ -48,21 +71,21 @@ pub fn mask_str(sensitivity: &str, value: &str) -> String {
                 out
             }
         }
-        "email" => match value.split_once('@') {
+        Sensitivity::Email => match value.split_once('@') {
             Some((local, domain)) if !local.is_empty() => {
                 let first: String = local.chars().take(1).collect();
                 format!("{first}***@{domain}")
             }
             _ => "****".to_string(),
         },
-        "bank_account" => keep(0, 4),
-        _ => "****".to_string(),
+        Sensitivity::BankAccount => keep(0, 4),
+        Sensitivity::Other => "****".to_string(),
     }
 }
 
 /// Masks a JSON value: strings by [`mask_str`], numbers and other non-null values wholly
 /// (`"****"`), `null` left as is (absence is not a secret).
-pub fn mask_value(sensitivity: &str, value: &Value) -> Value {
+pub fn mask_value(sensitivity: Sensitivity, value: &Value) -> Value {
     match value {
         Value::Null => Value::Null,
         Value::String(s) => Value::String(mask_str(sensitivity, s)),
@@ -75,6 +98,7 @@ mod tests {
     use super::*;
 
     fn check(sensitivity: &str, input: &str, expected: &str) {
+        let sensitivity: Sensitivity = sensitivity.parse().unwrap();
         assert_eq!(mask_str(sensitivity, input), expected, "{sensitivity} {input}");
     }
 
@@ -102,7 +126,10 @@ mod tests {
 
     #[test]
     fn non_strings() {
-        assert_eq!(mask_value("other", &serde_json::json!(42)), serde_json::json!("****"));
-        assert_eq!(mask_value("phone", &Value::Null), Value::Null);
+        assert_eq!(
+            mask_value(Sensitivity::Other, &serde_json::json!(42)),
+            serde_json::json!("****")
+        );
+        assert_eq!(mask_value(Sensitivity::Phone, &Value::Null), Value::Null);
     }
 }

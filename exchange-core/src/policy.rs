@@ -8,6 +8,7 @@ use crate::catalog::{Classification, Dataset};
 use crate::filter::Filter;
 use crate::grant::{Grant, GrantState};
 use crate::identity::{Principal, Role};
+use crate::mask::Sensitivity;
 use crate::schema::DatasetSchema;
 use crate::UnixSeconds;
 
@@ -30,7 +31,7 @@ pub struct ReadPlan {
     /// Fields to send, in order; the key first.
     pub fields: Vec<String>,
     /// Fields to mask, with their sensitivity.
-    pub masked: BTreeMap<String, String>,
+    pub masked: BTreeMap<String, Sensitivity>,
     /// The rows to send: the grant's filter AND the request's.
     pub filter: Filter,
     /// Why the read is allowed, for the audit event.
@@ -173,7 +174,7 @@ pub fn authorize(
             });
         }
     }
-    let sensitive = |f: &str| schema.properties.get(f).and_then(|p| p.sensitivity.clone());
+    let sensitive = |f: &str| schema.properties.get(f).and_then(|p| p.sensitivity);
     if principal.department == dataset.owner() {
         let fields = chosen_fields(&dataset.key_field, request.fields, schema.properties.keys());
         return Ok(ReadPlan {

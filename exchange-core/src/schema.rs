@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::error::SchemaError;
 use crate::formats::FORMATS;
+use crate::mask::Sensitivity;
 
 /// The only `$schema` a dataset schema may declare (it may also declare none).
 pub const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
@@ -89,7 +90,7 @@ pub struct PropertyInfo {
     /// Its JSON types, sorted (`["string"]`, `["null", "string"]`); empty when unconstrained.
     pub types: Vec<String>,
     /// Its `x-sensitivity` annotation, if any.
-    pub sensitivity: Option<String>,
+    pub sensitivity: Option<Sensitivity>,
 }
 
 /// An `x-sensitivity` annotation and where it is.
@@ -98,7 +99,7 @@ pub struct SensitiveField {
     /// JSON pointer to the annotated schema, e.g. `/properties/id_number`.
     pub pointer: String,
     /// The annotation, e.g. `id_number`, `name`, `phone`, `address`.
-    pub sensitivity: String,
+    pub sensitivity: Sensitivity,
 }
 
 /// A dataset schema that passed every check, with what the registry needs from it.
@@ -161,7 +162,7 @@ pub fn load_stored_schema(text: &str, key_field: &str) -> Result<DatasetSchema, 
         };
         for name in reached {
             if let Some(info) = parsed.properties.get_mut(&name) {
-                info.sensitivity.get_or_insert_with(|| field.sensitivity.clone());
+                info.sensitivity.get_or_insert(field.sensitivity);
             }
         }
     }
@@ -246,7 +247,11 @@ fn check_schema(schema: Value, key_field: &str) -> Result<DatasetSchema, SchemaE
             name.clone(),
             PropertyInfo {
                 types: types_of(prop),
-                sensitivity: prop.get("x-sensitivity").and_then(Value::as_str).map(str::to_string),
+                // A value that is not a sensitivity is refused below, by `collect_sensitive`.
+                sensitivity: prop
+                    .get("x-sensitivity")
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse().ok()),
             },
         );
     }
@@ -291,31 +296,20 @@ fn check_schema(schema: Value, key_field: &str) -> Result<DatasetSchema, SchemaE
     })
 }
 
-/// The sensitivity classes masking understands. Other values are refused so that a typo does not
-/// leave a field unmasked.
-pub const SENSITIVITIES: &[&str] = &[
-    "id_number",
-    "name",
-    "phone",
-    "address",
-    "email",
-    "bank_account",
-    "other",
-];
-
 fn collect_sensitive(value: &Value, pointer: String, out: &mut Vec<SensitiveField>) -> Result<(), SchemaError> {
     match value {
         Value::Object(map) => {
             if let Some(s) = map.get("x-sensitivity") {
-                match s.as_str() {
-                    Some(s) if SENSITIVITIES.contains(&s) => out.push(SensitiveField {
+                // Any other value is refused, so that a typo does not leave a field unmasked.
+                match s.as_str().map(str::parse::<Sensitivity>) {
+                    Some(Ok(sensitivity)) => out.push(SensitiveField {
                         pointer: pointer.clone(),
-                        sensitivity: s.to_string(),
+                        sensitivity,
                     }),
                     _ => {
                         return Err(invalid(
                             &format!("{pointer}/x-sensitivity"),
-                            format!("must be one of {}", SENSITIVITIES.join(", ")),
+                            format!("must be one of {}", Sensitivity::names()),
                         ))
                     }
                 }

@@ -28,6 +28,18 @@ pub fn role_to_pb(role: Role) -> pb::Role {
     }
 }
 
+/// A role from the API (`None` when unspecified).
+pub fn role_from_pb(value: i32) -> Result<Option<Role>, ValidationError> {
+    Ok(match pb::Role::try_from(value) {
+        Ok(pb::Role::Unspecified) => None,
+        Ok(pb::Role::Admin) => Some(Role::Admin),
+        Ok(pb::Role::Auditor) => Some(Role::Auditor),
+        Ok(pb::Role::Node) => Some(Role::Node),
+        Ok(pb::Role::System) => Some(Role::System),
+        Err(_) => return Err(ValidationError::new("role", format!("{value} is not a role"))),
+    })
+}
+
 pub fn level_from_pb(value: i32, field: &str) -> Result<Option<Level>, ValidationError> {
     Ok(match pb::Level::try_from(value) {
         Ok(pb::Level::Unspecified) => None,
@@ -197,7 +209,7 @@ pub fn schema_to_pb(v: SchemaVersion) -> pb::SchemaVersion {
             .into_iter()
             .map(|s| pb::SensitiveField {
                 pointer: s.pointer,
-                sensitivity: s.sensitivity,
+                sensitivity: s.sensitivity.to_string(),
             })
             .collect(),
         created_at: v.created_at,
@@ -265,24 +277,23 @@ pub fn grant_request_from_pb(r: pb::RequestGrantRequest) -> GrantRequest {
 
 /// A dataset as the registry's Watch sends it, with its schema versions, back into core types.
 pub fn dataset_from_watch(d: pb::Dataset) -> Result<(Dataset, Vec<SchemaVersion>), ValidationError> {
-    let versions = d
-        .versions
-        .iter()
-        .map(|v| SchemaVersion {
+    let mut versions = Vec::with_capacity(d.versions.len());
+    for v in &d.versions {
+        let mut sensitive_fields = Vec::with_capacity(v.sensitive_fields.len());
+        for s in &v.sensitive_fields {
+            sensitive_fields.push(exchange_core::schema::SensitiveField {
+                pointer: s.pointer.clone(),
+                sensitivity: s.sensitivity.parse()?,
+            });
+        }
+        versions.push(SchemaVersion {
             dataset_id: v.dataset_id.clone(),
             version: v.version,
             schema_json: v.schema_json.clone(),
-            sensitive_fields: v
-                .sensitive_fields
-                .iter()
-                .map(|s| exchange_core::schema::SensitiveField {
-                    pointer: s.pointer.clone(),
-                    sensitivity: s.sensitivity.clone(),
-                })
-                .collect(),
+            sensitive_fields,
             created_at: v.created_at,
-        })
-        .collect();
+        });
+    }
     let (latest_version, created_at, updated_at, revision) = (d.latest_version, d.created_at, d.updated_at, d.revision);
     let mut dataset = dataset_from_pb(Some(d))?;
     dataset.latest_version = latest_version;

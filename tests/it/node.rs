@@ -335,7 +335,7 @@ async fn query_records(node: &mut Node, request: npb::QueryRequest) -> Vec<(Vec<
 }
 
 fn masked_id(id: &str) -> String {
-    exchange_core::mask::mask_str("id_number", id)
+    exchange_core::mask::mask_str(exchange_core::mask::Sensitivity::IdNumber, id)
 }
 
 /// A key pseudonym: opaque, telling nothing of the id number it stands for.

@@ -17,6 +17,8 @@ mod file;
 pub use file::{read_verified, Group, Ledger, LedgerError};
 
 use serde::{Deserialize, Serialize};
+
+use crate::closed_set::closed_set;
 use sha2::{Digest, Sha256};
 
 /// A SHA-256 digest.
@@ -25,14 +27,14 @@ pub type Hash = [u8; 32];
 /// The hash before the first entry.
 pub const GENESIS: Hash = [0; 32];
 
-/// Allowed or denied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Decision {
-    /// The data was (or is about to be) sent.
-    Allow,
-    /// The request was refused.
-    Deny,
+closed_set! {
+    /// Allowed or denied.
+    pub enum Decision ("decision", "decision") {
+        /// The data was (or is about to be) sent.
+        Allow = "allow",
+        /// The request was refused.
+        Deny = "deny",
+    }
 }
 
 /// One access decision, allowed or denied.

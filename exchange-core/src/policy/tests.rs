@@ -80,8 +80,8 @@ fn a_grant_in_force_allows_its_fields_masked_and_filtered() {
     .unwrap();
     assert_eq!(plan.grant_id.as_deref(), Some("g-1"));
     assert_eq!(plan.fields, ["id_number", "name"], "the key always leads");
-    assert_eq!(plan.masked.get("name").map(String::as_str), Some("name"));
-    assert_eq!(plan.masked.get("id_number").map(String::as_str), Some("id_number"));
+    assert_eq!(plan.masked.get("name").map(|s| s.as_str()), Some("name"));
+    assert_eq!(plan.masked.get("id_number").map(|s| s.as_str()), Some("id_number"));
     assert_eq!(plan.filter.to_string(), "region_code STARTS WITH \"3201\"");
     let all = read(
         &consumer(),

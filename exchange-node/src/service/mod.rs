@@ -227,7 +227,7 @@ fn project(plan: &ReadPlan, record: &Map<String, Value>) -> Vec<u8> {
     for field in &plan.fields {
         if let Some(value) = record.get(field) {
             let value = match plan.masked.get(field) {
-                Some(sensitivity) => mask_value(sensitivity, value),
+                Some(&sensitivity) => mask_value(sensitivity, value),
                 None => value.clone(),
             };
             out.insert(field.clone(), value);

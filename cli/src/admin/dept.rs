@@ -1,0 +1,192 @@
+//! `exchange dept`: the members of the exchange.
+
+use clap::{Args, Subcommand};
+use exchange_core::department::Level;
+use exchange_proto::registry::v1 as pb;
+use exchange_transport::convert::{self, level_to_pb};
+
+use crate::connect::Common;
+use crate::output::{name_of, print_json, status_error, Table};
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DeptFields {
+    /// Department id: region prefix plus department, e.g. js.gongan.
+    #[arg(long)]
+    id: String,
+    /// Official name, e.g. 江苏省公安厅.
+    #[arg(long)]
+    name: String,
+    /// province, city, district, street or community.
+    #[arg(long, value_parser = parse_level)]
+    level: Level,
+    /// Six-digit GB/T 2260 region code, e.g. 320000.
+    #[arg(long)]
+    region: String,
+    /// Parent department id.
+    #[arg(long)]
+    parent: Option<String>,
+    /// Its exchange node's URL, e.g. https://node.gongan.example:7443.
+    #[arg(long)]
+    endpoint: Option<String>,
+}
+
+/// A department update: only the flags given change; the rest stay as they are.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DeptUpdate {
+    /// Department id.
+    #[arg(long)]
+    id: String,
+    /// New official name.
+    #[arg(long)]
+    name: Option<String>,
+    /// New level: province, city, district, street or community.
+    #[arg(long, value_parser = parse_level)]
+    level: Option<Level>,
+    /// New six-digit GB/T 2260 region code.
+    #[arg(long)]
+    region: Option<String>,
+    /// New parent department id.
+    #[arg(long, conflicts_with = "clear_parent")]
+    parent: Option<String>,
+    /// Remove the parent.
+    #[arg(long)]
+    clear_parent: bool,
+    /// New node URL (a node with `advertise` set announces its own).
+    #[arg(long, conflicts_with = "clear_endpoint")]
+    endpoint: Option<String>,
+    /// Remove the node URL.
+    #[arg(long)]
+    clear_endpoint: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DeptCommand {
+    /// Register a department (admin).
+    Register(DeptFields),
+    /// Change a department: only the flags given change (admin).
+    Update(DeptUpdate),
+    /// Show one department.
+    Get {
+        /// Department id.
+        id: String,
+    },
+    /// List departments.
+    List {
+        /// Only children of this department.
+        #[arg(long)]
+        parent: Option<String>,
+        /// Only this level.
+        #[arg(long, value_parser = parse_level)]
+        level: Option<Level>,
+    },
+}
+
+fn parse_level(s: &str) -> Result<Level, String> {
+    s.parse().map_err(|e: exchange_core::ValidationError| e.message)
+}
+
+/// A department message from the flags.
+fn department_pb(f: DeptFields) -> pb::Department {
+    pb::Department {
+        id: f.id,
+        name: f.name,
+        level: level_to_pb(f.level) as i32,
+        region_code: f.region,
+        parent_id: f.parent.unwrap_or_default(),
+        node_endpoint: f.endpoint.unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+fn print_departments(departments: &[pb::Department]) {
+    let mut table = Table::new(&["ID", "NAME", "LEVEL", "REGION", "PARENT", "NODE"]);
+    for d in departments {
+        table.row(vec![
+            d.id.clone(),
+            d.name.clone(),
+            name_of(convert::level_from_pb(d.level, "level")),
+            d.region_code.clone(),
+            d.parent_id.clone(),
+            d.node_endpoint.clone(),
+        ]);
+    }
+    table.print();
+}
+
+pub(super) async fn run(command: DeptCommand, common: Common) -> anyhow::Result<()> {
+    let mut client = common.connect.registry().await?;
+    let departments = match command {
+        DeptCommand::Register(fields) => {
+            let request = pb::RegisterDepartmentRequest {
+                department: Some(department_pb(fields)),
+            };
+            vec![client
+                .register_department(request)
+                .await
+                .map_err(status_error)?
+                .into_inner()]
+        }
+        DeptCommand::Update(u) => {
+            let mut d = client
+                .get_department(pb::GetDepartmentRequest { id: u.id.clone() })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if let Some(name) = u.name {
+                d.name = name;
+            }
+            if let Some(level) = u.level {
+                d.level = level_to_pb(level) as i32;
+            }
+            if let Some(region) = u.region {
+                d.region_code = region;
+            }
+            match (u.parent, u.clear_parent) {
+                (Some(parent), _) => d.parent_id = parent,
+                (None, true) => d.parent_id.clear(),
+                (None, false) => {}
+            }
+            match (u.endpoint, u.clear_endpoint) {
+                (Some(endpoint), _) => d.node_endpoint = endpoint,
+                (None, true) => d.node_endpoint.clear(),
+                (None, false) => {}
+            }
+            let request = pb::UpdateDepartmentRequest { department: Some(d) };
+            vec![client
+                .update_department(request)
+                .await
+                .map_err(status_error)?
+                .into_inner()]
+        }
+        DeptCommand::Get { id } => {
+            vec![client
+                .get_department(pb::GetDepartmentRequest { id })
+                .await
+                .map_err(status_error)?
+                .into_inner()]
+        }
+        DeptCommand::List { parent, level } => {
+            let request = pb::ListDepartmentsRequest {
+                parent_id: parent.unwrap_or_default(),
+                level: level.map(|l| level_to_pb(l) as i32).unwrap_or(0),
+            };
+            let response = client
+                .list_departments(request)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if common.json {
+                return print_json(&response);
+            }
+            response.departments
+        }
+    };
+    if common.json {
+        for d in &departments {
+            print_json(d)?;
+        }
+        return Ok(());
+    }
+    print_departments(&departments);
+    Ok(())
+}
