@@ -39,6 +39,8 @@ pub mod policy;
 pub mod schema;
 pub mod store;
 #[cfg(test)]
+mod stored_fixtures;
+#[cfg(test)]
 mod testing;
 
 pub use error::{CoreError, ValidationError};

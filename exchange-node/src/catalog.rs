@@ -48,7 +48,7 @@ impl NodeDataset {
 }
 
 #[derive(Serialize, Deserialize)]
-struct StoredDataset {
+pub(crate) struct StoredDataset {
     dataset: Dataset,
     versions: Vec<SchemaVersion>,
 }

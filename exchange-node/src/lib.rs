@@ -18,6 +18,8 @@ mod records;
 pub mod service;
 mod sync;
 mod writer;
+#[cfg(test)]
+mod stored_fixtures;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};

@@ -248,4 +248,6 @@ fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, CoreError>
 }
 
 #[cfg(test)]
+mod stored_fixtures;
+#[cfg(test)]
 mod tests;

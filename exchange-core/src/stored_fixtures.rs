@@ -1,0 +1,193 @@
+//! Stored data outlives the code that wrote it: the core types the registry and the nodes keep
+//! (departments, datasets, schema versions, grants, ledger entries) must decode from every form
+//! any release wrote. `fixtures/stored/<date>/` holds each type as the code of that date writes
+//! it; a set is never changed or removed once committed.
+//!
+//! The rule (ARCHITECTURE.md, "stored types evolve"): a field added to a stored type gets
+//! `#[serde(default)]` (or `default = "..."`) with a default that means what the old data
+//! meant; no stored field or value name is renamed or removed. Adding a field breaks
+//! [`the_newest_set_is_what_this_code_writes`]: add a new set, and give every older set's
+//! expected value the default the old data reads with.
+
+use crate::catalog::{Classification, Dataset, SchemaVersion};
+use crate::compat::CompatMode;
+use crate::department::{Department, Level};
+use crate::grant::{Grant, GrantState};
+use crate::ledger::{self, AuditEvent, Decision, Entry};
+use crate::mask::Sensitivity;
+use crate::schema::SensitiveField;
+
+/// The set of 2026-12-01, the first: what every type looked like then.
+mod set_2026_12_01 {
+    use super::*;
+
+    pub(super) const DEPARTMENT: &[u8] = include_bytes!("../fixtures/stored/2026-12-01/department.json");
+    pub(super) const DATASET: &[u8] = include_bytes!("../fixtures/stored/2026-12-01/dataset.json");
+    pub(super) const SCHEMA_VERSION: &[u8] = include_bytes!("../fixtures/stored/2026-12-01/schema_version.json");
+    pub(super) const GRANT: &[u8] = include_bytes!("../fixtures/stored/2026-12-01/grant.json");
+    pub(super) const LEDGER: &[u8] = include_bytes!("../fixtures/stored/2026-12-01/audit.ledger");
+
+    pub(super) fn department() -> Department {
+        Department {
+            id: "js.nj.gongan".into(),
+            name: "南京市公安局".into(),
+            level: Level::City,
+            region_code: "320100".into(),
+            parent_id: Some("js.gongan".into()),
+            node_endpoint: Some("https://node.nj-gongan.example:7401".into()),
+            created_at: 1_796_000_000,
+            updated_at: 1_796_000_100,
+            revision: 12,
+        }
+    }
+
+    pub(super) fn dataset() -> Dataset {
+        Dataset {
+            id: "js.gongan/population".into(),
+            title: "人口基础信息".into(),
+            description: "户籍人口的基础信息".into(),
+            domain: "population".into(),
+            classification: Classification::Conditional,
+            update_frequency: "daily".into(),
+            steward: "人口管理处".into(),
+            key_field: "id_number".into(),
+            tags: vec!["人口".into(), "户籍".into()],
+            compatibility: CompatMode::BackwardTransitive,
+            latest_version: 2,
+            created_at: 1_796_000_200,
+            updated_at: 1_796_000_300,
+            revision: 15,
+        }
+    }
+
+    pub(super) fn schema_version() -> SchemaVersion {
+        SchemaVersion {
+            dataset_id: "js.gongan/population".into(),
+            version: 2,
+            schema_json: r#"{"type":"object","required":["id_number"],"properties":{"id_number":{"type":"string","x-sensitivity":"id_number"},"name":{"type":"string","x-sensitivity":"name"}}}"#.into(),
+            sensitive_fields: vec![
+                SensitiveField {
+                    pointer: "/properties/id_number".into(),
+                    sensitivity: Sensitivity::IdNumber,
+                },
+                SensitiveField {
+                    pointer: "/properties/name".into(),
+                    sensitivity: Sensitivity::Name,
+                },
+            ],
+            created_at: 1_796_000_250,
+        }
+    }
+
+    pub(super) fn grant() -> Grant {
+        Grant {
+            id: "g-000042".into(),
+            consumer_id: "js.scjg".into(),
+            dataset_id: "js.gongan/population".into(),
+            fields: vec!["id_number".into(), "name".into(), "birth_date".into()],
+            clear_fields: vec!["name".into()],
+            row_filter: "household_register_region STARTS WITH \"3201\"".into(),
+            purposes: vec!["business-licensing".into()],
+            legal_basis: "《优化营商环境条例》".into(),
+            expires_at: 1_803_776_000,
+            state: GrantState::Revoked,
+            reason: "case closed".into(),
+            requested_by: "spiffe://exchange.example/dept/js.scjg/system".into(),
+            decided_by: "spiffe://exchange.example/dept/js.gongan/system".into(),
+            created_at: 1_796_000_400,
+            updated_at: 1_796_000_500,
+            revision: 17,
+        }
+    }
+
+    pub(super) fn events() -> Vec<AuditEvent> {
+        vec![
+            AuditEvent {
+                time_ms: 1_796_000_600_123,
+                node: "js.gongan".into(),
+                principal: "spiffe://exchange.example/dept/js.scjg/system".into(),
+                department: "js.scjg".into(),
+                operation: "get".into(),
+                dataset: "js.gongan/population".into(),
+                schema_version: 2,
+                fields: vec!["id_number".into(), "name".into()],
+                keys: vec!["320102198801010012".into()],
+                count: 1,
+                purpose: "business-licensing".into(),
+                case_id: "case-42".into(),
+                decision: Decision::Allow,
+                reason: "grant g-000042 for purpose business-licensing".into(),
+                grant_id: "g-000042".into(),
+            },
+            AuditEvent {
+                time_ms: 1_796_000_600_456,
+                node: "js.gongan".into(),
+                principal: "spiffe://exchange.example/dept/js.rsj/node".into(),
+                department: "js.rsj".into(),
+                operation: "query".into(),
+                dataset: "js.gongan/population".into(),
+                schema_version: 0,
+                fields: vec!["phone".into()],
+                keys: vec![],
+                count: 0,
+                purpose: "social-assistance-review".into(),
+                case_id: String::new(),
+                decision: Decision::Deny,
+                reason: "no grant: js.rsj holds no grant on js.gongan/population; request one from the registry".into(),
+                grant_id: String::new(),
+            },
+        ]
+    }
+
+    /// The ledger file those events make.
+    pub(super) fn ledger() -> Vec<u8> {
+        let mut chain = ledger::Chain::default();
+        let mut file = Vec::new();
+        for event in events() {
+            file.extend(chain.append_encoded(&event).unwrap());
+            file.push(b'\n');
+        }
+        file
+    }
+
+    #[test]
+    fn every_type_decodes_as_written() {
+        assert_eq!(serde_json::from_slice::<Department>(DEPARTMENT).unwrap(), department());
+        assert_eq!(serde_json::from_slice::<Dataset>(DATASET).unwrap(), dataset());
+        let version: SchemaVersion = serde_json::from_slice(SCHEMA_VERSION).unwrap();
+        let expected = schema_version();
+        assert_eq!(
+            (version.dataset_id, version.version, version.schema_json, version.created_at),
+            (expected.dataset_id, expected.version, expected.schema_json, expected.created_at)
+        );
+        assert_eq!(version.sensitive_fields, expected.sensitive_fields);
+        assert_eq!(serde_json::from_slice::<Grant>(GRANT).unwrap(), grant());
+        // Ledger entries are checked over the bytes they stored, hashes included.
+        let lines: Vec<&[u8]> = LEDGER.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+        let (entries, _) = ledger::verify_lines(lines).unwrap();
+        let events: Vec<AuditEvent> = entries.into_iter().map(|e: Entry| e.event).collect();
+        assert_eq!(events, self::events());
+    }
+}
+
+/// What today's code writes, byte for byte, must be the newest set: a type whose stored form
+/// changed needs a new set (see the module documentation).
+#[test]
+fn the_newest_set_is_what_this_code_writes() {
+    use set_2026_12_01 as newest;
+    let check = |name: &str, today: Vec<u8>, fixture: &[u8]| {
+        assert!(
+            today == fixture,
+            "{name}: this code writes a form the newest fixture set does not have; add a set with:\n{}",
+            String::from_utf8_lossy(&today)
+        );
+    };
+    // Compact serde JSON, as the servers write them.
+    let json = |v: serde_json::Result<Vec<u8>>| v.unwrap();
+    check("department.json", json(serde_json::to_vec(&newest::department())), newest::DEPARTMENT);
+    check("dataset.json", json(serde_json::to_vec(&newest::dataset())), newest::DATASET);
+    check("schema_version.json", json(serde_json::to_vec(&newest::schema_version())), newest::SCHEMA_VERSION);
+    check("grant.json", json(serde_json::to_vec(&newest::grant())), newest::GRANT);
+    check("audit.ledger", newest::ledger(), newest::LEDGER);
+}
+
