@@ -229,6 +229,12 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
                 status.registry_revision,
                 status.view_age_seconds
             );
+            if !status.registry_diverged.is_empty() {
+                println!(
+                    "          NOT FOLLOWING the registry: {}; after checking the registry, run `exchange node --config <file> --resync-registry-view` with the node stopped",
+                    status.registry_diverged
+                );
+            }
             println!("audit:    {} entries, head {}", status.audit_entries, status.audit_head);
             let mut table = crate::output::Table::new(&["DATASET", "VERSION", "RECORDS", "LAST SEQUENCE"]);
             for d in &status.datasets {
@@ -265,6 +271,11 @@ fn prometheus_text(status: &npb::NodeStatus) -> String {
         "exchange_node_registry_view_age_seconds",
         "Seconds since the node's view of the registry was last known current.",
         vec![(node.clone(), status.view_age_seconds.to_string())],
+    );
+    gauge(
+        "exchange_node_registry_view_diverged",
+        "1 when the node stopped following a registry whose history is not the one it applied (restored from a backup), else 0.",
+        vec![(node.clone(), u8::from(!status.registry_diverged.is_empty()).to_string())],
     );
     gauge(
         "exchange_node_registry_revision",

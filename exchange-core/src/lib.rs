@@ -4,6 +4,7 @@
 //! and `exchange-node` are thin skins over it.
 //!
 //! # Layout
+//! - `clock`: the time, given to whatever decides by it (a manual clock in tests).
 //! - `closed_set`: the `closed_set!` macro every named enum is declared with (one name per value
 //!   for serde, `Display`, `FromStr` and the list of values).
 //! - `identity`: principals (department + role) and the SPIFFE-style certificate URI they come from.
@@ -24,6 +25,7 @@
 
 pub mod authz;
 pub mod catalog;
+pub mod clock;
 mod closed_set;
 pub mod compat;
 pub mod datadir;
@@ -48,7 +50,8 @@ pub use error::{CoreError, ValidationError};
 /// Seconds since the Unix epoch, the one time unit stored and sent.
 pub type UnixSeconds = i64;
 
-/// The current time in Unix seconds.
+/// The system's time in Unix seconds, for code that decides nothing by it (the command line
+/// turning `90d` into a date). Servers read a [`clock::Clock`] they are given.
 pub fn now() -> UnixSeconds {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -157,8 +157,18 @@ mod set_2026_12_01 {
         let version: SchemaVersion = serde_json::from_slice(SCHEMA_VERSION).unwrap();
         let expected = schema_version();
         assert_eq!(
-            (version.dataset_id, version.version, version.schema_json, version.created_at),
-            (expected.dataset_id, expected.version, expected.schema_json, expected.created_at)
+            (
+                version.dataset_id,
+                version.version,
+                version.schema_json,
+                version.created_at
+            ),
+            (
+                expected.dataset_id,
+                expected.version,
+                expected.schema_json,
+                expected.created_at
+            )
         );
         assert_eq!(version.sensitive_fields, expected.sensitive_fields);
         assert_eq!(serde_json::from_slice::<Grant>(GRANT).unwrap(), grant());
@@ -184,10 +194,21 @@ fn the_newest_set_is_what_this_code_writes() {
     };
     // Compact serde JSON, as the servers write them.
     let json = |v: serde_json::Result<Vec<u8>>| v.unwrap();
-    check("department.json", json(serde_json::to_vec(&newest::department())), newest::DEPARTMENT);
-    check("dataset.json", json(serde_json::to_vec(&newest::dataset())), newest::DATASET);
-    check("schema_version.json", json(serde_json::to_vec(&newest::schema_version())), newest::SCHEMA_VERSION);
+    check(
+        "department.json",
+        json(serde_json::to_vec(&newest::department())),
+        newest::DEPARTMENT,
+    );
+    check(
+        "dataset.json",
+        json(serde_json::to_vec(&newest::dataset())),
+        newest::DATASET,
+    );
+    check(
+        "schema_version.json",
+        json(serde_json::to_vec(&newest::schema_version())),
+        newest::SCHEMA_VERSION,
+    );
     check("grant.json", json(serde_json::to_vec(&newest::grant())), newest::GRANT);
     check("audit.ledger", newest::ledger(), newest::LEDGER);
 }
-

@@ -16,14 +16,15 @@ pub mod config;
 mod page_token;
 mod records;
 pub mod service;
-mod sync;
-mod writer;
 #[cfg(test)]
 mod stored_fixtures;
+mod sync;
+mod writer;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use exchange_core::clock::Clock;
 use exchange_core::identity::{Principal, Role};
 use exchange_core::ledger::Ledger;
 use exchange_core::store::{SledStore, Store};
@@ -60,6 +61,16 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    run_with_clock(config, listener, shutdown, Clock::system()).await
+}
+
+/// [`run`], deciding grant expiry and stamping audit events by `clock` (tests pass a manual one).
+pub async fn run_with_clock(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    clock: Clock,
 ) -> Result<(), RunError> {
     if let Some(url) = &config.advertise {
         if !url.starts_with("https://") || url.len() == "https://".len() {
@@ -134,6 +145,7 @@ pub async fn run(
         sync: sync_state,
         policy_epoch: epoch_rx,
         shutdown: stopping,
+        clock,
     };
     server
         .add_service(NodeServer::new(service).max_decoding_message_size(config.limits.max_message_bytes))

@@ -62,7 +62,11 @@ async fn a_store_of_2026_12_01_loads_and_serves() {
     assert_eq!((catalog.revision(), catalog.history()), (17, HISTORY.to_string()));
     let dataset = catalog.dataset(DATASET).unwrap();
     assert_eq!(dataset.dataset.key_field, "id_number");
-    assert_eq!(dataset.latest().unwrap().version, 2, "the stored schema version compiles");
+    assert_eq!(
+        dataset.latest().unwrap().version,
+        2,
+        "the stored schema version compiles"
+    );
     let grants = catalog.grants(DATASET, "js.scjg");
     assert_eq!(grants.iter().map(|g| g.id.as_str()).collect::<Vec<_>>(), ["g-000042"]);
 
@@ -110,17 +114,37 @@ async fn the_newest_set_is_what_this_code_writes() {
 
     let stored = |key: Vec<u8>| store.get(&key).unwrap().unwrap();
     for (name, today, fixture) in [
-        ("view_revision.txt", stored(b"reg/revision".to_vec()), fixture!("view_revision.txt")),
-        ("view_history.txt", stored(b"reg/history".to_vec()), fixture!("view_history.txt")),
+        (
+            "view_revision.txt",
+            stored(b"reg/revision".to_vec()),
+            fixture!("view_revision.txt"),
+        ),
+        (
+            "view_history.txt",
+            stored(b"reg/history".to_vec()),
+            fixture!("view_history.txt"),
+        ),
         (
             "view_dataset.json",
             stored(format!("reg/ds/{DATASET}").into_bytes()),
             fixture!("view_dataset.json"),
         ),
-        ("grant.json", stored(b"reg/grant/g-000042".to_vec()), core_fixture!("grant.json")),
+        (
+            "grant.json",
+            stored(b"reg/grant/g-000042".to_vec()),
+            core_fixture!("grant.json"),
+        ),
         ("record.bin", stored(record_key(DATASET, KEY)), fixture!("record.bin")),
-        ("change_1.json", stored(change_key(DATASET, 1)), fixture!("change_1.json")),
-        ("change_2.json", stored(change_key(DATASET, 2)), fixture!("change_2.json")),
+        (
+            "change_1.json",
+            stored(change_key(DATASET, 1)),
+            fixture!("change_1.json"),
+        ),
+        (
+            "change_2.json",
+            stored(change_key(DATASET, 2)),
+            fixture!("change_2.json"),
+        ),
         ("counters.json", stored(seq_key(DATASET)), fixture!("counters.json")),
     ] {
         assert!(

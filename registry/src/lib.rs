@@ -14,6 +14,7 @@ pub mod state;
 use std::future::Future;
 use std::sync::Arc;
 
+use exchange_core::clock::Clock;
 use exchange_core::error::PolicyError;
 use exchange_core::grant::GrantLimits;
 use exchange_core::store::SledStore;
@@ -30,13 +31,23 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    run_with_clock(config, listener, shutdown, Clock::system()).await
+}
+
+/// [`run`], deciding expiry and timestamps by `clock` (tests pass a manual one).
+pub async fn run_with_clock(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    clock: Clock,
+) -> Result<(), RunError> {
     let files = config.tls.read().map_err(RunError::from_display)?;
     server::prepare_data_dir(&config.data_dir)?;
     let store = SledStore::open(&config.data_dir).map_err(RunError::from_display)?;
     let limits = GrantLimits {
         max_duration_secs: i64::from(config.grants.max_days) * 86_400,
     };
-    let state = Arc::new(state::State::open(Arc::new(store), limits).map_err(RunError::from_display)?);
+    let state = Arc::new(state::State::open(Arc::new(store), limits, clock).map_err(RunError::from_display)?);
 
     let membership_state = state.clone();
     let membership: exchange_transport::auth::Membership =

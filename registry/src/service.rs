@@ -3,7 +3,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use exchange_core::{authz, now, CoreError};
+use exchange_core::{authz, CoreError};
 use exchange_proto::registry::v1 as pb;
 use exchange_transport::auth::caller;
 use exchange_transport::stream::send_unless_stopping;
@@ -199,7 +199,7 @@ impl pb::registry_server::Registry for RegistryService {
             .state
             .request_grant(&me, &uri, r)
             .await
-            .map(|g| grant_to_pb(g, now())))
+            .map(|g| grant_to_pb(g, self.state.now())))
     }
 
     async fn approve_grant(&self, request: Request<pb::DecideGrantRequest>) -> Result<pb::Grant> {
@@ -219,7 +219,7 @@ impl pb::registry_server::Registry for RegistryService {
         ok(self
             .state
             .get_grant(&me, &request.into_inner().grant_id)
-            .map(|g| grant_to_pb(g, now())))
+            .map(|g| grant_to_pb(g, self.state.now())))
     }
 
     async fn list_grants(&self, request: Request<pb::ListGrantsRequest>) -> Result<pb::ListGrantsResponse> {
@@ -231,7 +231,7 @@ impl pb::registry_server::Registry for RegistryService {
             owner_id: r.owner_id,
             state: grant_state_from_pb(r.state).map_err(to_status)?,
         };
-        let t = now();
+        let t = self.state.now();
         ok(self.state.list_grants(&me, &query).map(|gs| pb::ListGrantsResponse {
             grants: gs.into_iter().map(|g| grant_to_pb(g, t)).collect(),
         }))
@@ -276,7 +276,7 @@ impl pb::registry_server::Registry for RegistryService {
                     };
                     last_history = changes.history;
                     for (revision, history, item) in changes.items {
-                        let t = now();
+                        let t = state.now();
                         let event = match item {
                             WatchItem::Dataset(d) => {
                                 pb::watch_event::Event::Dataset(dataset_to_pb(d.dataset, d.versions))
@@ -332,6 +332,6 @@ impl RegistryService {
             .state
             .decide_grant(&me, &uri, &r.grant_id, to, &r.reason)
             .await
-            .map(|g| grant_to_pb(g, now())))
+            .map(|g| grant_to_pb(g, self.state.now())))
     }
 }

@@ -293,10 +293,18 @@ async fn an_approved_grant_past_its_expiry_reads_as_expired() {
     ex.seed().await;
     let mut consumer = ex.client("js.scjg", Role::System).await;
     let mut short = grant_request("js.zrzy/places", &["name"]);
-    short.expires_at = exchange_core::now() + 2;
+    short.expires_at = ex.clock.now() + 60;
     let g = consumer.request_grant(short).await.unwrap().into_inner();
     assert_eq!(state(&g), pb::GrantState::Approved);
-    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    // Still in force the second before it expires, expired at the second it does.
+    ex.clock.advance(std::time::Duration::from_secs(59));
+    let got = consumer
+        .get_grant(pb::GetGrantRequest { grant_id: g.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(state(&got), pb::GrantState::Approved);
+    ex.clock.advance(std::time::Duration::from_secs(1));
     let got = consumer
         .get_grant(pb::GetGrantRequest { grant_id: g.id.clone() })
         .await

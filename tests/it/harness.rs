@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use exchange_core::clock::ManualClock;
 use exchange_core::identity::{Principal, Role};
 use exchange_proto::registry::v1 as pb;
 use exchange_proto::registry::v1::registry_client::RegistryClient;
@@ -20,6 +21,9 @@ pub struct TestExchange {
     pub dir: tempfile::TempDir,
     pub ca: Ca,
     pub endpoint: String,
+    /// The time the registry and every node of this exchange decide by: it moves only when a
+    /// test moves it.
+    pub clock: ManualClock,
     port: u16,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), registry::RunError>>>,
@@ -56,6 +60,7 @@ impl TestExchange {
             dir,
             ca,
             endpoint: String::new(),
+            clock: ManualClock::starting_now(),
             port: 0,
             stop: None,
             task: None,
@@ -73,9 +78,15 @@ impl TestExchange {
         let config = registry_config(self.dir.path(), addr);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         self.stop = Some(stop);
-        self.task = Some(tokio::spawn(registry::run(config, listener, async move {
+        let shutdown = async move {
             let _ = stopped.await;
-        })));
+        };
+        self.task = Some(tokio::spawn(registry::run_with_clock(
+            config,
+            listener,
+            shutdown,
+            self.clock.clock(),
+        )));
     }
 
     /// Stops the registry gracefully and starts it again on the same data directory and port.

@@ -549,7 +549,7 @@ async fn each_denial_reason_is_permission_denied_and_audited() {
     // An expired grant.
     let mut rsj = ex.client("js.rsj", Role::System).await;
     let mut short = grant_request("js.gongan/population", &["name"]);
-    short.expires_at = exchange_core::now() + 2;
+    short.expires_at = ex.clock.now() + 60;
     let g = rsj.request_grant(short).await.unwrap().into_inner();
     let approved = owner
         .approve_grant(pb::DecideGrantRequest {
@@ -560,8 +560,9 @@ async fn each_denial_reason_is_permission_denied_and_audited() {
         .unwrap()
         .into_inner();
     node.wait_current(&ex, approved.revision).await;
+    ex.clock.advance(Duration::from_secs(59));
     stranger.get(get(&keys, &[], "business-licensing")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    ex.clock.advance(Duration::from_secs(1));
     assert_status(
         stranger.get(get(&keys, &[], "business-licensing")).await,
         Code::PermissionDenied,
@@ -760,29 +761,45 @@ async fn approve_rsj_grants_past(ex: &TestExchange, revision: u64) -> u64 {
     last
 }
 
+/// Waits (up to ten seconds) until the node reports that it stopped following the registry,
+/// and returns why.
+async fn diverged(node: &TestNode, ex: &TestExchange) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = node_status(node, ex).await;
+        if !status.registry_diverged.is_empty() {
+            return status.registry_diverged;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never diverged: {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_node_ahead_of_a_restored_registry_stops_following_it_until_resynchronised() {
     let (mut ex, mut node, keys, _) = setup().await;
     let ahead = node_status(&node, &ex).await.registry_revision;
+    assert_eq!(node_status(&node, &ex).await.registry_diverged, "");
     // The registry comes back from an older backup (here: empty, then the same seed again).
     restore_registry_from_an_empty_backup(&mut ex).await;
-    // Give the node a few of its reconnect attempts while the registry is behind it.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The node reconnects, finds the registry behind its view, and says so.
+    let why = diverged(&node, &ex).await;
+    assert!(why.contains("older backup"), "{why}");
     // New decisions take the registry past the node's old revision: a node resuming by number
-    // would now skip some of them and apply others.
+    // would now skip some of them and apply others. This one has stopped following: it keeps its
+    // last view, says it is not current, applies nothing.
     let last = approve_rsj_grants_past(&ex, ahead + 2).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    // The node did not follow: it keeps its last view, says it is not current, applies nothing.
     assert_still_on_its_view(&node, &ex, ahead, &keys).await;
     // Restarting is not enough: the node remembers that the registry went back.
     node.restart().await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(node_status(&node, &ex).await.registry_diverged, why);
     assert_still_on_its_view(&node, &ex, ahead, &keys).await;
     // An operator resets the node's registry view; it replays the registry's current state.
     node.stop().await;
     assert!(exchange_node::reset_registry_view(&node.data_dir).unwrap() > 0);
     node.serve_again().await;
     node.wait_current(&ex, last).await;
+    assert_eq!(node_status(&node, &ex).await.registry_diverged, "");
     let mut reader = node.client(&ex, "js.rsj", Role::System).await;
     reader.get(get(&keys, &[], "business-licensing")).await.unwrap();
 }
@@ -797,8 +814,9 @@ async fn a_node_that_was_down_during_a_registry_restore_still_notices_it() {
     restore_registry_from_an_empty_backup(&mut ex).await;
     approve_rsj_grants_past(&ex, ahead + 2).await;
     node.serve_again().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
     // The history at the node's revision is not the registry's: it does not follow.
+    let why = diverged(&node, &ex).await;
+    assert!(why.contains("older backup"), "{why}");
     assert_still_on_its_view(&node, &ex, ahead, &keys).await;
 }
 

@@ -18,6 +18,7 @@ pub struct TestNode {
     pub endpoint: String,
     pub data_dir: PathBuf,
     config: exchange_node::Config,
+    clock: exchange_core::clock::Clock,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), exchange_node::RunError>>>,
 }
@@ -54,6 +55,7 @@ impl TestNode {
             endpoint: String::new(),
             data_dir: config.data_dir.clone(),
             config,
+            clock: ex.clock.clock(),
             stop: None,
             task: None,
         };
@@ -67,12 +69,14 @@ impl TestNode {
         self.config.advertise = Some(self.endpoint.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         self.stop = Some(stop);
-        self.task = Some(tokio::spawn(exchange_node::run(
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        self.task = Some(tokio::spawn(exchange_node::run_with_clock(
             self.config.clone(),
             listener,
-            async move {
-                let _ = stopped.await;
-            },
+            shutdown,
+            self.clock.clone(),
         )));
     }
 

@@ -19,6 +19,7 @@ mod subscribe;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use exchange_core::clock::Clock;
 use exchange_core::filter::Filter;
 use exchange_core::identity::Principal;
 use exchange_core::ledger::{AuditEvent, Decision, MAX_KEYS_PER_EVENT};
@@ -53,19 +54,14 @@ pub struct NodeService {
     pub(crate) policy_epoch: watch::Receiver<u64>,
     /// Flips to true at shutdown, ending subscriptions.
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// The time grants expire by and events are stamped with.
+    pub(crate) clock: Clock,
 }
 
 type Result<T> = std::result::Result<T, Status>;
 
 /// Records per streamed message.
 const CHUNK: usize = 500;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// What a read asked for, for its audit event.
 struct ReadAsk<'a> {
@@ -82,7 +78,7 @@ type Decided = (Arc<NodeDataset>, Arc<Compiled>, ReadPlan);
 impl NodeService {
     fn event(&self, who: &Principal, ask: &ReadAsk<'_>, decision: Decision, reason: String) -> AuditEvent {
         AuditEvent {
-            time_ms: now_ms(),
+            time_ms: self.clock.now_ms(),
             node: self.department.clone(),
             principal: who.uri(&self.trust_domain),
             department: who.department.clone(),
@@ -140,14 +136,7 @@ impl NodeService {
             purpose: ask.purpose,
             filter: &request_filter,
         };
-        let plan = authorize(
-            who,
-            &dataset.dataset,
-            &latest.schema,
-            &refs,
-            &request,
-            exchange_core::now(),
-        )?;
+        let plan = authorize(who, &dataset.dataset, &latest.schema, &refs, &request, self.clock.now())?;
         Ok((dataset, latest, plan))
     }
 
@@ -191,6 +180,7 @@ impl NodeService {
             sync: self.sync.clone(),
             policy_epoch: self.policy_epoch.clone(),
             shutdown: self.shutdown.clone(),
+            clock: self.clock.clone(),
         })
     }
 }

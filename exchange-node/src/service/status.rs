@@ -26,6 +26,7 @@ pub(super) async fn status(
         });
     }
     let head = service.writer.ledger_head();
+    let registry_diverged = service.catalog.diverged().map_err(to_status)?.unwrap_or_default();
     Ok(Response::new(pb::NodeStatus {
         department_id: service.department.clone(),
         registry_connected: sync.current,
@@ -34,5 +35,6 @@ pub(super) async fn status(
         datasets,
         audit_entries: head.seq,
         audit_head: exchange_core::ledger::hex(&head.head),
+        registry_diverged,
     }))
 }

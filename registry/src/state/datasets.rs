@@ -64,7 +64,7 @@ impl State {
                     dataset.id
                 )));
             }
-            let t = now();
+            let t = self.now();
             dataset.latest_version = 0;
             dataset.created_at = t;
             dataset.updated_at = t;
@@ -101,7 +101,7 @@ impl State {
             dataset.steward = update.steward;
             dataset.tags = update.tags;
             dataset.compatibility = update.compatibility;
-            dataset.updated_at = now();
+            dataset.updated_at = self.now();
             dataset.revision = tx.next_revision(Kind::Dataset, &dataset.id)?;
             tx.put(dataset_key(&dataset.id), &dataset)?;
             Ok(dataset)
@@ -201,7 +201,7 @@ impl State {
         };
         check.accepted = check.incompatibilities.is_empty();
         if let Some(latest) = previous.last() {
-            let t = now();
+            let t = self.now();
             for g in self.scan::<Grant>(b"grant/")? {
                 if g.dataset_id == dataset.id && g.is_active(t) {
                     for (field, reason) in g.broken_by(&latest.schema, &candidate) {
@@ -244,7 +244,7 @@ impl State {
                 version,
                 schema_json: text.to_string(),
                 sensitive_fields: candidate.sensitive_fields,
-                created_at: now(),
+                created_at: self.now(),
             };
             tx.put(version_key(&dataset.id, version), &stored)?;
             dataset.latest_version = version;

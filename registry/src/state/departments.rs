@@ -20,7 +20,7 @@ impl State {
             }
             let parent = self.parent_of(&dept)?;
             department::validate(&dept, parent.as_ref())?;
-            let t = now();
+            let t = self.now();
             dept.created_at = t;
             dept.updated_at = t;
             dept.revision = tx.next_revision(Kind::Department, &dept.id)?;
@@ -71,7 +71,7 @@ impl State {
                 }
             }
             dept.created_at = old.created_at;
-            dept.updated_at = now();
+            dept.updated_at = self.now();
             dept.revision = tx.next_revision(Kind::Department, &dept.id)?;
             tx.put(dept_key(&dept.id), &dept)?;
             Ok(dept)
@@ -95,7 +95,7 @@ impl State {
             // older rules still announces its node.
             department::check_endpoint(&endpoint)?;
             dept.node_endpoint = Some(endpoint.clone());
-            dept.updated_at = now();
+            dept.updated_at = self.now();
             dept.revision = tx.next_revision(Kind::Department, &dept.id)?;
             tx.put(dept_key(&dept.id), &dept)?;
             Ok(dept)

@@ -41,7 +41,7 @@ impl State {
                 .parsed_versions(&dataset)?
                 .pop()
                 .ok_or_else(|| CoreError::not_found(format!("dataset {} has no schema", dataset.id)))?;
-            let mut g = grant::new_grant(request, &dataset, &latest.schema, self.limits, uri, now())?;
+            let mut g = grant::new_grant(request, &dataset, &latest.schema, self.limits, uri, self.now())?;
             let seq = self.get::<u64>(META_GRANT_SEQ)?.unwrap_or(0) + 1;
             tx.put(META_GRANT_SEQ.to_vec(), &seq)?;
             g.id = format!("g-{seq:06}");
@@ -71,7 +71,7 @@ impl State {
                 GrantState::Revoked => authz::revoke_grant(p, &owner, &g.consumer_id)?,
                 _ => authz::decide_grant(p, &owner)?,
             }
-            g.decide(to, uri, reason, now())?;
+            g.decide(to, uri, reason, self.now())?;
             g.revision = tx.next_revision(Kind::Grant, &g.id)?;
             tx.put(grant_key(&g.id), &g)?;
             Ok(g)
@@ -97,7 +97,7 @@ impl State {
 
     /// Grants matching the query that the caller may see.
     pub fn list_grants(&self, p: &Principal, query: &GrantQuery) -> Result<Vec<Grant>, CoreError> {
-        let t = now();
+        let t = self.now();
         Ok(self
             .scan::<Grant>(b"grant/")?
             .into_iter()

@@ -29,6 +29,7 @@ pub use grants::GrantQuery;
 use std::sync::Arc;
 
 use exchange_core::catalog::{self, Classification, Dataset, SchemaVersion};
+use exchange_core::clock::Clock;
 use exchange_core::compat;
 use exchange_core::department::{self, Department, Level};
 use exchange_core::error::SchemaError;
@@ -36,7 +37,7 @@ use exchange_core::grant::{self, Grant, GrantLimits, GrantRequest, GrantState};
 use exchange_core::identity::Principal;
 use exchange_core::schema::{self, DatasetSchema};
 use exchange_core::store::{Batch, Store, StoreError};
-use exchange_core::{authz, now, CoreError, ValidationError};
+use exchange_core::{authz, CoreError, UnixSeconds, ValidationError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex};
@@ -157,11 +158,13 @@ pub struct State {
     writer: Arc<Mutex<Head>>,
     revision: watch::Sender<u64>,
     limits: GrantLimits,
+    /// The time every change and expiry is decided by.
+    clock: Clock,
 }
 
 impl State {
-    /// Opens the state over `store`.
-    pub fn open(store: Arc<dyn Store>, limits: GrantLimits) -> Result<Self, CoreError> {
+    /// Opens the state over `store`, reading the time from `clock`.
+    pub fn open(store: Arc<dyn Store>, limits: GrantLimits, clock: Clock) -> Result<Self, CoreError> {
         let revision = match store.get(META_REVISION)? {
             Some(bytes) => decode::<u64>(META_REVISION, &bytes)?,
             None => 0,
@@ -175,7 +178,13 @@ impl State {
             writer: Arc::new(Mutex::new(Head { revision, history })),
             revision: watch::channel(revision).0,
             limits,
+            clock,
         })
+    }
+
+    /// The time by the state's clock, Unix seconds.
+    pub fn now(&self) -> UnixSeconds {
+        self.clock.now()
     }
 
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, CoreError> {

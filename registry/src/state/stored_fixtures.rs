@@ -28,7 +28,10 @@ fn store_of_2026_12_01() -> Arc<MemStore> {
     let mut batch = Batch::default();
     batch.put(dept_key("js.nj.gongan"), core_fixture!("department.json"));
     batch.put(dataset_key("js.gongan/population"), core_fixture!("dataset.json"));
-    batch.put(version_key("js.gongan/population", 2), core_fixture!("schema_version.json"));
+    batch.put(
+        version_key("js.gongan/population", 2),
+        core_fixture!("schema_version.json"),
+    );
     batch.put(grant_key("g-000042"), core_fixture!("grant.json"));
     batch.put(log_key(15), fixture!("log_entry_before_history.json"));
     batch.put(log_key(17), fixture!("log_entry.json"));
@@ -42,16 +45,25 @@ fn store_of_2026_12_01() -> Arc<MemStore> {
 #[tokio::test]
 async fn a_store_of_2026_12_01_opens_and_answers() {
     let store = store_of_2026_12_01();
-    let state = State::open(store, GrantLimits { max_duration_secs: 86_400 * 365 }).unwrap();
+    let limits = GrantLimits {
+        max_duration_secs: 86_400 * 365,
+    };
+    let state = State::open(store, limits, Clock::system()).unwrap();
     assert_eq!(*state.subscribe().borrow(), 17);
     let dept = state.get_department("js.nj.gongan").unwrap();
-    assert_eq!((dept.level, dept.parent_id.as_deref()), (Level::City, Some("js.gongan")));
+    assert_eq!(
+        (dept.level, dept.parent_id.as_deref()),
+        (Level::City, Some("js.gongan"))
+    );
     let with = state.get_dataset("js.gongan/population").unwrap();
     assert_eq!(with.dataset.classification, Classification::Conditional);
     assert_eq!(with.versions.len(), 1);
     let auditor = Principal::new("js.dsj", Role::Auditor);
     let grant = state.get_grant(&auditor, "g-000042").unwrap();
-    assert_eq!((grant.state, grant.reason.as_str()), (GrantState::Revoked, "case closed"));
+    assert_eq!(
+        (grant.state, grant.reason.as_str()),
+        (GrantState::Revoked, "case closed")
+    );
 
     // The change log replays both entries, the one from before fingerprints with none.
     let changes = state.changes_since(None, 0, None, 100).await.unwrap();

@@ -8,6 +8,7 @@ fn state() -> State {
         GrantLimits {
             max_duration_secs: 86_400,
         },
+        Clock::system(),
     )
     .unwrap()
 }
@@ -138,6 +139,7 @@ fn flaky_state() -> (Arc<FlushFailsOnce>, State) {
         GrantLimits {
             max_duration_secs: 86_400,
         },
+        Clock::system(),
     )
     .unwrap();
     (store, state)
