@@ -167,7 +167,7 @@ async fn clients_check_that_the_registry_is_the_registry() {
     ex.seed().await;
     // A department's node holds a valid exchange certificate for "localhost" too; told to expect
     // the registry there, a client refuses it (as every node does when it calls the registry).
-    let node = crate::nodes::TestNode::start(&ex, "js.gongan").await;
+    let node = TestNode::start(&ex, "js.gongan").await;
     let issued = ex.issue("js.scjg", Role::System);
     let config = exchange_transport::client::ClientConfig {
         endpoint: node.endpoint.clone(),

@@ -10,7 +10,6 @@ mod grants;
 mod harness;
 mod identity;
 mod node;
-mod nodes;
 mod process;
 mod servers;
 mod watch;

@@ -12,7 +12,6 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use crate::harness::*;
-use crate::nodes::TestNode;
 
 /// Asks a server's reflection service, in version `$v` (`v1` or `v1alpha`: the two have the
 /// same messages in different packages), one question, and returns its answer or its error.

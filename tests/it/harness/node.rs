@@ -9,7 +9,7 @@ use exchange_proto::node::v1::node_client::NodeClient;
 use exchange_transport::pki::CertSpec;
 use tonic::transport::Channel;
 
-use crate::harness::*;
+use super::*;
 
 pub type Node = NodeClient<Channel>;
 
@@ -49,6 +49,7 @@ impl TestNode {
                 max_message_bytes: 256 * 1024,
                 ..Default::default()
             },
+            store: exchange_node::config::StoreConfig::default(),
         };
         let mut node = Self {
             department: department.into(),

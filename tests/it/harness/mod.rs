@@ -1,4 +1,9 @@
-//! `TestExchange`: a real registry on 127.0.0.1:0 with a fresh CA, and clients for any identity.
+//! The harnesses: `TestExchange`, a real registry on 127.0.0.1:0 with a fresh CA, a manual clock
+//! and clients for any identity; `TestNode` (in `node`), a real department node following it.
+
+mod node;
+
+pub use node::{Node, TestNode};
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -49,6 +54,7 @@ pub fn registry_config(dir: &Path, listen: SocketAddr) -> registry::Config {
             key: dir.join("registry-key.pem"),
         },
         grants: registry::config::GrantConfig { max_days: 365 },
+        store: registry::config::StoreConfig::default(),
     }
 }
 
