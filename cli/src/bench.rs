@@ -147,6 +147,7 @@ async fn bench(dir: &std::path::Path, args: &Args) -> anyhow::Result<()> {
         trust_domain: "exchange.bench".into(),
         tls: tls("registry"),
         grants: registry::config::GrantConfig::default(),
+        store: registry::config::StoreConfig::default(),
     };
     let mut stop = stop_rx.clone();
     let registry_task = tokio::spawn(registry::run(registry_config, registry_listener, async move {
@@ -164,6 +165,7 @@ async fn bench(dir: &std::path::Path, args: &Args) -> anyhow::Result<()> {
             endpoint: registry_url.clone(),
         },
         limits: exchange_node::config::Limits::default(),
+        store: exchange_node::config::StoreConfig::default(),
     };
     let mut stop = stop_rx.clone();
     let node_task = tokio::spawn(exchange_node::run(node_config, node_listener, async move {
@@ -241,7 +243,7 @@ async fn bench(dir: &std::path::Path, args: &Args) -> anyhow::Result<()> {
         anyhow::ensure!(Instant::now() < deadline, "the node did not catch up with the registry");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut people = crate::samples::people(args.records);
+    let mut people: Vec<serde_json::Value> = crate::samples::people(args.records).collect();
     people.sort_by(|a, b| a["id_number"].as_str().cmp(&b["id_number"].as_str()));
     people.dedup_by(|a, b| a["id_number"] == b["id_number"]);
     for chunk in people.chunks(1000) {

@@ -56,6 +56,14 @@ enum Command {
         #[arg(long)]
         resync_registry_view: bool,
     },
+    /// Write generated sample records of a quickstart dataset as NDJSON, to publish at scale.
+    Samples {
+        /// js.gongan/population, js.scjg/legal-persons or js.zrzy/places.
+        dataset: String,
+        /// How many records (each with its own key).
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+    },
     /// Measure audited reads per second through a node, beside a bare-call baseline.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -81,6 +89,24 @@ enum BenchCommand {
     Reads(bench::Args),
 }
 
+/// Writes sample records as NDJSON to standard output, one at a time (memory stays flat).
+fn write_samples(dataset: &str, count: usize) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let records = samples::records(dataset, count).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no samples for {dataset}; there are samples for {}",
+            samples::DATASETS.join(", ")
+        )
+    })?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for record in records {
+        serde_json::to_writer(&mut out, &record)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
@@ -104,6 +130,7 @@ fn main() -> ExitCode {
             } => run_node(config, resync_registry_view).await,
             Command::Bench(BenchCommand::Reads(args)) => bench::run(args).await,
             Command::VerifyLedger { data_dir } => verify_ledger(&data_dir),
+            Command::Samples { dataset, count } => write_samples(&dataset, count),
         }
     });
     match result {

@@ -427,6 +427,7 @@ async fn start_node(
             endpoint: registry.to_string(),
         },
         limits: exchange_node::config::Limits::default(),
+        store: exchange_node::config::StoreConfig::default(),
     };
     let mut stop = stop;
     tasks.push(tokio::spawn(async move {
@@ -464,10 +465,10 @@ async fn fill_node(paths: &Paths, endpoint: &str, dept: &str, dataset: &str) -> 
     if current.records > 0 {
         return Ok(());
     }
-    let records = match dataset {
-        "js.gongan/population" => samples::people(200),
-        "js.scjg/legal-persons" => samples::companies(50),
-        _ => samples::places(30),
+    let records: Vec<serde_json::Value> = match dataset {
+        "js.gongan/population" => samples::people(200).collect(),
+        "js.scjg/legal-persons" => samples::companies(50).collect(),
+        _ => samples::places(30).collect(),
     };
     let changes = records
         .iter()
@@ -523,6 +524,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             key: paths.pki.join("registry-key.pem"),
         },
         grants: registry::config::GrantConfig::default(),
+        store: registry::config::StoreConfig::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();
@@ -597,9 +599,9 @@ async fn examples(paths: &Paths, nodes: &[(String, String)]) -> anyhow::Result<V
         .find(|(d, _)| d == "js.scjg")
         .map(|(_, e)| e.clone())
         .unwrap_or_default();
-    let person = samples::people(1).remove(0);
+    let person = samples::people(1).next().unwrap_or_default();
     let person_id = person["id_number"].as_str().unwrap_or_default().to_string();
-    let company = samples::companies(1).remove(0);
+    let company = samples::companies(1).next().unwrap_or_default();
     let company_id = company["uscc"].as_str().unwrap_or_default().to_string();
     let d = paths.profiles.display();
     let read = |dataset: &str, key: &str, fields: &[&str], purpose: &str| npb::GetRequest {

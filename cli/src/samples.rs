@@ -48,30 +48,30 @@ fn name(s: &mut Seq) -> String {
     format!("{}{}", s.pick(SURNAMES), s.pick(GIVEN))
 }
 
-/// `count` residents for `js.gongan/population`.
-pub(crate) fn people(count: usize) -> Vec<Value> {
+/// `count` residents for `js.gongan/population`, each with its own identity number (unique for
+/// up to 92 million): the position picks gender, district, birth date and sequence number.
+pub(crate) fn people(count: usize) -> impl Iterator<Item = Value> {
     let mut s = Seq(2026);
-    (0..count)
-        .map(|i| {
-            let (region, area) = *s.pick(DISTRICTS);
-            let (year, month, day) = (1950 + s.next(55), 1 + s.next(12), 1 + s.next(28));
-            let gender = if i % 2 == 0 { "male" } else { "female" };
-            // The 17th digit is odd for men and even for women (GB 11643).
-            let seq = (s.next(50) * 2 + u64::from(gender == "male")) % 1000;
-            json!({
-                "id_number": id_number(region, year, month, day, seq),
-                "name": name(&mut s),
-                "gender": gender,
-                "ethnicity": "汉族",
-                "birth_date": format!("{year:04}-{month:02}-{day:02}"),
-                "household_register_region": region,
-                "address": format!("{area}{}{}号", s.pick(STREETS), 1 + s.next(300)),
-                "phone": format!("1{}{:09}", 3 + s.next(7), s.next(1_000_000_000)),
-                "marital_status": *s.pick(&["unmarried", "married", "divorced", "widowed"]),
-                "updated_at": "2026-11-01T08:00:00+08:00"
-            })
+    (0..count as u64).map(move |i| {
+        let male = i % 2 == 0;
+        let (region, area) = DISTRICTS[((i / 2) % DISTRICTS.len() as u64) as usize];
+        let k = i / 5000;
+        let (year, month, day) = (1950 + (k / 336) % 55, 1 + (k / 28) % 12, 1 + k % 28);
+        // The 17th digit is odd for men and even for women (GB 11643).
+        let seq = ((i / 10) % 500) * 2 + u64::from(male);
+        json!({
+            "id_number": id_number(region, year, month, day, seq),
+            "name": name(&mut s),
+            "gender": if male { "male" } else { "female" },
+            "ethnicity": "汉族",
+            "birth_date": format!("{year:04}-{month:02}-{day:02}"),
+            "household_register_region": region,
+            "address": format!("{area}{}{}号", s.pick(STREETS), 1 + s.next(300)),
+            "phone": format!("1{}{:09}", 3 + s.next(7), s.next(1_000_000_000)),
+            "marital_status": *s.pick(&["unmarried", "married", "divorced", "widowed"]),
+            "updated_at": "2026-11-01T08:00:00+08:00"
         })
-        .collect()
+    })
 }
 
 const USCC_CHARS: &[u8] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
@@ -86,11 +86,11 @@ fn uscc(region: &str, s: &mut Seq) -> String {
 }
 
 /// `count` companies for `js.scjg/legal-persons`.
-pub(crate) fn companies(count: usize) -> Vec<Value> {
+pub(crate) fn companies(count: usize) -> impl Iterator<Item = Value> {
     let mut s = Seq(32);
     let trades = ["科技", "贸易", "餐饮", "建筑", "物流", "文化传媒"];
     (0..count)
-        .map(|_| {
+        .map(move |_| {
             let (region, area) = *s.pick(DISTRICTS);
             let city = &area[..9];
             let (year, month, day) = (1995 + s.next(30), 1 + s.next(12), 1 + s.next(28));
@@ -108,33 +108,43 @@ pub(crate) fn companies(count: usize) -> Vec<Value> {
                 "status": *s.pick(&["active", "active", "active", "suspended", "cancelled"])
             })
         })
-        .collect()
 }
 
 /// `count` places for `js.zrzy/places`.
-pub(crate) fn places(count: usize) -> Vec<Value> {
+pub(crate) fn places(count: usize) -> impl Iterator<Item = Value> {
     let mut s = Seq(7);
-    (0..count)
-        .map(|i| {
-            let (region, area) = *s.pick(DISTRICTS);
-            let (lon, lat) = if region.starts_with("3201") {
-                (118.78, 32.04)
-            } else {
-                (120.58, 31.30)
-            };
-            json!({
-                "place_id": format!("{region}-{:06}", i + 1),
-                "name": format!("{area}{}地块{}", s.pick(STREETS), i + 1),
-                "category": *s.pick(&["land_parcel", "building", "park", "public_facility"]),
-                "region_code": region,
-                "longitude": lon + (s.next(1000) as f64) / 10_000.0,
-                "latitude": lat + (s.next(1000) as f64) / 10_000.0,
-                "area_sq_m": 500 + s.next(20_000),
-                "land_use": *s.pick(&["commercial", "residential", "public_service", "industrial"]),
-                "updated_at": "2026-10-15T10:00:00+08:00"
-            })
+    (0..count).map(move |i| {
+        let (region, area) = *s.pick(DISTRICTS);
+        let (lon, lat) = if region.starts_with("3201") {
+            (118.78, 32.04)
+        } else {
+            (120.58, 31.30)
+        };
+        json!({
+            "place_id": format!("{region}-{:06}", i + 1),
+            "name": format!("{area}{}地块{}", s.pick(STREETS), i + 1),
+            "category": *s.pick(&["land_parcel", "building", "park", "public_facility"]),
+            "region_code": region,
+            "longitude": lon + (s.next(1000) as f64) / 10_000.0,
+            "latitude": lat + (s.next(1000) as f64) / 10_000.0,
+            "area_sq_m": 500 + s.next(20_000),
+            "land_use": *s.pick(&["commercial", "residential", "public_service", "industrial"]),
+            "updated_at": "2026-10-15T10:00:00+08:00"
         })
-        .collect()
+    })
+}
+
+/// The datasets samples can be made for.
+pub(crate) const DATASETS: [&str; 3] = ["js.gongan/population", "js.scjg/legal-persons", "js.zrzy/places"];
+
+/// `count` sample records of `dataset` (one of [`DATASETS`]).
+pub(crate) fn records(dataset: &str, count: usize) -> Option<Box<dyn Iterator<Item = Value>>> {
+    Some(match dataset {
+        "js.gongan/population" => Box::new(people(count)),
+        "js.scjg/legal-persons" => Box::new(companies(count)),
+        "js.zrzy/places" => Box::new(places(count)),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -144,9 +154,21 @@ mod tests {
     #[test]
     fn every_sample_record_is_valid_under_its_schema() {
         for (schema, key, records) in [
-            (include_str!("../../schemas/population.json"), "id_number", people(200)),
-            (include_str!("../../schemas/legal-persons.json"), "uscc", companies(50)),
-            (include_str!("../../schemas/places.json"), "place_id", places(30)),
+            (
+                include_str!("../../schemas/population.json"),
+                "id_number",
+                people(20_000).collect::<Vec<_>>(),
+            ),
+            (
+                include_str!("../../schemas/legal-persons.json"),
+                "uscc",
+                companies(50).collect(),
+            ),
+            (
+                include_str!("../../schemas/places.json"),
+                "place_id",
+                places(30).collect(),
+            ),
         ] {
             let parsed = exchange_core::schema::parse_dataset_schema(schema, key).unwrap();
             let validator = exchange_core::schema::compile(&parsed.schema).unwrap();

@@ -90,11 +90,34 @@ pub struct SledStore {
     flush_lock: Mutex<()>,
 }
 
+/// How a server runs its store: the `[store]` table of its configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The most memory, in MiB, sled keeps as its page cache (its own default is 1024). Default
+    /// 64: enough to keep the keys and recent records of a busy node in memory, small enough to
+    /// keep a node under 256 MiB while it imports or serves (see BENCHMARKS.md for what was
+    /// measured). Raise it for datasets read at random across more than that.
+    pub cache_mib: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { cache_mib: 64 }
+    }
+}
+
 impl SledStore {
-    /// Opens (or creates) the store in directory `path`.
+    /// Opens (or creates) the store in directory `path` with the default [`StoreConfig`].
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, StoreConfig::default())
+    }
+
+    /// Opens (or creates) the store in directory `path`.
+    pub fn open_with(path: &Path, config: StoreConfig) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(path)
+            .cache_capacity(config.cache_mib.saturating_mul(1024 * 1024))
             .open()
             .map_err(|e| StoreError::Engine(format!("cannot open {}: {e}", path.display())))?;
         Ok(Self {

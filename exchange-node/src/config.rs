@@ -31,7 +31,13 @@ pub struct Config {
     /// Size and count limits.
     #[serde(default)]
     pub limits: Limits,
+    /// How the store is run (its cache size).
+    #[serde(default)]
+    pub store: StoreConfig,
 }
+
+/// The store's settings, shared with the registry.
+pub use exchange_core::store::StoreConfig;
 
 /// TLS files, shared with the other servers.
 pub use exchange_transport::tls::TlsConfig;

@@ -82,7 +82,8 @@ pub async fn run_with_clock(
     let files = config.tls.read().map_err(err)?;
     let me = own_identity(&files.cert_pem, &config.trust_domain)?;
     server::prepare_data_dir(&config.data_dir)?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir.join(STORE_DIR)).map_err(err)?);
+    let store: Arc<dyn Store> =
+        Arc::new(SledStore::open_with(&config.data_dir.join(STORE_DIR), config.store).map_err(err)?);
     let catalog = Arc::new(catalog::Catalog::load(store.clone()).map_err(err)?);
     let page_tokens = Arc::new(page_token::PageTokens::load_or_create(&*store).map_err(err)?);
     let ledger = Ledger::open(&config.data_dir.join(LEDGER_FILE)).map_err(err)?;

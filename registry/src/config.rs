@@ -22,7 +22,13 @@ pub struct Config {
     /// Rules for grants.
     #[serde(default)]
     pub grants: GrantConfig,
+    /// How the store is run (its cache size).
+    #[serde(default)]
+    pub store: StoreConfig,
 }
+
+/// The store's settings, shared with the nodes.
+pub use exchange_core::store::StoreConfig;
 
 /// TLS files, shared with the other servers.
 pub use exchange_transport::tls::TlsConfig;

@@ -43,7 +43,7 @@ pub async fn run_with_clock(
 ) -> Result<(), RunError> {
     let files = config.tls.read().map_err(RunError::from_display)?;
     server::prepare_data_dir(&config.data_dir)?;
-    let store = SledStore::open(&config.data_dir).map_err(RunError::from_display)?;
+    let store = SledStore::open_with(&config.data_dir, config.store).map_err(RunError::from_display)?;
     let limits = GrantLimits {
         max_duration_secs: i64::from(config.grants.max_days) * 86_400,
     };
