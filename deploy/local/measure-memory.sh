@@ -65,7 +65,7 @@ mib() { echo $(( $1 / 1024 )); }
 # peak RSS while a command runs, sampled every 100 ms
 peak_during() {
   local peak=0 rss
-  "$@" >/dev/null &
+  "$@" >>commands.log 2>&1 &
   local job=$!
   while kill -0 "$job" 2>/dev/null; do
     rss=$(kib VmRSS)
@@ -92,6 +92,17 @@ query() {
 query_peak=$(peak_during query)
 sleep 2
 settled=$(kib VmRSS)
+hwm=$(kib VmHWM)
+# A restart: the store is reopened with everything in it.
+kill "$node"
+wait "$node" 2>/dev/null || true
+"$exchange" node --config node-gongan.toml >>node.log 2>&1 &
+node=$!
+pids+=($node)
+until as js.gongan-system --json status 2>/dev/null | grep -q '"latestVersion": *1'; do sleep 0.1; done
+as js.gongan-system get js.gongan/population "$(head -1 people.ndjson | sed 's/.*"id_number":"\([^"]*\)".*/\1/')" --purpose self-check >/dev/null
+sleep 2
+restarted=$(kib VmRSS)
 
 echo "node RSS, MiB (cache_mib ${cache:-default}, $records records published in $publish_secs s)"
 echo "  idle after start:        $(mib "$idle")"
@@ -99,5 +110,8 @@ echo "  peak while publishing:   $(mib "$publish_peak")"
 echo "  after publishing:        $(mib "$after_publish")"
 echo "  peak while querying:     $(mib "$query_peak")"
 echo "  settled after queries:   $(mib "$settled")"
-echo "  high-water mark (VmHWM): $(mib "$(kib VmHWM)")"
+echo "  high-water mark (VmHWM): $(mib "$hwm")"
+echo "  idle after a restart:    $(mib "$restarted")"
 echo "  store on disk:           $(du -sm data/node-gongan/store | cut -f1)"
+echo "publish: $(grep -m1 -i 'accepted' commands.log || true)"
+echo "records at the node: $(as js.gongan-system --json status | tr -d ' \n' | sed -n 's/.*"records":"\{0,1\}\([0-9]*\).*/\1/p')"
