@@ -6,6 +6,7 @@ use exchange_core::compat::CompatMode;
 use exchange_proto::registry::v1 as pb;
 use exchange_transport::convert::{self, classification_to_pb, compat_to_pb};
 
+use super::dept::UPDATE_ATTEMPTS;
 use crate::connect::Common;
 use crate::output::{name_of, print_json, status_error, time, Table};
 
@@ -130,6 +131,35 @@ fn dataset_pb(f: DatasetFields) -> pb::Dataset {
     }
 }
 
+/// Sets the fields the flags name on `d`, as read from the registry; the rest stay as they are.
+fn apply_update(u: &DatasetUpdate, d: &mut pb::Dataset) {
+    d.versions.clear();
+    if let Some(title) = &u.title {
+        d.title.clone_from(title);
+    }
+    if let Some(classification) = u.classification {
+        d.classification = classification_to_pb(classification) as i32;
+    }
+    if let Some(description) = &u.description {
+        d.description.clone_from(description);
+    }
+    if let Some(domain) = &u.domain {
+        d.domain.clone_from(domain);
+    }
+    if let Some(frequency) = &u.frequency {
+        d.update_frequency.clone_from(frequency);
+    }
+    if let Some(steward) = &u.steward {
+        d.steward.clone_from(steward);
+    }
+    if u.clear_tags || !u.tags.is_empty() {
+        d.tags.clone_from(&u.tags);
+    }
+    if let Some(mode) = u.compatibility {
+        d.compatibility = compat_to_pb(mode) as i32;
+    }
+}
+
 fn print_datasets(datasets: &[pb::Dataset]) {
     let mut table = Table::new(&["ID", "TITLE", "DOMAIN", "CLASSIFICATION", "KEY", "VERSION"]);
     for d in datasets {
@@ -159,38 +189,23 @@ pub(super) async fn run(command: DatasetCommand, common: Common) -> anyhow::Resu
                 .into_inner()
         }
         DatasetCommand::Update(u) => {
-            let mut d = client
-                .get_dataset(pb::GetDatasetRequest { id: u.id.clone() })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            d.versions.clear();
-            if let Some(title) = u.title {
-                d.title = title;
+            // As `dept update`: an ABORTED update is applied again to what the registry holds now.
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let mut d = client
+                    .get_dataset(pb::GetDatasetRequest { id: u.id.clone() })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                apply_update(&u, &mut d);
+                let request = pb::UpdateDatasetRequest { dataset: Some(d) };
+                match client.update_dataset(request).await {
+                    Ok(updated) => break updated.into_inner(),
+                    Err(status) if status.code() == tonic::Code::Aborted && attempts < UPDATE_ATTEMPTS => {}
+                    Err(status) => return Err(status_error(status)),
+                }
             }
-            if let Some(classification) = u.classification {
-                d.classification = classification_to_pb(classification) as i32;
-            }
-            if let Some(description) = u.description {
-                d.description = description;
-            }
-            if let Some(domain) = u.domain {
-                d.domain = domain;
-            }
-            if let Some(frequency) = u.frequency {
-                d.update_frequency = frequency;
-            }
-            if let Some(steward) = u.steward {
-                d.steward = steward;
-            }
-            if u.clear_tags || !u.tags.is_empty() {
-                d.tags = u.tags;
-            }
-            if let Some(mode) = u.compatibility {
-                d.compatibility = compat_to_pb(mode) as i32;
-            }
-            let request = pb::UpdateDatasetRequest { dataset: Some(d) };
-            client.update_dataset(request).await.map_err(status_error)?.into_inner()
         }
         DatasetCommand::Get { id } => client
             .get_dataset(pb::GetDatasetRequest { id })

@@ -98,6 +98,32 @@ fn department_pb(f: DeptFields) -> pb::Department {
     }
 }
 
+/// How many times an update is tried when the department keeps changing under it.
+pub(super) const UPDATE_ATTEMPTS: u32 = 3;
+
+/// Sets the fields the flags name on `d`, as read from the registry; the rest stay as they are.
+fn apply_update(u: &DeptUpdate, d: &mut pb::Department) {
+    if let Some(name) = &u.name {
+        d.name.clone_from(name);
+    }
+    if let Some(level) = u.level {
+        d.level = level_to_pb(level) as i32;
+    }
+    if let Some(region) = &u.region {
+        d.region_code.clone_from(region);
+    }
+    match (&u.parent, u.clear_parent) {
+        (Some(parent), _) => d.parent_id.clone_from(parent),
+        (None, true) => d.parent_id.clear(),
+        (None, false) => {}
+    }
+    match (&u.endpoint, u.clear_endpoint) {
+        (Some(endpoint), _) => d.node_endpoint.clone_from(endpoint),
+        (None, true) => d.node_endpoint.clear(),
+        (None, false) => {}
+    }
+}
+
 fn print_departments(departments: &[pb::Department]) {
     let mut table = Table::new(&["ID", "NAME", "LEVEL", "REGION", "PARENT", "NODE"]);
     for d in departments {
@@ -127,36 +153,25 @@ pub(super) async fn run(command: DeptCommand, common: Common) -> anyhow::Result<
                 .into_inner()]
         }
         DeptCommand::Update(u) => {
-            let mut d = client
-                .get_department(pb::GetDepartmentRequest { id: u.id.clone() })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            if let Some(name) = u.name {
-                d.name = name;
+            // The update names the revision it read; when another change came in between (a
+            // node announcing its endpoint, say), the registry answers ABORTED and the flags
+            // are applied again to what it holds now.
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let mut d = client
+                    .get_department(pb::GetDepartmentRequest { id: u.id.clone() })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                apply_update(&u, &mut d);
+                let request = pb::UpdateDepartmentRequest { department: Some(d) };
+                match client.update_department(request).await {
+                    Ok(updated) => break vec![updated.into_inner()],
+                    Err(status) if status.code() == tonic::Code::Aborted && attempts < UPDATE_ATTEMPTS => {}
+                    Err(status) => return Err(status_error(status)),
+                }
             }
-            if let Some(level) = u.level {
-                d.level = level_to_pb(level) as i32;
-            }
-            if let Some(region) = u.region {
-                d.region_code = region;
-            }
-            match (u.parent, u.clear_parent) {
-                (Some(parent), _) => d.parent_id = parent,
-                (None, true) => d.parent_id.clear(),
-                (None, false) => {}
-            }
-            match (u.endpoint, u.clear_endpoint) {
-                (Some(endpoint), _) => d.node_endpoint = endpoint,
-                (None, true) => d.node_endpoint.clear(),
-                (None, false) => {}
-            }
-            let request = pb::UpdateDepartmentRequest { department: Some(d) };
-            vec![client
-                .update_department(request)
-                .await
-                .map_err(status_error)?
-                .into_inner()]
         }
         DeptCommand::Get { id } => {
             vec![client
@@ -189,4 +204,36 @@ pub(super) async fn run(command: DeptCommand, common: Common) -> anyhow::Result<
     }
     print_departments(&departments);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        update: DeptUpdate,
+    }
+
+    /// What makes retrying after ABORTED right: the flags change only what they name, so applied
+    /// to a department another writer changed meanwhile, they keep that writer's change.
+    #[test]
+    fn an_update_changes_only_what_its_flags_name() {
+        let flags = Flags::parse_from(["x", "--id", "js.gongan", "--name", "江苏省公安厅"]);
+        let mut changed_meanwhile = pb::Department {
+            id: "js.gongan".into(),
+            name: "old".into(),
+            region_code: "320000".into(),
+            node_endpoint: "https://node.gongan.example:7401".into(),
+            revision: 9,
+            ..Default::default()
+        };
+        apply_update(&flags.update, &mut changed_meanwhile);
+        assert_eq!(changed_meanwhile.name, "江苏省公安厅");
+        assert_eq!(changed_meanwhile.node_endpoint, "https://node.gongan.example:7401");
+        assert_eq!((changed_meanwhile.region_code.as_str(), changed_meanwhile.revision), ("320000", 9));
+    }
 }
