@@ -8,6 +8,7 @@
 //! - `sync`: follows the registry's Watch, resuming from the last revision applied.
 //! - `records`: how records and the change feed are laid out in the store, and read.
 //! - `writer`: the one thread that commits records, changes and audit events, in groups.
+//! - `page_token`: Query page tokens sealed with a node-local secret, and key pseudonyms.
 //! - `service`: the gRPC service.
 //! - [`run`]: serve on a listener the caller bound, until the shutdown future resolves.
 

@@ -234,6 +234,9 @@ mod tests {
         apply_update(&flags.update, &mut changed_meanwhile);
         assert_eq!(changed_meanwhile.name, "江苏省公安厅");
         assert_eq!(changed_meanwhile.node_endpoint, "https://node.gongan.example:7401");
-        assert_eq!((changed_meanwhile.region_code.as_str(), changed_meanwhile.revision), ("320000", 9));
+        assert_eq!(
+            (changed_meanwhile.region_code.as_str(), changed_meanwhile.revision),
+            ("320000", 9)
+        );
     }
 }
