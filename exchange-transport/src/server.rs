@@ -70,7 +70,7 @@ pub struct Server {
     /// The server's own API, for reflection.
     descriptor: &'static [u8],
     health: HealthReporter,
-    routes: Option<Routes>,
+    routes: Routes,
     stop_tx: watch::Sender<bool>,
     stop_rx: watch::Receiver<bool>,
 }
@@ -90,18 +90,17 @@ impl Server {
         let auth = Authenticator::new(&files.ca_pem, trust_domain, membership).map_err(RunError::from_display)?;
         let (health, health_service) = tonic_health::server::health_reporter();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut server = Self {
+        let routes = Routes::new(InterceptedService::new(health_service, auth.clone()));
+        Ok(Self {
             kind,
             tls,
             auth,
             descriptor,
             health,
-            routes: None,
+            routes,
             stop_tx,
             stop_rx,
-        };
-        server.route(health_service);
-        Ok(server)
+        })
     }
 
     /// Turns true when the server starts stopping: streams end on it rather than hold the
@@ -116,7 +115,7 @@ impl Server {
         self.health.clone()
     }
 
-    /// Adds one of the server's own services, behind the authenticator, and marks it serving.
+    /// Adds a service behind the authenticator and marks it serving in `grpc.health.v1.Health`.
     pub async fn add_service<S>(&mut self, service: S)
     where
         S: tower::Service<HttpRequest<Body>, Response = HttpResponse<Body>, Error = std::convert::Infallible>
@@ -128,24 +127,8 @@ impl Server {
         S::Future: Send + 'static,
     {
         self.health.set_service_status(S::NAME, ServingStatus::Serving).await;
-        self.route(service);
-    }
-
-    fn route<S>(&mut self, service: S)
-    where
-        S: tower::Service<HttpRequest<Body>, Response = HttpResponse<Body>, Error = std::convert::Infallible>
-            + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
         let service = InterceptedService::new(service, self.auth.clone());
-        self.routes = Some(match self.routes.take() {
-            Some(routes) => routes.add_service(service),
-            None => Routes::new(service),
-        });
+        self.routes = std::mem::take(&mut self.routes).add_service(service);
     }
 
     /// Serves on `listener` until `shutdown` resolves, then stops: no new calls, open ones
@@ -171,8 +154,8 @@ impl Server {
         let v1alpha = reflection()
             .build_v1alpha()
             .map_err(|e| RunError(format!("reflection: {e}")))?;
-        self.route(v1);
-        self.route(v1alpha);
+        self.add_service(v1).await;
+        self.add_service(v1alpha).await;
 
         let local = listener.local_addr().map_err(RunError::from_display)?;
         let kind = self.kind;
@@ -182,10 +165,9 @@ impl Server {
             tracing::info!(kind, "shutting down");
             let _ = stop_tx.send(true);
         };
-        let routes = self.routes.unwrap_or_default();
         tracing::info!(kind, address = %local, "serving mutual TLS");
         let serve = tonic::transport::Server::builder()
-            .add_routes(routes)
+            .add_routes(self.routes)
             .serve_with_incoming_shutdown(tls::incoming(listener, self.tls), shutdown);
         tls::serve_with_grace(serve, self.stop_rx, Ok(()))
             .await

@@ -6,7 +6,7 @@ use exchange_core::compat::CompatMode;
 use exchange_proto::registry::v1 as pb;
 use exchange_transport::convert::{self, classification_to_pb, compat_to_pb};
 
-use super::dept::UPDATE_ATTEMPTS;
+use super::retry_aborted;
 use crate::connect::Common;
 use crate::output::{name_of, print_json, status_error, time, Table};
 
@@ -189,23 +189,19 @@ pub(super) async fn run(command: DatasetCommand, common: Common) -> anyhow::Resu
                 .into_inner()
         }
         DatasetCommand::Update(u) => {
-            // As `dept update`: an ABORTED update is applied again to what the registry holds now.
-            let mut attempts = 0;
-            loop {
-                attempts += 1;
-                let mut d = client
-                    .get_dataset(pb::GetDatasetRequest { id: u.id.clone() })
-                    .await
-                    .map_err(status_error)?
-                    .into_inner();
-                apply_update(&u, &mut d);
-                let request = pb::UpdateDatasetRequest { dataset: Some(d) };
-                match client.update_dataset(request).await {
-                    Ok(updated) => break updated.into_inner(),
-                    Err(status) if status.code() == tonic::Code::Aborted && attempts < UPDATE_ATTEMPTS => {}
-                    Err(status) => return Err(status_error(status)),
+            retry_aborted(|| {
+                let (mut client, u) = (client.clone(), &u);
+                async move {
+                    let mut d = client
+                        .get_dataset(pb::GetDatasetRequest { id: u.id.clone() })
+                        .await?
+                        .into_inner();
+                    apply_update(u, &mut d);
+                    let request = pb::UpdateDatasetRequest { dataset: Some(d) };
+                    Ok(client.update_dataset(request).await?.into_inner())
                 }
-            }
+            })
+            .await?
         }
         DatasetCommand::Get { id } => client
             .get_dataset(pb::GetDatasetRequest { id })

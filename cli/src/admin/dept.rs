@@ -5,6 +5,7 @@ use exchange_core::department::Level;
 use exchange_proto::registry::v1 as pb;
 use exchange_transport::convert::{self, level_to_pb};
 
+use super::retry_aborted;
 use crate::connect::Common;
 use crate::output::{name_of, print_json, status_error, Table};
 
@@ -98,9 +99,6 @@ fn department_pb(f: DeptFields) -> pb::Department {
     }
 }
 
-/// How many times an update is tried when the department keeps changing under it.
-pub(super) const UPDATE_ATTEMPTS: u32 = 3;
-
 /// Sets the fields the flags name on `d`, as read from the registry; the rest stay as they are.
 fn apply_update(u: &DeptUpdate, d: &mut pb::Department) {
     if let Some(name) = &u.name {
@@ -153,25 +151,20 @@ pub(super) async fn run(command: DeptCommand, common: Common) -> anyhow::Result<
                 .into_inner()]
         }
         DeptCommand::Update(u) => {
-            // The update names the revision it read; when another change came in between (a
-            // node announcing its endpoint, say), the registry answers ABORTED and the flags
-            // are applied again to what it holds now.
-            let mut attempts = 0;
-            loop {
-                attempts += 1;
-                let mut d = client
-                    .get_department(pb::GetDepartmentRequest { id: u.id.clone() })
-                    .await
-                    .map_err(status_error)?
-                    .into_inner();
-                apply_update(&u, &mut d);
-                let request = pb::UpdateDepartmentRequest { department: Some(d) };
-                match client.update_department(request).await {
-                    Ok(updated) => break vec![updated.into_inner()],
-                    Err(status) if status.code() == tonic::Code::Aborted && attempts < UPDATE_ATTEMPTS => {}
-                    Err(status) => return Err(status_error(status)),
+            let updated = retry_aborted(|| {
+                let (mut client, u) = (client.clone(), &u);
+                async move {
+                    let mut d = client
+                        .get_department(pb::GetDepartmentRequest { id: u.id.clone() })
+                        .await?
+                        .into_inner();
+                    apply_update(u, &mut d);
+                    let request = pb::UpdateDepartmentRequest { department: Some(d) };
+                    Ok(client.update_department(request).await?.into_inner())
                 }
-            }
+            })
+            .await?;
+            vec![updated]
         }
         DeptCommand::Get { id } => {
             vec![client

@@ -77,3 +77,64 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
         Command::Grant { command } => grant::run(command, common).await,
     }
 }
+
+/// How many times an update is tried while the object keeps changing under it.
+const UPDATE_ATTEMPTS: u32 = 3;
+
+/// Runs a read-then-update `attempt` again while the registry answers ABORTED (the object
+/// changed between the read and the write: a node announcing its endpoint, say), up to
+/// [`UPDATE_ATTEMPTS`] times. An update's flags name only the fields to change, so applying them
+/// to the newer object is what the user asked for.
+async fn retry_aborted<T, Fut>(mut attempt: impl FnMut() -> Fut) -> anyhow::Result<T>
+where
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match attempt().await {
+            Ok(updated) => return Ok(updated),
+            Err(status) if status.code() == tonic::Code::Aborted && attempts < UPDATE_ATTEMPTS => {}
+            Err(status) => return Err(status_error(status)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_aborted_update_is_tried_again_up_to_three_times() {
+        let calls = Cell::new(0);
+        let flaky = |fail_first: u32| {
+            let calls = &calls;
+            move || {
+                calls.set(calls.get() + 1);
+                let n = calls.get();
+                async move {
+                    if n <= fail_first {
+                        Err(tonic::Status::aborted("changed since you read it"))
+                    } else {
+                        Ok(n)
+                    }
+                }
+            }
+        };
+        assert_eq!(retry_aborted(flaky(2)).await.unwrap(), 3);
+        calls.set(0);
+        let err = retry_aborted(flaky(3)).await.unwrap_err();
+        assert!(err.to_string().contains("changed since you read it"), "{err}");
+        assert_eq!(calls.get(), 3);
+        // Other refusals are not tried again.
+        calls.set(0);
+        let refused = retry_aborted(|| {
+            calls.set(calls.get() + 1);
+            async { Err::<(), _>(tonic::Status::permission_denied("no")) }
+        });
+        assert!(refused.await.is_err());
+        assert_eq!(calls.get(), 1);
+    }
+}

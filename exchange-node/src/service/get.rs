@@ -14,13 +14,7 @@ use crate::records;
 pub(super) async fn get(service: &NodeService, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>> {
     let who = caller(&request)?.principal;
     let r = request.into_inner();
-    let ask = ReadAsk {
-        operation: "get",
-        dataset: &r.dataset_id,
-        fields: &r.fields,
-        purpose: &r.purpose,
-        case_id: &r.case_id,
-    };
+    let ask = read_ask!("get", &r);
     if r.keys.len() > service.limits.max_get_keys {
         let error = ValidationError::new(
             "keys",

@@ -10,6 +10,20 @@
 //! - `get`, `query`, `subscribe`: the reads.
 //! - `status`: Status.
 
+/// The [`ReadAsk`] of a read request (Get, Query and Subscribe name these fields alike).
+macro_rules! read_ask {
+    ($operation:literal, $request:expr) => {{
+        let request = $request;
+        ReadAsk {
+            operation: $operation,
+            dataset: &request.dataset_id,
+            fields: &request.fields,
+            purpose: &request.purpose,
+            case_id: &request.case_id,
+        }
+    }};
+}
+
 mod get;
 mod publish;
 mod query;

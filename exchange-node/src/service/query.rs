@@ -17,25 +17,13 @@ use crate::records;
 /// Stored records read from the store at a time while looking for matches.
 const SCAN_PAGE: usize = 1000;
 
-impl<'a> ReadAsk<'a> {
-    fn query(r: &'a pb::QueryRequest) -> Self {
-        Self {
-            operation: "query",
-            dataset: &r.dataset_id,
-            fields: &r.fields,
-            purpose: &r.purpose,
-            case_id: &r.case_id,
-        }
-    }
-}
-
 pub(super) async fn query(
     service: &NodeService,
     request: Request<pb::QueryRequest>,
 ) -> Result<Response<BoxStream<pb::QueryResponse>>> {
     let who = caller(&request)?.principal;
     let r = request.into_inner();
-    let ask = ReadAsk::query(&r);
+    let ask = read_ask!("query", &r);
     // Refuse at once when not allowed (audited as a denial); then stream page by page,
     // deciding again before every message.
     let decided = service.plan(&who, &ask, &r.filter).await?;
@@ -113,7 +101,7 @@ impl QueryRun {
     async fn stream(&mut self, tx: &mpsc::Sender<std::result::Result<pb::QueryResponse, Status>>) -> Result<()> {
         let r = &self.request;
         let svc = &self.service;
-        let ask = ReadAsk::query(r);
+        let ask = read_ask!("query", r);
         let scope = page_scope(r, &self.who);
         let key_scope = pseudonym_scope(&r.dataset_id, &self.who);
         let mut after = self.after.take();

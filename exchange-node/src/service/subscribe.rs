@@ -14,25 +14,13 @@ use tonic::{Request, Response, Status};
 use super::{pseudonym_scope, serve, served_key, BoxStream, NodeService, ReadAsk, Result, CHUNK};
 use crate::records;
 
-impl<'a> ReadAsk<'a> {
-    fn subscribe(r: &'a pb::SubscribeRequest) -> Self {
-        Self {
-            operation: "subscribe",
-            dataset: &r.dataset_id,
-            fields: &r.fields,
-            purpose: &r.purpose,
-            case_id: &r.case_id,
-        }
-    }
-}
-
 pub(super) async fn subscribe(
     service: &NodeService,
     request: Request<pb::SubscribeRequest>,
 ) -> Result<Response<BoxStream<pb::ChangeBatch>>> {
     let who = caller(&request)?.principal;
     let r = request.into_inner();
-    let ask = ReadAsk::subscribe(&r);
+    let ask = read_ask!("subscribe", &r);
     // Refuse at once when not allowed (audited as a denial); record the opening as allowed.
     // The stream re-decides before every batch and audits what each batch serves.
     let (_, latest, plan) = service.plan(&who, &ask, &r.filter).await?;
@@ -72,7 +60,7 @@ impl Subscription {
         let mut cursor = r.after_sequence;
         let key_scope = pseudonym_scope(&r.dataset_id, &self.who);
         loop {
-            let ask = ReadAsk::subscribe(r);
+            let ask = read_ask!("subscribe", r);
             // Re-decide before every batch, so a revocation ends the stream.
             let (dataset, latest, plan) = match svc.plan(&self.who, &ask, &r.filter).await {
                 Ok(p) => p,
