@@ -218,37 +218,46 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
                 print!("{}", prometheus_text(&status));
                 return Ok(());
             }
-            println!("node:     {}", status.department_id);
-            println!(
-                "registry: {} (revision {}, view age {} s)",
-                if status.registry_connected {
-                    "connected, current"
-                } else {
-                    "NOT CONNECTED"
-                },
-                status.registry_revision,
-                status.view_age_seconds
-            );
-            if !status.registry_diverged.is_empty() {
-                println!(
-                    "          NOT FOLLOWING the registry: {}; after checking the registry, run `exchange node --config <file> --resync-registry-view` with the node stopped",
-                    status.registry_diverged
-                );
-            }
-            println!("audit:    {} entries, head {}", status.audit_entries, status.audit_head);
-            let mut table = crate::output::Table::new(&["DATASET", "VERSION", "RECORDS", "LAST SEQUENCE"]);
-            for d in &status.datasets {
-                table.row(vec![
-                    d.dataset_id.clone(),
-                    d.latest_version.to_string(),
-                    d.records.to_string(),
-                    d.last_sequence.to_string(),
-                ]);
-            }
-            table.print();
+            print!("{}", status_text(&status));
             Ok(())
         }
     }
+}
+
+/// A node's status for people.
+fn status_text(status: &npb::NodeStatus) -> String {
+    let mut out = format!("node:     {}\n", status.department_id);
+    out.push_str(&format!(
+        "registry: {} (revision {}, view age {} s)\n",
+        if status.registry_connected {
+            "connected, current"
+        } else {
+            "NOT CONNECTED"
+        },
+        status.registry_revision,
+        status.view_age_seconds
+    ));
+    if !status.registry_diverged.is_empty() {
+        out.push_str(&format!(
+            "          NOT FOLLOWING the registry: {}; after checking the registry, run `exchange node --config <file> --resync-registry-view` with the node stopped\n",
+            status.registry_diverged
+        ));
+    }
+    out.push_str(&format!(
+        "audit:    {} entries, head {}\n",
+        status.audit_entries, status.audit_head
+    ));
+    let mut table = crate::output::Table::new(&["DATASET", "VERSION", "RECORDS", "LAST SEQUENCE"]);
+    for d in &status.datasets {
+        table.row(vec![
+            d.dataset_id.clone(),
+            d.latest_version.to_string(),
+            d.records.to_string(),
+            d.last_sequence.to_string(),
+        ]);
+    }
+    out.push_str(&table.render());
+    out
 }
 
 /// A node's status as Prometheus metrics.
@@ -513,4 +522,53 @@ async fn publish(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn diverged() -> npb::NodeStatus {
+        npb::NodeStatus {
+            department_id: "js.gongan".into(),
+            registry_connected: false,
+            registry_revision: 17,
+            view_age_seconds: 30,
+            registry_diverged: "the registry's history does not match this node's view".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_node_that_stopped_following_says_so_and_what_to_do() {
+        let text = status_text(&diverged());
+        assert!(
+            text.contains("NOT FOLLOWING the registry: the registry's history does not match"),
+            "{text}"
+        );
+        assert!(text.contains("--resync-registry-view"), "{text}");
+        let following = status_text(&npb::NodeStatus {
+            registry_diverged: String::new(),
+            ..diverged()
+        });
+        assert!(!following.contains("NOT FOLLOWING"), "{following}");
+    }
+
+    #[test]
+    fn metrics_say_whether_the_node_follows_the_registry() {
+        let text = prometheus_text(&diverged());
+        assert!(
+            text.contains("exchange_node_registry_view_diverged{department=\"js.gongan\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("exchange_node_registry_view_current{department=\"js.gongan\"} 0\n"),
+            "{text}"
+        );
+        let following = prometheus_text(&npb::NodeStatus {
+            registry_diverged: String::new(),
+            ..diverged()
+        });
+        assert!(following.contains("exchange_node_registry_view_diverged{department=\"js.gongan\"} 0\n"));
+    }
 }

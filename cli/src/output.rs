@@ -90,6 +90,15 @@ pub(crate) fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{words}: {}", status.message())
 }
 
+/// A flag parser for a closed set: help and errors list its values, taken from the type.
+pub(crate) fn one_of<T>() -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: exchange_core::ClosedSet + std::str::FromStr<Err = exchange_core::ValidationError>,
+{
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(T::all().iter().map(|v| v.name())).try_map(|s| s.parse::<T>())
+}
+
 /// An API enum value by the name people type and tables print (the core type's), `-` when
 /// unset and `?` when this build does not know it.
 pub(crate) fn name_of<T: std::fmt::Display>(value: Result<Option<T>, exchange_core::ValidationError>) -> String {

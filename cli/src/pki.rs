@@ -30,9 +30,9 @@ pub(crate) enum Command {
         /// Department id, e.g. js.gongan.
         #[arg(long)]
         dept: String,
-        /// admin, auditor, node or system.
-        #[arg(long)]
-        role: String,
+        /// What the certificate is for.
+        #[arg(long, value_parser = crate::output::one_of::<Role>())]
+        role: Role,
         /// File name stem (default <dept>-<role>): writes <name>.pem and <name>-key.pem (0600).
         #[arg(long)]
         name: Option<String>,
@@ -99,9 +99,6 @@ pub(crate) fn run(command: Command) -> anyhow::Result<()> {
             ip,
             days,
         } => {
-            let role: Role = role
-                .parse()
-                .map_err(|e: exchange_core::ValidationError| anyhow::anyhow!(e.message))?;
             exchange_core::department::check_department_id(&dept)?;
             let ca = Ca::load(&dir)?;
             let principal = Principal::new(dept.clone(), role);

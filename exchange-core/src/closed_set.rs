@@ -6,6 +6,14 @@
 //! value, for help texts and listings) and `as_str`. Code that acts on a value matches on the
 //! enum, so a value added without its behaviour does not compile.
 
+/// What every closed set offers generic code (the command line's flag parsers, say).
+pub trait ClosedSet: Copy + Send + Sync + 'static {
+    /// Every value, in declaration order.
+    fn all() -> &'static [Self];
+    /// The value's name, as stored, sent and typed.
+    fn name(self) -> &'static str;
+}
+
 /// Declares a closed set (see the module documentation):
 ///
 /// ```text
@@ -54,6 +62,16 @@ macro_rules! closed_set {
             /// Every value's name, comma-separated, for help texts and messages.
             pub fn names() -> String {
                 Self::ALL.map(Self::as_str).join(", ")
+            }
+        }
+
+        impl $crate::ClosedSet for $name {
+            fn all() -> &'static [Self] {
+                &Self::ALL
+            }
+
+            fn name(self) -> &'static str {
+                self.as_str()
             }
         }
 

@@ -43,11 +43,6 @@ closed_set! {
 }
 
 impl CompatMode {
-    /// Parses a mode as people type it: any case, `-` for `_` (`backward-transitive`).
-    pub fn parse_loosely(s: &str) -> Result<Self, crate::ValidationError> {
-        s.trim().to_ascii_uppercase().replace('-', "_").parse()
-    }
-
     fn backward(self) -> bool {
         matches!(
             self,

@@ -92,6 +92,10 @@ pub enum CoreError {
     /// OUT_OF_RANGE.
     #[error("{0}")]
     OutOfRange(String),
+    /// The server cannot do it now (it is stopping, or the system has no randomness): UNAVAILABLE;
+    /// try again later.
+    #[error("{0}")]
+    Unavailable(String),
     /// Storage failed: UNAVAILABLE; nothing was acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),

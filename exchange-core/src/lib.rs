@@ -45,6 +45,7 @@ mod stored_fixtures;
 #[cfg(test)]
 mod testing;
 
+pub use closed_set::ClosedSet;
 pub use error::{CoreError, ValidationError};
 
 /// Seconds since the Unix epoch, the one time unit stored and sent.

@@ -33,7 +33,9 @@ closed_set! {
         Email = "email",
         /// A bank account or card number.
         BankAccount = "bank_account",
-        /// Anything else that must not be shown.
+        /// Anything else that must not be shown; also what a name this build does not know reads
+        /// as (written by a newer version), so such a field is masked whole, never shown.
+        #[serde(other)]
         Other = "other",
     }
 }

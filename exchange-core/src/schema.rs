@@ -139,7 +139,7 @@ pub fn parse_dataset_schema(text: &str, key_field: &str) -> Result<DatasetSchema
 pub fn load_stored_schema(text: &str, key_field: &str) -> Result<DatasetSchema, SchemaError> {
     let schema: Value = serde_json::from_str(text)
         .map_err(|e| invalid("", format!("not JSON: line {} column {}: {e}", e.line(), e.column())))?;
-    let mut parsed = check_schema(schema, key_field)?;
+    let mut parsed = check_schema(schema, key_field, Unknown::MaskWhole)?;
     let misplaced: Vec<SensitiveField> = parsed
         .sensitive_fields
         .iter()
@@ -181,7 +181,7 @@ fn nested_under_property(pointer: &str) -> Option<String> {
 
 /// [`parse_dataset_schema`] for an already parsed document.
 pub fn check_dataset_schema(schema: Value, key_field: &str) -> Result<DatasetSchema, SchemaError> {
-    let parsed = check_schema(schema, key_field)?;
+    let parsed = check_schema(schema, key_field, Unknown::Refuse)?;
     // Masking works on whole top-level fields; an annotation deeper down (inside an object, in
     // $defs behind a $ref) would be shown as sensitive yet served in clear.
     for field in &parsed.sensitive_fields {
@@ -196,8 +196,28 @@ pub fn check_dataset_schema(schema: Value, key_field: &str) -> Result<DatasetSch
     Ok(parsed)
 }
 
+/// What an `x-sensitivity` value this build does not know means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unknown {
+    /// A new version is refused, so that a typo does not leave a field unmasked.
+    Refuse,
+    /// A stored version (written by a newer registry, say) masks the field whole, as `other`:
+    /// mask more, never less, and keep serving.
+    MaskWhole,
+}
+
+/// The sensitivity an `x-sensitivity` annotation names, `Err` when it names none this build
+/// knows and `unknown` refuses those.
+fn sensitivity_of(annotation: &Value, unknown: Unknown) -> Result<Sensitivity, ()> {
+    match annotation.as_str().map(str::parse::<Sensitivity>) {
+        Some(Ok(sensitivity)) => Ok(sensitivity),
+        _ if unknown == Unknown::MaskWhole => Ok(Sensitivity::Other),
+        _ => Err(()),
+    }
+}
+
 /// The checks every schema version passes, new or stored.
-fn check_schema(schema: Value, key_field: &str) -> Result<DatasetSchema, SchemaError> {
+fn check_schema(schema: Value, key_field: &str, unknown: Unknown) -> Result<DatasetSchema, SchemaError> {
     let Some(top) = schema.as_object() else {
         return Err(invalid("", "a dataset schema must be a JSON object"));
     };
@@ -247,11 +267,8 @@ fn check_schema(schema: Value, key_field: &str) -> Result<DatasetSchema, SchemaE
             name.clone(),
             PropertyInfo {
                 types: types_of(prop),
-                // A value that is not a sensitivity is refused below, by `collect_sensitive`.
-                sensitivity: prop
-                    .get("x-sensitivity")
-                    .and_then(Value::as_str)
-                    .and_then(|s| s.parse().ok()),
+                // A value refused here is reported below, by `collect_sensitive`.
+                sensitivity: prop.get("x-sensitivity").and_then(|a| sensitivity_of(a, unknown).ok()),
             },
         );
     }
@@ -287,7 +304,7 @@ fn check_schema(schema: Value, key_field: &str) -> Result<DatasetSchema, SchemaE
     }
 
     let mut sensitive_fields = Vec::new();
-    collect_sensitive(&schema, String::new(), &mut sensitive_fields)?;
+    collect_sensitive(&schema, String::new(), unknown, &mut sensitive_fields)?;
     Ok(DatasetSchema {
         schema,
         properties,
@@ -296,17 +313,21 @@ fn check_schema(schema: Value, key_field: &str) -> Result<DatasetSchema, SchemaE
     })
 }
 
-fn collect_sensitive(value: &Value, pointer: String, out: &mut Vec<SensitiveField>) -> Result<(), SchemaError> {
+fn collect_sensitive(
+    value: &Value,
+    pointer: String,
+    unknown: Unknown,
+    out: &mut Vec<SensitiveField>,
+) -> Result<(), SchemaError> {
     match value {
         Value::Object(map) => {
             if let Some(s) = map.get("x-sensitivity") {
-                // Any other value is refused, so that a typo does not leave a field unmasked.
-                match s.as_str().map(str::parse::<Sensitivity>) {
-                    Some(Ok(sensitivity)) => out.push(SensitiveField {
+                match sensitivity_of(s, unknown) {
+                    Ok(sensitivity) => out.push(SensitiveField {
                         pointer: pointer.clone(),
                         sensitivity,
                     }),
-                    _ => {
+                    Err(()) => {
                         return Err(invalid(
                             &format!("{pointer}/x-sensitivity"),
                             format!("must be one of {}", Sensitivity::names()),
@@ -319,12 +340,12 @@ fn collect_sensitive(value: &Value, pointer: String, out: &mut Vec<SensitiveFiel
                 if matches!(k.as_str(), "enum" | "const" | "default" | "examples") {
                     continue;
                 }
-                collect_sensitive(v, format!("{pointer}/{}", escape_pointer(k)), out)?;
+                collect_sensitive(v, format!("{pointer}/{}", escape_pointer(k)), unknown, out)?;
             }
         }
         Value::Array(items) => {
             for (i, v) in items.iter().enumerate() {
-                collect_sensitive(v, format!("{pointer}/{i}"), out)?;
+                collect_sensitive(v, format!("{pointer}/{i}"), unknown, out)?;
             }
         }
         _ => {}

@@ -108,6 +108,11 @@ impl Default for StoreConfig {
 }
 
 impl SledStore {
+    /// Whether `name` is one of the files or directories sled keeps in its directory.
+    pub fn owns(name: &str) -> bool {
+        matches!(name, "conf" | "db" | "blobs") || name.starts_with("snap.")
+    }
+
     /// Opens (or creates) the store in directory `path` with the default [`StoreConfig`].
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Self::open_with(path, StoreConfig::default())
@@ -115,6 +120,11 @@ impl SledStore {
 
     /// Opens (or creates) the store in directory `path`.
     pub fn open_with(path: &Path, config: StoreConfig) -> Result<Self, StoreError> {
+        if config.cache_mib == 0 {
+            return Err(StoreError::Engine(
+                "store.cache_mib is 0: give sled's cache at least 1 MiB (the default is 64)".into(),
+            ));
+        }
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(config.cache_mib.saturating_mul(1024 * 1024))
@@ -234,6 +244,15 @@ mod tests {
     #[test]
     fn mem_store_passes_the_conformance_suite() {
         conformance::run(&MemStore::new());
+    }
+
+    #[test]
+    fn a_store_with_no_cache_is_refused_saying_which_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = SledStore::open_with(dir.path(), StoreConfig { cache_mib: 0 })
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("store.cache_mib is 0"), "{err}");
     }
 
     #[test]

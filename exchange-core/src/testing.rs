@@ -22,3 +22,7 @@ pub(crate) fn population(classification: Classification) -> Dataset {
         revision: 0,
     }
 }
+
+/// Held by tests that set or depend on the process's file-creation mask, which is one for all
+/// the tests running at once.
+pub(crate) static UMASK: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -82,7 +82,7 @@ pub async fn run_with_clock(
     }
     let files = config.tls.read().map_err(err)?;
     let me = own_identity(&files.cert_pem, &config.trust_domain)?;
-    server::prepare_data_dir(&config.data_dir)?;
+    server::prepare_data_dir(&config.data_dir, owns)?;
     let store: Arc<dyn Store> =
         Arc::new(SledStore::open_with(&config.data_dir.join(STORE_DIR), config.store).map_err(err)?);
     let catalog = Arc::new(catalog::Catalog::load(store.clone()).map_err(err)?);
@@ -159,6 +159,11 @@ pub async fn run_with_clock(
     served
 }
 
+/// What a node keeps in its `data_dir`: the store and the ledger (nothing else there is its).
+fn owns(name: &str) -> bool {
+    name == STORE_DIR || name == LEDGER_FILE
+}
+
 /// Under a node's `data_dir`: the sled store of records, change feed and registry view.
 pub const STORE_DIR: &str = "store";
 /// Under a node's `data_dir`: the audit ledger, one JSON entry a line.
@@ -169,12 +174,13 @@ pub const LEDGER_FILE: &str = "audit.ledger";
 /// following it, saying so). Returns how many entries were forgotten. Records, the change feed
 /// and the audit ledger are kept.
 pub fn reset_registry_view(data_dir: &std::path::Path) -> Result<usize, RunError> {
+    server::prepare_data_dir(data_dir, owns)?;
     let store = SledStore::open(&data_dir.join(STORE_DIR)).map_err(err)?;
     catalog::reset_view(&store).map_err(err)
 }
 
 /// Reads and verifies the audit ledger in a node's data directory (safe while the node runs:
-/// only complete, synced lines are read). Returns the entries in order, or where the chain breaks.
+/// only complete lines are read). Returns the entries in order, or where the chain breaks.
 pub fn read_ledger(data_dir: &std::path::Path) -> Result<Vec<exchange_core::ledger::Entry>, RunError> {
     exchange_core::ledger::read_verified(&data_dir.join(LEDGER_FILE)).map_err(err)
 }

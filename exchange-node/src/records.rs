@@ -11,7 +11,10 @@
 use exchange_core::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 
-/// A record as stored.
+/// A record as stored: its sequence (8 bytes, big-endian), its schema version (4 bytes,
+/// big-endian), then the record's compact JSON, which always starts with `{`. That first byte is
+/// the encoding's mark: a later encoding of records (a binary one, say) starts with another byte
+/// below `{`, so the stores written before it stay readable beside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StoredRecord {
     pub(crate) sequence: u64,
@@ -33,6 +36,12 @@ impl StoredRecord {
             return Err(StoreError::Corrupt {
                 key: String::from_utf8_lossy(key).into_owned(),
                 message: "record shorter than its header".into(),
+            });
+        }
+        if bytes.get(12).is_some_and(|&first| first != b'{') {
+            return Err(StoreError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                message: format!("record encoding {:#04x} is not one this build reads", bytes[12]),
             });
         }
         let mut seq = [0u8; 8];

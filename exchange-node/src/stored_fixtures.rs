@@ -154,3 +154,34 @@ async fn the_newest_set_is_what_this_code_writes() {
         );
     }
 }
+
+/// The node's secret outlives upgrades, and so does what is made from it: a consumer keeping a
+/// copy matches records by their pseudonyms, and a page token given before an upgrade opens after.
+#[test]
+fn the_page_token_secret_of_2026_12_01_gives_the_same_pseudonyms_and_opens_its_tokens() {
+    let store = MemStore::new();
+    let mut batch = Batch::default();
+    batch.put(b"meta/page-token-secret".to_vec(), fixture!("page_token_secret.bin"));
+    store.commit(batch).unwrap();
+    let tokens = crate::page_token::PageTokens::load_or_create(&store).unwrap();
+    let pseudonym = std::str::from_utf8(fixture!("pseudonym.txt")).unwrap();
+    assert_eq!(tokens.pseudonym("js.gongan/population\njs.scjg", KEY), pseudonym);
+    let token = std::str::from_utf8(fixture!("page_token.txt")).unwrap();
+    assert_eq!(tokens.open("scope", token).as_deref(), Some(KEY));
+    assert_eq!(tokens.open("another scope", token), None);
+}
+
+/// A node that stopped following a restored registry still knows it after an upgrade.
+#[test]
+fn a_diverged_view_of_2026_12_01_stays_diverged() {
+    let store = store_of_2026_12_01();
+    let mut batch = Batch::default();
+    batch.put(b"reg/diverged".to_vec(), fixture!("view_diverged.txt"));
+    store.commit(batch).unwrap();
+    let catalog = Catalog::load(store).unwrap();
+    let why = catalog.diverged().unwrap().unwrap();
+    assert!(
+        why.starts_with("the registry's history does not match this node's view"),
+        "{why}"
+    );
+}

@@ -72,8 +72,9 @@ pub(crate) struct Writer {
 /// How many jobs one group commit takes at most.
 const GROUP_LIMIT: usize = 4096;
 
+/// What a write after the writer stopped gets (the node is shutting down): nothing was done.
 fn stopped() -> CoreError {
-    StoreError::Engine("the node's writer has stopped".into()).into()
+    CoreError::Unavailable("the node is stopping; nothing was written: try again when it is back".into())
 }
 
 impl Writer {

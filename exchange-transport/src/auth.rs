@@ -19,8 +19,9 @@ use tonic::{Request, Status};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
-/// Decides whether a principal's department is a member; servers supply it.
-pub type Membership = Arc<dyn Fn(&Principal) -> Result<(), PolicyError> + Send + Sync>;
+/// Decides whether a principal's department is a member; servers supply it. A refusal is a
+/// `PolicyError`; a failure to find out (storage) is reported as what it is.
+pub type Membership = Arc<dyn Fn(&Principal) -> Result<(), exchange_core::CoreError> + Send + Sync>;
 
 /// Verified chains are cached by end-entity certificate so that a busy connection pays for the
 /// signature checks once, not per call. Bounded; cleared when full.
@@ -78,19 +79,15 @@ impl Authenticator {
         let certs = match peer_certs {
             Some(certs) if !certs.is_empty() => certs,
             _ => {
-                return Err(Status::unauthenticated(
-                    "no client certificate: the exchange serves mutual TLS only; present a certificate issued by the exchange CA",
-                ))
+                return Err(crate::status::to_status(PolicyError::Unauthenticated(
+                    "no client certificate: the exchange serves mutual TLS only; present a certificate issued by the exchange CA"
+                        .into(),
+                )))
             }
         };
-        let verified = self
-            .verify_chain(certs)
-            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let verified = self.verify_chain(certs).map_err(crate::status::to_status)?;
         if !verified.principal.role.is_exchange_wide() {
-            (self.inner.membership)(&verified.principal).map_err(|e| match e {
-                PolicyError::Unauthenticated(m) => Status::unauthenticated(m),
-                PolicyError::Denied(m) => Status::permission_denied(m),
-            })?;
+            (self.inner.membership)(&verified.principal).map_err(crate::status::to_status)?;
         }
         Ok(Authenticated {
             principal: verified.principal,
@@ -147,11 +144,11 @@ impl tonic::service::Interceptor for Authenticator {
 /// The principal the interceptor put on a request. A handler reached without it is a wiring
 /// bug, reported as UNAUTHENTICATED rather than served.
 pub fn caller<T>(request: &Request<T>) -> Result<Authenticated, Status> {
-    request
-        .extensions()
-        .get::<Authenticated>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("call reached a handler without an authenticated identity"))
+    request.extensions().get::<Authenticated>().cloned().ok_or_else(|| {
+        crate::status::to_status(PolicyError::Unauthenticated(
+            "call reached a handler without an authenticated identity".into(),
+        ))
+    })
 }
 
 /// Every URI in a certificate's subject alternative names.

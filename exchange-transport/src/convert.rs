@@ -7,6 +7,7 @@ use exchange_core::compat::CompatMode;
 use exchange_core::department::{Department, Level};
 use exchange_core::grant::{Grant, GrantRequest, GrantState};
 use exchange_core::identity::Role;
+use exchange_core::mask::Sensitivity;
 use exchange_core::ValidationError;
 use exchange_proto::registry::v1 as pb;
 
@@ -65,7 +66,7 @@ pub fn level_to_pb(level: Level) -> pb::Level {
 pub fn department_from_pb(d: Option<pb::Department>) -> Result<Department, ValidationError> {
     let d = d.ok_or_else(|| ValidationError::new("department", "is required"))?;
     let level = level_from_pb(d.level, "level")?
-        .ok_or_else(|| ValidationError::new("level", "is required: province, city, district, street or community"))?;
+        .ok_or_else(|| ValidationError::new("level", format!("is required: one of {}", Level::names())))?;
     Ok(Department {
         id: d.id,
         name: d.name,
@@ -156,7 +157,7 @@ pub fn dataset_from_pb(d: Option<pb::Dataset>) -> Result<Dataset, ValidationErro
     let classification = classification_from_pb(d.classification)?.ok_or_else(|| {
         ValidationError::new(
             "classification",
-            "is required: unconditional, conditional, not_shared or open",
+            format!("is required: one of {}", Classification::names()),
         )
     })?;
     Ok(Dataset {
@@ -283,7 +284,8 @@ pub fn dataset_from_watch(d: pb::Dataset) -> Result<(Dataset, Vec<SchemaVersion>
         for s in &v.sensitive_fields {
             sensitive_fields.push(exchange_core::schema::SensitiveField {
                 pointer: s.pointer.clone(),
-                sensitivity: s.sensitivity.parse()?,
+                // A sensitivity a newer registry knows and this build does not is masked whole.
+                sensitivity: s.sensitivity.parse().unwrap_or(Sensitivity::Other),
             });
         }
         versions.push(SchemaVersion {
@@ -324,4 +326,33 @@ pub fn grant_from_pb(g: pb::Grant) -> Result<Grant, ValidationError> {
         updated_at: g.updated_at,
         revision: g.revision,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node older than its registry keeps following it: a sensitivity it does not know is
+    /// masked whole rather than refusing the dataset (and with it every later change).
+    #[test]
+    fn a_dataset_from_a_newer_registry_with_an_unknown_sensitivity_is_taken_masked() {
+        let d = pb::Dataset {
+            id: "js.gongan/population".into(),
+            title: "t".into(),
+            classification: pb::Classification::Conditional as i32,
+            key_field: "id_number".into(),
+            versions: vec![pb::SchemaVersion {
+                dataset_id: "js.gongan/population".into(),
+                version: 3,
+                sensitive_fields: vec![pb::SensitiveField {
+                    pointer: "/properties/fingerprint".into(),
+                    sensitivity: "biometric".into(),
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let (_, versions) = dataset_from_watch(d).unwrap();
+        assert_eq!(versions[0].sensitive_fields[0].sensitivity, Sensitivity::Other);
+    }
 }

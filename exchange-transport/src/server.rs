@@ -37,9 +37,10 @@ impl RunError {
 }
 
 /// Makes `dir` a private data directory before a server opens anything in it
-/// ([`exchange_core::datadir::prepare`]), and says so at start when it was readable by others.
-pub fn prepare_data_dir(dir: &std::path::Path) -> Result<(), RunError> {
-    let prepared = exchange_core::datadir::prepare(dir)
+/// ([`exchange_core::datadir::prepare`], tightening the entries `owns` names), and says so at
+/// start when it was readable by others.
+pub fn prepare_data_dir(dir: &std::path::Path, owns: impl Fn(&str) -> bool) -> Result<(), RunError> {
+    let prepared = exchange_core::datadir::prepare(dir, owns)
         .map_err(|e| RunError(format!("cannot prepare data_dir {}: {e}", dir.display())))?;
     if !prepared.fixed.is_empty() {
         let sample: Vec<String> = prepared

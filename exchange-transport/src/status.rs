@@ -23,7 +23,7 @@ pub fn to_status(error: impl Into<CoreError>) -> Status {
         CoreError::FailedPrecondition(_) => Code::FailedPrecondition,
         CoreError::OutOfRange(_) => Code::OutOfRange,
         CoreError::Aborted(_) => Code::Aborted,
-        CoreError::Store(_) | CoreError::Audit(_) => Code::Unavailable,
+        CoreError::Unavailable(_) | CoreError::Store(_) | CoreError::Audit(_) => Code::Unavailable,
     };
     match &error {
         CoreError::Store(e) => tracing::error!(error = %e, "storage failed"),

@@ -42,7 +42,8 @@ pub async fn run_with_clock(
     clock: Clock,
 ) -> Result<(), RunError> {
     let files = config.tls.read().map_err(RunError::from_display)?;
-    server::prepare_data_dir(&config.data_dir)?;
+    // The data directory is sled's own.
+    server::prepare_data_dir(&config.data_dir, SledStore::owns)?;
     let store = SledStore::open_with(&config.data_dir, config.store).map_err(RunError::from_display)?;
     let limits = GrantLimits {
         max_duration_secs: i64::from(config.grants.max_days) * 86_400,
@@ -51,13 +52,13 @@ pub async fn run_with_clock(
 
     let membership_state = state.clone();
     let membership: exchange_transport::auth::Membership =
-        Arc::new(move |p| match membership_state.is_member(&p.department) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(PolicyError::Denied(format!(
+        Arc::new(move |p| match membership_state.is_member(&p.department)? {
+            true => Ok(()),
+            false => Err(PolicyError::Denied(format!(
                 "department {} is not registered in this exchange; ask the data authority to register it",
                 p.department
-            ))),
-            Err(e) => Err(PolicyError::Denied(format!("cannot check membership: {e}"))),
+            ))
+            .into()),
         });
     let mut server = Server::new(
         "registry",

@@ -33,6 +33,16 @@ fn spawn_registry(config: &std::path::Path) -> (Server, String) {
 /// Starts `exchange <kind> --config <config>` (in `cwd`, if given) and returns it with the
 /// address it logged once serving.
 pub fn spawn_server(kind: &str, config: &std::path::Path, cwd: Option<&std::path::Path>) -> (Server, String) {
+    let (server, address, _) = spawn_server_logging(kind, config, cwd);
+    (server, address)
+}
+
+/// [`spawn_server`], also returning what the server logged before it served.
+pub fn spawn_server_logging(
+    kind: &str,
+    config: &std::path::Path,
+    cwd: Option<&std::path::Path>,
+) -> (Server, String, Vec<serde_json::Value>) {
     let mut command = Command::new(exchange_bin());
     if let Some(cwd) = cwd {
         command.current_dir(cwd);
@@ -46,24 +56,24 @@ pub fn spawn_server(kind: &str, config: &std::path::Path, cwd: Option<&std::path
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
+    let mut logged = Vec::new();
     let address = loop {
         let line = lines.next().expect("server exited before serving").unwrap();
         let log: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         if let Some(address) = log["fields"]["address"].as_str() {
             break address.to_string();
         }
+        logged.push(log);
     };
     // Keep draining stderr so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (Server(child), address)
+    (Server(child), address, logged)
 }
 
-#[tokio::test]
-async fn a_sigkilled_registry_keeps_every_acknowledged_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = make_pki(dir.path());
-    let config = registry_config(dir.path(), "127.0.0.1:0".parse().unwrap());
-    let config_path = dir.path().join("registry.toml");
+/// A registry's configuration file in `dir`, serving on any free port.
+fn registry_toml(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = registry_config(dir, "127.0.0.1:0".parse().unwrap());
+    let config_path = dir.join("registry.toml");
     std::fs::write(
         &config_path,
         format!(
@@ -72,6 +82,46 @@ async fn a_sigkilled_registry_keeps_every_acknowledged_write() {
         ),
     )
     .unwrap();
+    config_path
+}
+
+#[test]
+fn a_server_whose_data_dir_others_can_read_says_so_at_start_and_fixes_it() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    make_pki(dir.path());
+    let config_path = registry_toml(dir.path());
+    // Left by an operator's copy: the directory and sled's blob directory open to everyone.
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("blobs")).unwrap();
+    for path in [&data, &data.join("blobs")] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let (_server, _, logged) = spawn_server_logging("registry", &config_path, None);
+    let warning = logged
+        .iter()
+        .find(|log| {
+            log["level"] == "WARN"
+                && log["fields"]["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("readable by other users")
+        })
+        .unwrap_or_else(|| panic!("no warning in {logged:?}"));
+    assert_eq!(warning["fields"]["count"], 2, "{warning}");
+    assert!(
+        warning["fields"]["paths"].as_str().unwrap().contains("blobs (755)"),
+        "{warning}"
+    );
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&data), mode(&data.join("blobs"))), (0o700, 0o700));
+}
+
+#[tokio::test]
+async fn a_sigkilled_registry_keeps_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = make_pki(dir.path());
+    let config_path = registry_toml(dir.path());
     let (mut child, address) = spawn_registry(&config_path);
     let port = address.rsplit(':').next().unwrap().to_string();
     let ex = ProcessExchange {

@@ -113,6 +113,35 @@ async fn both_servers_serve_health_and_both_reflection_versions_listing_only_the
     assert_eq!(serving(node_channel.clone(), node_api).await, serving_status);
 }
 
+#[tokio::test]
+async fn health_and_reflection_refuse_a_caller_without_a_certificate_on_both_servers() {
+    let ex = TestExchange::start().await;
+    ex.seed().await;
+    let node = TestNode::start(&ex, "js.gongan").await;
+    for endpoint in [&ex.endpoint, &node.endpoint] {
+        let anonymous = channel_with(&ex.ca, endpoint, None).await;
+        let health = HealthClient::new(anonymous.clone())
+            .check(HealthCheckRequest { service: String::new() })
+            .await;
+        assert_status(health, tonic::Code::Unauthenticated, "no client certificate");
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let listed = ServerReflectionClient::new(anonymous)
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await;
+        assert_status(
+            listed.map(|_| ()),
+            tonic::Code::Unauthenticated,
+            "no client certificate",
+        );
+    }
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
 }

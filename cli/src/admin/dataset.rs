@@ -8,7 +8,7 @@ use exchange_transport::convert::{self, classification_to_pb, compat_to_pb};
 
 use super::retry_aborted;
 use crate::connect::Common;
-use crate::output::{name_of, print_json, status_error, time, Table};
+use crate::output::{name_of, one_of, print_json, status_error, time, Table};
 
 #[derive(Debug, Clone, Args)]
 pub(crate) struct DatasetFields {
@@ -18,8 +18,8 @@ pub(crate) struct DatasetFields {
     /// Title, e.g. 人口基础信息.
     #[arg(long)]
     title: String,
-    /// unconditional, conditional, not_shared or open.
-    #[arg(long, value_parser = parse_classification)]
+    /// Who may read it.
+    #[arg(long, value_parser = one_of::<Classification>())]
     classification: Classification,
     /// The key field: a required string property of every schema version.
     #[arg(long)]
@@ -39,9 +39,8 @@ pub(crate) struct DatasetFields {
     /// A tag; repeat for more.
     #[arg(long = "tag")]
     tags: Vec<String>,
-    /// Compatibility mode for new schema versions: BACKWARD (default), BACKWARD_TRANSITIVE,
-    /// FORWARD, FORWARD_TRANSITIVE, FULL, FULL_TRANSITIVE or NONE.
-    #[arg(long, default_value = "BACKWARD", value_parser = parse_compat)]
+    /// Compatibility mode for new schema versions (any case).
+    #[arg(long, default_value = "BACKWARD", ignore_case = true, value_parser = one_of::<CompatMode>())]
     compatibility: CompatMode,
 }
 
@@ -54,8 +53,8 @@ pub(crate) struct DatasetUpdate {
     /// New title.
     #[arg(long)]
     title: Option<String>,
-    /// New classification: unconditional, conditional, not_shared or open.
-    #[arg(long, value_parser = parse_classification)]
+    /// New classification.
+    #[arg(long, value_parser = one_of::<Classification>())]
     classification: Option<Classification>,
     /// New description.
     #[arg(long)]
@@ -75,8 +74,8 @@ pub(crate) struct DatasetUpdate {
     /// Remove every tag.
     #[arg(long)]
     clear_tags: bool,
-    /// New compatibility mode for later schema versions.
-    #[arg(long, value_parser = parse_compat)]
+    /// New compatibility mode for later schema versions (any case).
+    #[arg(long, ignore_case = true, value_parser = one_of::<CompatMode>())]
     compatibility: Option<CompatMode>,
 }
 
@@ -100,19 +99,11 @@ pub(crate) enum DatasetCommand {
         #[arg(long)]
         domain: Option<String>,
         /// Classification.
-        #[arg(long, value_parser = parse_classification)]
+        #[arg(long, value_parser = one_of::<Classification>())]
         classification: Option<Classification>,
         /// Text in the id, title, description or tags.
         text: Option<String>,
     },
-}
-
-fn parse_classification(s: &str) -> Result<Classification, String> {
-    s.parse().map_err(|e: exchange_core::ValidationError| e.message)
-}
-
-fn parse_compat(s: &str) -> Result<CompatMode, String> {
-    CompatMode::parse_loosely(s).map_err(|e| e.message)
 }
 
 fn dataset_pb(f: DatasetFields) -> pb::Dataset {

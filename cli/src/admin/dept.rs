@@ -7,7 +7,7 @@ use exchange_transport::convert::{self, level_to_pb};
 
 use super::retry_aborted;
 use crate::connect::Common;
-use crate::output::{name_of, print_json, status_error, Table};
+use crate::output::{name_of, one_of, print_json, status_error, Table};
 
 #[derive(Debug, Clone, Args)]
 pub(crate) struct DeptFields {
@@ -17,8 +17,8 @@ pub(crate) struct DeptFields {
     /// Official name, e.g. 江苏省公安厅.
     #[arg(long)]
     name: String,
-    /// province, city, district, street or community.
-    #[arg(long, value_parser = parse_level)]
+    /// Administrative level.
+    #[arg(long, value_parser = one_of::<Level>())]
     level: Level,
     /// Six-digit GB/T 2260 region code, e.g. 320000.
     #[arg(long)]
@@ -40,8 +40,8 @@ pub(crate) struct DeptUpdate {
     /// New official name.
     #[arg(long)]
     name: Option<String>,
-    /// New level: province, city, district, street or community.
-    #[arg(long, value_parser = parse_level)]
+    /// New level.
+    #[arg(long, value_parser = one_of::<Level>())]
     level: Option<Level>,
     /// New six-digit GB/T 2260 region code.
     #[arg(long)]
@@ -77,13 +77,9 @@ pub(crate) enum DeptCommand {
         #[arg(long)]
         parent: Option<String>,
         /// Only this level.
-        #[arg(long, value_parser = parse_level)]
+        #[arg(long, value_parser = one_of::<Level>())]
         level: Option<Level>,
     },
-}
-
-fn parse_level(s: &str) -> Result<Level, String> {
-    s.parse().map_err(|e: exchange_core::ValidationError| e.message)
 }
 
 /// A department message from the flags.

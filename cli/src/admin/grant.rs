@@ -6,7 +6,7 @@ use exchange_proto::registry::v1 as pb;
 use exchange_transport::convert::{self, grant_state_to_pb};
 
 use crate::connect::Common;
-use crate::output::{name_of, print_json, status_error, time, Table};
+use crate::output::{name_of, one_of, print_json, status_error, time, Table};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum GrantCommand {
@@ -77,8 +77,8 @@ pub(crate) enum GrantCommand {
         /// Only on datasets this department owns.
         #[arg(long)]
         owner: Option<String>,
-        /// Only in this state: requested, approved, rejected, revoked, expired.
-        #[arg(long, value_parser = parse_state)]
+        /// Only in this state.
+        #[arg(long, value_parser = one_of::<GrantState>())]
         state: Option<GrantState>,
     },
     /// Follow the datasets and grants of a department as they change (a line each; --json for the messages).
@@ -93,10 +93,6 @@ pub(crate) enum GrantCommand {
         #[arg(long, default_value_t = 0)]
         from: u64,
     },
-}
-
-fn parse_state(s: &str) -> Result<GrantState, String> {
-    s.parse().map_err(|e: exchange_core::ValidationError| e.message)
 }
 
 /// Parses `90d`, `12h`, `2027-06-30` or an RFC 3339 time into Unix seconds.
@@ -320,8 +316,15 @@ mod tests {
             "revision      8  grant g-000001 of js.scjg on js.gongan/population: revoked (case closed)"
         );
         // Every state a flag accepts is the name a line prints.
+        use clap::builder::TypedValueParser as _;
+        let parser = one_of::<GrantState>();
+        let command = clap::Command::new("x");
         for state in GrantState::ALL {
-            assert_eq!(parse_state(state.as_str()), Ok(state));
+            let parsed = parser.parse_ref(&command, None, std::ffi::OsStr::new(state.as_str()));
+            assert_eq!(parsed.unwrap(), state);
         }
+        assert!(parser
+            .parse_ref(&command, None, std::ffi::OsStr::new("notshared"))
+            .is_err());
     }
 }

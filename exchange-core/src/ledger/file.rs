@@ -40,6 +40,16 @@ pub enum LedgerError {
         /// The failure that broke it.
         why: String,
     },
+    /// A group begun before another group was committed: its entries would not chain.
+    #[error("audit ledger {path}: a group begun at entry {begun_at} cannot be committed after entry {head}")]
+    Stale {
+        /// The ledger file.
+        path: PathBuf,
+        /// The head the group was begun at.
+        begun_at: u64,
+        /// The head now.
+        head: u64,
+    },
     /// The file's entries do not verify.
     #[error("audit ledger {path}: {error}")]
     Tampered {
@@ -72,6 +82,8 @@ pub struct Ledger {
 /// Events staged for one commit, chained on from the ledger's head; nothing is on disk yet.
 #[derive(Debug)]
 pub struct Group {
+    /// The committed head the group chains on from.
+    base: u64,
     head: Chain,
     lines: Vec<Vec<u8>>,
 }
@@ -148,6 +160,7 @@ impl Ledger {
     pub fn begin(&self) -> Result<Group, LedgerError> {
         self.check_writable()?;
         Ok(Group {
+            base: self.head.seq,
             head: self.head.clone(),
             lines: Vec::new(),
         })
@@ -170,6 +183,13 @@ impl Ledger {
             return Ok(());
         }
         self.check_writable()?;
+        if group.base != self.head.seq {
+            return Err(LedgerError::Stale {
+                path: self.path.clone(),
+                begun_at: group.base,
+                head: self.head.seq,
+            });
+        }
         let mut buffer = Vec::with_capacity(group.lines.iter().map(|l| l.len() + 1).sum());
         for line in &group.lines {
             buffer.extend_from_slice(line);
@@ -323,6 +343,30 @@ mod tests {
     }
 
     #[test]
+    fn a_group_begun_before_another_commit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(&dir.path().join("audit.ledger")).unwrap();
+        let mut early = ledger.begin().unwrap();
+        early.stage(&[event(1)]).unwrap();
+        commit(&mut ledger, &[event(2)]);
+        let err = ledger.commit(early).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LedgerError::Stale {
+                    begun_at: 0,
+                    head: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Refusing it broke nothing: the ledger goes on.
+        commit(&mut ledger, &[event(3)]);
+        assert_eq!(read_verified(&dir.path().join("audit.ledger")).unwrap().len(), 2);
+    }
+
+    #[test]
     fn a_changed_file_is_reported_with_the_entry() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.ledger");
@@ -364,12 +408,19 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
-    fn the_file_is_private() {
+    fn the_file_is_private_whatever_the_umask() {
         use std::os::unix::fs::PermissionsExt as _;
+        let _umask = crate::testing::UMASK.lock().unwrap_or_else(|p| p.into_inner());
+        // The common umask, under which other files are created readable by all.
+        let before = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.ledger");
-        Ledger::open(&path).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        let opened = Ledger::open(&path);
+        std::fs::write(dir.path().join("other"), b"x").unwrap();
+        rustix::process::umask(before);
+        opened.unwrap();
+        let mode = |name: &str| std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode("other"), 0o644, "the umask was 022");
+        assert_eq!(mode("audit.ledger"), 0o600);
     }
 }

@@ -218,3 +218,22 @@ fn a_stored_version_with_a_nested_annotation_still_loads_and_masks_the_whole_pro
     let loaded = load_stored_schema(&reused.to_string(), "id_number").unwrap();
     assert!(loaded.properties["mobile"].sensitivity.is_some());
 }
+
+#[test]
+fn a_sensitivity_this_build_does_not_know_is_refused_when_new_and_masked_whole_when_stored() {
+    let mut newer = person_schema();
+    newer["properties"]["fingerprint"] = json!({"type": "string", "x-sensitivity": "biometric"});
+    // A typo in a new version must not leave a field unmasked.
+    let err = check_dataset_schema(newer.clone(), "id_number")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/properties/fingerprint/x-sensitivity"), "{err}");
+    assert!(err.contains("must be one of id_number, name"), "{err}");
+    // Stored by a newer registry that knows "biometric": this build masks the field whole.
+    let loaded = load_stored_schema(&newer.to_string(), "id_number").unwrap();
+    assert_eq!(loaded.properties["fingerprint"].sensitivity, Some(Sensitivity::Other));
+    // Stored forms read it the same way.
+    let field: SensitiveField =
+        serde_json::from_str(r#"{"pointer":"/properties/fingerprint","sensitivity":"biometric"}"#).unwrap();
+    assert_eq!(field.sensitivity, Sensitivity::Other);
+}

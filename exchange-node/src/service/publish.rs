@@ -202,6 +202,7 @@ pub(super) async fn publish_stream(
             if r.accepted == 0 {
                 return Err(status);
             }
+            // The status, mapped already, keeps its code; its message gains what was stored.
             return Err(Status::new(
                     status.code(),
                     format!(

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use exchange_core::identity::Principal;
-use exchange_core::ValidationError;
+use exchange_core::{CoreError, ValidationError};
 use exchange_proto::node::v1 as pb;
 use exchange_transport::auth::caller;
 use exchange_transport::stream::send_unless_stopping;
@@ -112,10 +112,10 @@ impl QueryRun {
             let token = delivered
                 .as_ref()
                 .and_then(|key| svc.page_tokens.seal(&scope, key).ok());
-            Status::unavailable(match token {
+            to_status(CoreError::Unavailable(match token {
                 Some(token) => format!("the node is shutting down; go on later with page_token {token}"),
                 None => "the node is shutting down; ask again later".to_string(),
-            })
+            }))
         };
         let mut served = 0usize;
         let mut audited_any = false;
@@ -174,7 +174,10 @@ impl QueryRun {
                 record.key = served_key(&svc.page_tokens, &key_scope, plan, key_field, key);
             }
             let next_page_token = match (limit_hit && !exhausted, &after) {
-                (true, Some(last)) => svc.page_tokens.seal(&scope, last).map_err(Status::internal)?,
+                (true, Some(last)) => svc
+                    .page_tokens
+                    .seal(&scope, last)
+                    .map_err(|e| to_status(CoreError::Unavailable(e)))?,
                 _ => String::new(),
             };
             let message = pb::QueryResponse {

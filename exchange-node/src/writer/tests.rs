@@ -112,7 +112,7 @@ async fn publishes_get_contiguous_sequences_and_before_images() {
 
 #[cfg(target_os = "linux")]
 #[tokio::test]
-async fn a_failed_ledger_write_fails_reads_as_an_audit_failure_and_records_still_commit() {
+async fn a_failed_ledger_write_fails_audits_as_an_audit_failure_and_records_still_commit() {
     // Every write to /dev/full fails with "no space left on device".
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
     let writer = Writer::start(store.clone(), Ledger::open(std::path::Path::new("/dev/full")).unwrap()).unwrap();

@@ -91,26 +91,29 @@ struct LogEntry {
     kind: Kind,
     id: String,
     /// A fingerprint of the registry's history up to this revision: SHA-256 over the previous
-    /// one, this revision, kind, id and the time it was taken. A registry restored from an older
+    /// one, this revision, kind, id and a random nonce. A registry restored from an older
     /// backup and written to again gives the same revision numbers to other changes, with other
     /// fingerprints, so a node resuming from a revision can tell it is not the history it knows.
     #[serde(default)]
     history: String,
 }
 
-/// The next link of the history fingerprint chain.
-fn history_link(previous: &str, revision: u64, kind: Kind, id: &str) -> String {
+/// The next link of the history fingerprint chain. A random nonce makes every link unique, so
+/// a registry restored from a backup and given the same changes again (same ids, same times)
+/// still writes another history than the one its nodes know.
+fn history_link(previous: &str, revision: u64, kind: Kind, id: &str) -> Result<String, CoreError> {
+    use ring::rand::SecureRandom as _;
     use sha2::{Digest, Sha256};
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let mut nonce = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| CoreError::Store(StoreError::Engine("no randomness for the history fingerprint".into())))?;
     let mut hash = Sha256::new();
     hash.update(previous.as_bytes());
     hash.update(revision.to_be_bytes());
     hash.update(format!("{kind:?}\0{id}\0").as_bytes());
-    hash.update(nanos.to_be_bytes());
-    exchange_core::ledger::hex(&hash.finalize().into())
+    hash.update(nonce);
+    Ok(exchange_core::ledger::hex(&hash.finalize().into()))
 }
 
 /// The latest revision and its history fingerprint, held under the write lock.
@@ -135,7 +138,7 @@ impl Tx {
     /// Takes the next revision for a change of `kind` `id` and logs it.
     fn next_revision(&mut self, kind: Kind, id: &str) -> Result<u64, CoreError> {
         self.revision += 1;
-        self.history = history_link(&self.history, self.revision, kind, id);
+        self.history = history_link(&self.history, self.revision, kind, id)?;
         let entry = LogEntry {
             kind,
             id: id.to_string(),

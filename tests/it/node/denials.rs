@@ -176,3 +176,38 @@ async fn a_revocation_is_enforced_within_a_second() {
     expected.push(read("js.scjg", "get", false));
     assert_eq!(audited(&node), expected);
 }
+
+/// Nothing is served off the record: a node that cannot write its ledger refuses reads, saying
+/// it is the ledger, and goes on taking its own department's records.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_node_that_cannot_write_its_ledger_serves_nothing_and_says_why() {
+    let (ex, mut node, keys, _) = setup().await;
+    node.stop().await;
+    // Every write to /dev/full fails with "no space left on device".
+    let ledger = node.data_dir.join("audit.ledger");
+    std::fs::remove_file(&ledger).unwrap();
+    std::os::unix::fs::symlink("/dev/full", &ledger).unwrap();
+    node.serve_again().await;
+    node.wait_current(&ex, 1).await;
+    let mut consumer = node.client(&ex, "js.scjg", Role::System).await;
+    for _ in 0..2 {
+        assert_status(
+            consumer.get(get(&keys, &[], "business-licensing")).await,
+            Code::Unavailable,
+            "audit ledger",
+        );
+    }
+    assert_status(
+        consumer.get(get(&keys, &[], "tax-audit")).await,
+        Code::Unavailable,
+        "audited reads are refused until the server is restarted",
+    );
+    let mut owner = node.client(&ex, "js.gongan", Role::System).await;
+    let reply = owner
+        .publish(publish_request(vec![upsert(&person("320102", 9, "赵六"))]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.accepted, 1);
+}
