@@ -41,9 +41,24 @@ as() { # as WHO ARGS...: the CLI as a principal of deploy/local's PKI
     --ca pki/ca.pem --cert "pki/$who.pem" --key "pki/$who-key.pem" "$@"
 }
 
+# wait_for WHAT COMMAND...: runs COMMAND until it succeeds, for at most 30 s
+wait_for() {
+  local what=$1 deadline=$((SECONDS + 30))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "gave up waiting for $what; logs in $work" >&2
+      trap - EXIT
+      exit 1
+    fi
+    sleep 0.1
+  done
+}
+node_current() { as js.gongan-system --json status 2>/dev/null | grep -q '"latestVersion": *1'; }
+
 "$exchange" registry --config registry.toml >registry.log 2>&1 &
 pids+=($!)
-until as js.dsj-admin whoami >/dev/null 2>&1; do sleep 0.1; done
+wait_for "the registry" as js.dsj-admin whoami
 for dept in js.gongan js.scjg; do
   as js.dsj-admin dept register --id "$dept" --name "$dept" --level province --region 320000 >/dev/null
 done
@@ -58,7 +73,7 @@ as js.gongan-system grant approve "$grant" >/dev/null
 "$exchange" node --config node-gongan.toml >node.log 2>&1 &
 node=$!
 pids+=($node)
-until as js.gongan-system --json status 2>/dev/null | grep -q '"latestVersion": *1'; do sleep 0.1; done
+wait_for "the node to follow the registry" node_current
 
 kib() { awk -v f="$1" '$1 == f":" { print $2 }' "/proc/$node/status"; }
 mib() { echo $(( $1 / 1024 )); }
@@ -99,7 +114,7 @@ wait "$node" 2>/dev/null || true
 "$exchange" node --config node-gongan.toml >>node.log 2>&1 &
 node=$!
 pids+=($node)
-until as js.gongan-system --json status 2>/dev/null | grep -q '"latestVersion": *1'; do sleep 0.1; done
+wait_for "the node to follow the registry" node_current
 as js.gongan-system get js.gongan/population "$(head -1 people.ndjson | sed 's/.*"id_number":"\([^"]*\)".*/\1/')" --purpose self-check >/dev/null
 sleep 2
 restarted=$(kib VmRSS)
@@ -113,5 +128,5 @@ echo "  settled after queries:   $(mib "$settled")"
 echo "  high-water mark (VmHWM): $(mib "$hwm")"
 echo "  idle after a restart:    $(mib "$restarted")"
 echo "  store on disk:           $(du -sm data/node-gongan/store | cut -f1)"
-echo "publish: $(grep -m1 -i 'accepted' commands.log || true)"
+echo "publish: $(grep -m1 ' stored, ' commands.log || true)"
 echo "records at the node: $(as js.gongan-system --json status | tr -d ' \n' | sed -n 's/.*"records":"\{0,1\}\([0-9]*\).*/\1/p')"
