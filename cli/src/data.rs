@@ -501,8 +501,14 @@ async fn publish(
     progress.finish_and_clear();
     rejected_lines.sort_by_key(|l| l["line"].as_u64());
     if !rejected_lines.is_empty() {
-        let mut out =
-            std::fs::File::create(&rejects_path).with_context(|| format!("cannot write {}", rejects_path.display()))?;
+        // The rejected lines are records, with the personal data in them: for their writer only.
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut out = options
+            .open(&rejects_path)
+            .with_context(|| format!("cannot write {}", rejects_path.display()))?;
         for line in &rejected_lines {
             writeln!(out, "{line}")?;
         }

@@ -560,13 +560,24 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         Ok(done) => done,
         Err(e) => {
             let _ = stop_tx.send(true);
+            // A server that failed to start (its store held by another quickstart, say) is the
+            // cause; the setup only saw that it could not connect.
+            let mut causes = Vec::new();
             for task in tasks {
-                let _ = task.await;
+                match task.await {
+                    Ok(Err(server)) => causes.push(format!("{server:#}")),
+                    Err(panicked) => causes.push(panicked.to_string()),
+                    Ok(Ok(())) => {}
+                }
             }
-            return Err(e.context("setting up the sample exchange"));
+            let e = e.context("setting up the sample exchange");
+            return Err(match causes.is_empty() {
+                true => e,
+                false => e.context(causes.join("; ")),
+            });
         }
     };
-    print_summary(&args.dir, &endpoint, &nodes, &examples);
+    print_summary(&args.dir, &endpoint, &nodes, &examples, !args.exit_after_setup);
     if args.exit_after_setup {
         let _ = stop_tx.send(true);
     } else {
@@ -643,15 +654,20 @@ async fn examples(paths: &Paths, nodes: &[(String, String)]) -> anyhow::Result<V
             .await,
     );
     let mut rsj = node_as(paths, &gongan, "js.rsj-system").await?;
-    let denied = show(
-        rsj.get(read(
+    let waiting = rsj
+        .get(read(
             "js.gongan/population",
             &person_id,
             &["name"],
             "social-assistance-review",
         ))
-        .await,
-    );
+        .await;
+    // Someone may have approved the waiting grant since the exchange was first set up.
+    let waiting_title = match waiting {
+        Err(_) => "A denied read: social insurance's grant is still waiting for public security's approval",
+        Ok(_) => "A read by social insurance: its grant, waiting at first, has been approved since (revoke it to see a denial)",
+    };
+    let denied = show(waiting);
     Ok(vec![
         Example {
             title: "An allowed read: tax reads the company register (unconditional, nothing sensitive)",
@@ -664,16 +680,21 @@ async fn examples(paths: &Paths, nodes: &[(String, String)]) -> anyhow::Result<V
             result: masked,
         },
         Example {
-            title: "A denied read: social insurance's grant is still waiting for public security's approval",
+            title: waiting_title,
             command: format!("exchange --profile {d}/js.rsj.toml --node {gongan} get js.gongan/population {person_id} --fields name --purpose social-assistance-review"),
             result: denied,
         },
     ])
 }
 
-fn print_summary(dir: &Path, endpoint: &str, nodes: &[(String, String)], examples: &[Example]) {
+fn print_summary(dir: &Path, endpoint: &str, nodes: &[(String, String)], examples: &[Example], serving: bool) {
     let d = dir.display();
-    println!("Exchange quickstart: a registry is serving mutual TLS on {endpoint}");
+    if serving {
+        println!("Exchange quickstart: a registry is serving mutual TLS on {endpoint}");
+    } else {
+        println!("Exchange quickstart: set up on {endpoint} and stopped (--exit-after-setup). Run");
+        println!("`exchange quickstart` again to serve; the profiles follow the ports it serves on.");
+    }
     for (dept, node) in nodes {
         println!("  node of {dept:<10} {node}");
     }

@@ -129,7 +129,17 @@ impl SledStore {
             .path(path)
             .cache_capacity(config.cache_mib.saturating_mul(1024 * 1024))
             .open()
-            .map_err(|e| StoreError::Engine(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| match &e {
+                // sled locks its directory: another process has it open (sled says so only in
+                // its message).
+                sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock") => {
+                    StoreError::Engine(format!(
+                    "cannot open {}: another process has it open (is a server already running on this data directory?)",
+                    path.display()
+                ))
+                }
+                _ => StoreError::Engine(format!("cannot open {}: {e}", path.display())),
+            })?;
         Ok(Self {
             db,
             flush_lock: Mutex::new(()),
@@ -244,6 +254,15 @@ mod tests {
     #[test]
     fn mem_store_passes_the_conformance_suite() {
         conformance::run(&MemStore::new());
+    }
+
+    #[test]
+    fn a_store_another_process_has_open_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = SledStore::open(dir.path()).unwrap();
+        // sled's lock is per process too: a second open here is refused the same way.
+        let err = SledStore::open(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("another process has it open"), "{err}");
     }
 
     #[test]

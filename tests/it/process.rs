@@ -223,8 +223,15 @@ impl ProcessExchange {
     }
 }
 
+/// Runs the CLI as a user's shell would: with the common umask 022, whatever this test process
+/// has (servers started in it set 077).
 pub fn run_cli(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(exchange_bin()).args(args).output().unwrap();
+    let output = Command::new("sh")
+        .args(["-c", "umask 022 && exec \"$0\" \"$@\""])
+        .arg(exchange_bin())
+        .args(args)
+        .output()
+        .unwrap();
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -239,7 +246,8 @@ fn the_quickstart_sets_up_a_working_exchange_and_the_cli_uses_it() {
     let qs_str = qs.to_str().unwrap();
     let (ok, stdout, stderr) = run_cli(&["quickstart", "--dir", qs_str, "--port", "0", "--exit-after-setup"]);
     assert!(ok, "quickstart failed: {stderr}");
-    assert!(stdout.contains("a registry is serving mutual TLS"), "{stdout}");
+    assert!(stdout.contains("set up on https://localhost:"), "{stdout}");
+    assert!(stdout.contains("stopped (--exit-after-setup)"), "{stdout}");
     // The three example reads ran and show what they promise.
     assert!(
         stdout.contains("\"status\":"),
@@ -411,7 +419,11 @@ fn the_quickstart_sets_up_a_working_exchange_and_the_cli_uses_it() {
     );
     assert!(!ok, "a rejected line makes publish fail");
     assert!(stdout.contains("1 stored, 1 rejected"), "{stdout}\n{stderr}");
-    let rejects = std::fs::read_to_string(dir.path().join("people.ndjson.rejects.ndjson")).unwrap();
+    let rejects_path = dir.path().join("people.ndjson.rejects.ndjson");
+    // It holds the rejected records, personal data and all: for its writer only.
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&rejects_path).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let rejects = std::fs::read_to_string(&rejects_path).unwrap();
     let reject: serde_json::Value = serde_json::from_str(rejects.lines().next().unwrap()).unwrap();
     assert_eq!(reject["line"], 2);
     let pointers: Vec<&str> = reject["errors"]
