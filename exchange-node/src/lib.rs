@@ -38,17 +38,14 @@ use tokio::net::TcpListener;
 pub use config::Config;
 pub use exchange_transport::server::RunError;
 
-fn err(e: impl std::fmt::Display) -> RunError {
-    RunError(e.to_string())
-}
-
 /// The node's own identity, read from its certificate: it must be a `node` certificate.
 fn own_identity(cert_pem: &str, trust_domain: &str) -> Result<Principal, RunError> {
-    let certs = tls::parse_certs(cert_pem, "node certificate").map_err(err)?;
+    let certs = tls::parse_certs(cert_pem, "node certificate").map_err(RunError::from_display)?;
     let (_, parsed) = x509_parser::parse_x509_certificate(certs[0].as_ref())
         .map_err(|e| RunError(format!("node certificate cannot be parsed: {e}")))?;
     let uris = exchange_transport::auth::san_uris(&parsed);
-    let principal = Principal::from_uris(uris.iter().map(String::as_str), trust_domain).map_err(err)?;
+    let principal =
+        Principal::from_uris(uris.iter().map(String::as_str), trust_domain).map_err(RunError::from_display)?;
     if principal.role != Role::Node {
         return Err(RunError(format!(
             "the node's certificate names {principal}; a node needs a certificate with role node"
@@ -80,18 +77,18 @@ pub async fn run_with_clock(
             )));
         }
     }
-    let files = config.tls.read().map_err(err)?;
+    let files = config.tls.read().map_err(RunError::from_display)?;
     let me = own_identity(&files.cert_pem, &config.trust_domain)?;
     server::prepare_data_dir(&config.data_dir, owns)?;
     let store: Arc<dyn Store> =
-        Arc::new(SledStore::open_with(&config.data_dir.join(STORE_DIR), config.store).map_err(err)?);
-    let catalog = Arc::new(catalog::Catalog::load(store.clone()).map_err(err)?);
-    let page_tokens = Arc::new(page_token::PageTokens::load_or_create(&*store).map_err(err)?);
-    let ledger = Ledger::open(&config.data_dir.join(LEDGER_FILE)).map_err(err)?;
+        Arc::new(SledStore::open_with(&config.data_dir.join(STORE_DIR), config.store).map_err(RunError::from_display)?);
+    let catalog = Arc::new(catalog::Catalog::load(store.clone()).map_err(RunError::from_display)?);
+    let page_tokens = Arc::new(page_token::PageTokens::load_or_create(&*store).map_err(RunError::from_display)?);
+    let ledger = Ledger::open(&config.data_dir.join(LEDGER_FILE)).map_err(RunError::from_display)?;
     if ledger.cut_at_open() > 0 {
         tracing::warn!(path = %ledger.path().display(), cut = ledger.cut_at_open(), "cut a torn, unacknowledged last ledger line");
     }
-    let writer = writer::Writer::start(store.clone(), ledger).map_err(err)?;
+    let writer = writer::Writer::start(store.clone(), ledger).map_err(RunError::from_display)?;
 
     // Membership is the registry's business: on a node, grants decide who reads what, and a
     // department without grants reads nothing.
@@ -175,12 +172,12 @@ pub const LEDGER_FILE: &str = "audit.ledger";
 /// and the audit ledger are kept.
 pub fn reset_registry_view(data_dir: &std::path::Path) -> Result<usize, RunError> {
     server::prepare_data_dir(data_dir, owns)?;
-    let store = SledStore::open(&data_dir.join(STORE_DIR)).map_err(err)?;
-    catalog::reset_view(&store).map_err(err)
+    let store = SledStore::open(&data_dir.join(STORE_DIR)).map_err(RunError::from_display)?;
+    catalog::reset_view(&store).map_err(RunError::from_display)
 }
 
 /// Reads and verifies the audit ledger in a node's data directory (safe while the node runs:
 /// only complete lines are read). Returns the entries in order, or where the chain breaks.
 pub fn read_ledger(data_dir: &std::path::Path) -> Result<Vec<exchange_core::ledger::Entry>, RunError> {
-    exchange_core::ledger::read_verified(&data_dir.join(LEDGER_FILE)).map_err(err)
+    exchange_core::ledger::read_verified(&data_dir.join(LEDGER_FILE)).map_err(RunError::from_display)
 }
