@@ -57,7 +57,8 @@ pub fn prepare_data_dir(dir: &std::path::Path, owns: impl Fn(&str) -> bool) -> R
         );
     }
     for (path, why) in &prepared.unfixed {
-        tracing::warn!(path = %path.display(), error = %why, "readable by other users, and its mode cannot be changed: fix it by hand");
+        // Either open to others and not ours to change, or not readable to check at all.
+        tracing::warn!(path = %path.display(), error = %why, "cannot make this private (or check that it is): fix it by hand");
     }
     Ok(())
 }
