@@ -19,6 +19,7 @@
 //! - `policy`: read authorization on a node: grant, purpose, fields, masking, row filter.
 //! - `mask`: masking of sensitive values.
 //! - `ledger`: the hash-chained audit ledger and its verification.
+//! - `tlog`: transparency-log formats: RFC 6962 Merkle proofs, C2SP checkpoints, keys, proof files.
 //! - `datadir`: data directories private to the server's user (umask, modes).
 //! - `store`: the `Store` trait, its sled and in-memory engines, and their conformance suite.
 //! - `error`: the error types, one enum per area.
@@ -44,6 +45,7 @@ pub mod store;
 mod stored_fixtures;
 #[cfg(test)]
 mod testing;
+pub mod tlog;
 
 pub use closed_set::ClosedSet;
 pub use error::{CoreError, ValidationError};
