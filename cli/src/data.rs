@@ -244,9 +244,10 @@ fn status_text(status: &npb::NodeStatus) -> String {
         ));
     }
     out.push_str(&format!(
-        "audit:    {} entries, head {}\n",
-        status.audit_entries, status.audit_head
+        "audit:    {} entries, root {}, {} signed\n",
+        status.audit_entries, status.audit_head, status.audit_signed
     ));
+    out.push_str(&format!("log vkey: {}\n", status.log_vkey));
     let mut table = crate::output::Table::new(&["DATASET", "VERSION", "RECORDS", "LAST SEQUENCE"]);
     for d in &status.datasets {
         table.row(vec![
@@ -295,6 +296,11 @@ fn prometheus_text(status: &npb::NodeStatus) -> String {
         "exchange_node_audit_entries",
         "Entries in the node's audit ledger.",
         vec![(node.clone(), status.audit_entries.to_string())],
+    );
+    gauge(
+        "exchange_node_audit_signed_entries",
+        "Entries covered by the node's last signed ledger checkpoint.",
+        vec![(node.clone(), status.audit_signed.to_string())],
     );
     let per_dataset = |f: fn(&npb::DatasetStatus) -> String| {
         status

@@ -67,10 +67,15 @@ enum Command {
     /// Measure audited reads per second through a node, beside a bare-call baseline.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Verify a node's audit ledger offline: every entry's hash chain, from its data directory.
+    /// Verify a node's audit ledger offline: every entry rehashed, the Merkle tree rebuilt and
+    /// checked against the signed checkpoint; names the first broken entry.
     VerifyLedger {
-        /// The node's data directory (its `data_dir`), a copy of it, or its audit.ledger file.
+        /// The node's data directory (its `data_dir`), a copy of it, or its ledger directory.
         data_dir: PathBuf,
+        /// The node's verifier key (C2SP vkey text) as the registry pinned it. Without it the
+        /// key in the data directory is used, which proves nothing against whoever holds it.
+        #[arg(long)]
+        vkey: Option<String>,
     },
     /// Create an exchange CA and issue certificates.
     #[command(subcommand)]
@@ -129,7 +134,7 @@ fn main() -> ExitCode {
                 resync_registry_view,
             } => run_node(config, resync_registry_view).await,
             Command::Bench(BenchCommand::Reads(args)) => bench::run(args).await,
-            Command::VerifyLedger { data_dir } => verify_ledger(&data_dir),
+            Command::VerifyLedger { data_dir, vkey } => verify_ledger(&data_dir, vkey.as_deref()),
             Command::Samples { dataset, count } => write_samples(&dataset, count),
         }
     });
@@ -178,34 +183,62 @@ async fn run_registry(path: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn verify_ledger(path: &std::path::Path) -> anyhow::Result<()> {
-    // The data directory, as documented, or the ledger file itself.
+fn verify_ledger(path: &std::path::Path, vkey: Option<&str>) -> anyhow::Result<()> {
+    // The data directory, as documented, or the ledger directory in it.
     let data_dir = match path.file_name() {
-        Some(name) if name == exchange_node::LEDGER_FILE && path.is_file() => path.parent().unwrap_or(path),
+        Some(name) if name == exchange_node::LEDGER_DIR && !path.join(exchange_node::LEDGER_DIR).exists() => {
+            path.parent().unwrap_or(path)
+        }
         _ => path,
     };
-    let ledger = data_dir.join(exchange_node::LEDGER_FILE);
-    if !ledger.is_file() {
+    let ledger = data_dir.join(exchange_node::LEDGER_DIR);
+    if !ledger.is_dir() {
         anyhow::bail!(
-            "no audit ledger at {}: pass a node's data_dir (the directory holding {}) or that file",
+            "no audit ledger at {}: pass a node's data_dir (the directory holding {}/) or that directory",
             ledger.display(),
-            exchange_node::LEDGER_FILE
+            exchange_node::LEDGER_DIR
         );
     }
-    let entries = exchange_node::read_ledger(data_dir)?;
-    let allowed = entries
-        .iter()
-        .filter(|e| e.event.decision == exchange_core::ledger::Decision::Allow)
-        .count();
-    let head = entries.last().map(|e| e.hash.as_str()).unwrap_or("(empty)");
+    let (log, whose) = match vkey {
+        Some(text) => (exchange_core::tlog::LogVerifier::parse(text)?, "the key given"),
+        None => (
+            exchange_node::node_log_verifier(data_dir)?,
+            "the node's own key (log.key)",
+        ),
+    };
+    let verified = exchange_core::ledger::verify_dir(&ledger, &log)?;
     println!(
-        "ledger verified: {} entries ({allowed} allowed, {} denied), head {head}",
-        entries.len(),
-        entries.len() - allowed
+        "ledger verified: {} entries ({} allowed, {} denied)",
+        verified.size,
+        verified.allowed,
+        verified.size - verified.allowed
     );
-    // A chain proves nothing was changed inside it; only a head known from elsewhere proves
-    // nothing was cut from its end.
-    println!("compare the head with the node's (`exchange status`: audit head) to know no entry was cut from the end");
+    match &verified.checkpoint {
+        Some(c) => {
+            println!(
+                "signed: checkpoint of {} entries, root {}, by {}",
+                c.size,
+                exchange_core::tlog::base64(&c.root.0),
+                log.text()
+            );
+            if verified.size > c.size {
+                println!(
+                    "{} entries after it are not signed yet (a running node signs within a second)",
+                    verified.size - c.size
+                );
+            }
+        }
+        None => println!("no checkpoint signed yet: the entries were checked against each other only"),
+    }
+    if verified.torn_bytes > 0 {
+        println!(
+            "a torn last line of {} bytes was never acknowledged; the node cuts it off when it starts",
+            verified.torn_bytes
+        );
+    }
+    if vkey.is_none() {
+        println!("checked against {whose}: pass --vkey with the key the registry pinned to know it was not replaced");
+    }
     Ok(())
 }
 

@@ -82,6 +82,19 @@ pub fn see_node_status(p: &Principal, node_department: &str) -> Result<(), Polic
     ))
 }
 
+/// Seeing an audit event of `node_department`'s ledger (with its proof): the department whose
+/// read it records (`reader`), the node's own department, an admin or an auditor. Others learn
+/// nothing of it, not even whether it exists.
+pub fn see_audit_event(p: &Principal, node_department: &str, reader: &str) -> Result<(), PolicyError> {
+    if p.department == reader || p.department == node_department || p.role.is_exchange_wide() {
+        return Ok(());
+    }
+    deny(format!(
+        "{p} may not see this audit event of {node_department}'s ledger; only the department that read, \
+         {node_department} itself, an admin or an auditor may"
+    ))
+}
+
 /// Requesting a grant for `consumer`: that department's node or system, or an admin.
 pub fn request_grant(p: &Principal, consumer: &str) -> Result<(), PolicyError> {
     if p.role == Role::Admin || acts_for(p, consumer) {

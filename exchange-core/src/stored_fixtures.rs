@@ -1,7 +1,9 @@
 //! Stored data outlives the code that wrote it: the core types the registry and the nodes keep
 //! (departments, datasets, schema versions, grants, ledger entries) must decode from every form
 //! any release wrote. `fixtures/stored/<date>/` holds each type as the code of that date writes
-//! it; a set is never changed or removed once committed.
+//! it; a set is never changed or removed once committed. A set holds the types whose stored form
+//! changed that day (`<date>.<n>` for a second change on one date); a type's newest form is in
+//! the newest set that has it.
 //!
 //! The rule (ARCHITECTURE.md, "stored types evolve"): a field added to a stored type gets
 //! `#[serde(default)]` (or `default = "..."`) with a default that means what the old data
@@ -13,7 +15,7 @@ use crate::catalog::{Classification, Dataset, SchemaVersion};
 use crate::compat::CompatMode;
 use crate::department::{Department, Level};
 use crate::grant::{Grant, GrantState};
-use crate::ledger::{self, AuditEvent, Decision, Entry};
+use crate::ledger::{self, AuditEvent, Decision};
 use crate::mask::Sensitivity;
 use crate::schema::SensitiveField;
 
@@ -118,6 +120,7 @@ mod set_2026_12_01 {
                 decision: Decision::Allow,
                 reason: "grant g-000042 for purpose business-licensing".into(),
                 grant_id: "g-000042".into(),
+                served_sha256: String::new(),
             },
             AuditEvent {
                 time_ms: 1_796_000_600_456,
@@ -135,19 +138,9 @@ mod set_2026_12_01 {
                 decision: Decision::Deny,
                 reason: "no grant: js.rsj holds no grant on js.gongan/population; request one from the registry".into(),
                 grant_id: String::new(),
+                served_sha256: String::new(),
             },
         ]
-    }
-
-    /// The ledger file those events make.
-    pub(super) fn ledger() -> Vec<u8> {
-        let mut chain = ledger::Chain::default();
-        let mut file = Vec::new();
-        for event in events() {
-            file.extend(chain.append_encoded(&event).unwrap());
-            file.push(b'\n');
-        }
-        file
     }
 
     #[test]
@@ -172,10 +165,45 @@ mod set_2026_12_01 {
         );
         assert_eq!(version.sensitive_fields, expected.sensitive_fields);
         assert_eq!(serde_json::from_slice::<Grant>(GRANT).unwrap(), grant());
-        // Ledger entries are checked over the bytes they stored, hashes included.
-        let lines: Vec<&[u8]> = LEDGER.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
-        let (entries, _) = ledger::verify_lines(lines).unwrap();
-        let events: Vec<AuditEvent> = entries.into_iter().map(|e: Entry| e.event).collect();
+        // The first ledger form is read (chain verified) to migrate it: its events, as stored.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("audit.ledger"), LEDGER).unwrap();
+        let stored = ledger::v1_events(&dir.path().join("audit.ledger")).unwrap();
+        let events: Vec<AuditEvent> = stored.iter().map(|e| serde_json::from_slice(e).unwrap()).collect();
+        assert_eq!(events, self::events());
+    }
+}
+
+/// The set of 2026-12-01.2: the ledger became a Merkle log (`ledger/events`, one event a line)
+/// and events gained `served_sha256`.
+mod set_2026_12_01_2 {
+    use super::*;
+
+    pub(super) const LEDGER_EVENTS: &[u8] = include_bytes!("../fixtures/stored/2026-12-01.2/ledger/events");
+
+    pub(super) fn events() -> Vec<AuditEvent> {
+        let mut events = super::set_2026_12_01::events();
+        events[0].served_sha256 = "5d41402abc4b2a76b9719d911017c592ae0b3a5fb7e1d4c8c2bb6a9a0e3b3d1a".into();
+        events
+    }
+
+    /// The events file those events make.
+    pub(super) fn ledger_events() -> Vec<u8> {
+        let mut file = Vec::new();
+        for event in events() {
+            file.extend(ledger::encode(&event).unwrap());
+            file.push(b'\n');
+        }
+        file
+    }
+
+    #[test]
+    fn every_type_decodes_as_written() {
+        let events: Vec<AuditEvent> = LEDGER_EVENTS
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
         assert_eq!(events, self::events());
     }
 }
@@ -210,5 +238,9 @@ fn the_newest_set_is_what_this_code_writes() {
         newest::SCHEMA_VERSION,
     );
     check("grant.json", json(serde_json::to_vec(&newest::grant())), newest::GRANT);
-    check("audit.ledger", newest::ledger(), newest::LEDGER);
+    check(
+        "ledger/events",
+        set_2026_12_01_2::ledger_events(),
+        set_2026_12_01_2::LEDGER_EVENTS,
+    );
 }

@@ -84,10 +84,7 @@ pub async fn run_with_clock(
         Arc::new(SledStore::open_with(&config.data_dir.join(STORE_DIR), config.store).map_err(RunError::from_display)?);
     let catalog = Arc::new(catalog::Catalog::load(store.clone()).map_err(RunError::from_display)?);
     let page_tokens = Arc::new(page_token::PageTokens::load_or_create(&*store).map_err(RunError::from_display)?);
-    let ledger = Ledger::open(&config.data_dir.join(LEDGER_FILE)).map_err(RunError::from_display)?;
-    if ledger.cut_at_open() > 0 {
-        tracing::warn!(path = %ledger.path().display(), cut = ledger.cut_at_open(), "cut a torn, unacknowledged last ledger line");
-    }
+    let ledger = open_ledger(&config.data_dir, &config.trust_domain, &me.department)?;
     let writer = writer::Writer::start(store.clone(), ledger).map_err(RunError::from_display)?;
 
     // Membership is the registry's business: on a node, grants decide who reads what, and a
@@ -156,15 +153,57 @@ pub async fn run_with_clock(
     served
 }
 
-/// What a node keeps in its `data_dir`: the store and the ledger (nothing else there is its).
+/// Opens the node's log key (creating it on first start) and its ledger, moving the events of a
+/// first-form ledger into it.
+fn open_ledger(data_dir: &std::path::Path, trust_domain: &str, department: &str) -> Result<Ledger, RunError> {
+    let origin = exchange_core::ledger::node_origin(trust_domain, department);
+    let (key, created) = exchange_core::tlog::LogKey::load_or_create(&data_dir.join(LOG_KEY_FILE), &origin)
+        .map_err(RunError::from_display)?;
+    if created {
+        tracing::info!(
+            vkey = key.vkey(),
+            "created the node's log key; the registry pins it when the node announces"
+        );
+    }
+    let mut ledger = Ledger::open(&data_dir.join(LEDGER_DIR), key).map_err(RunError::from_display)?;
+    let recovered = ledger.recovered();
+    if recovered.cut_bytes > 0 {
+        tracing::warn!(dir = %ledger.dir().display(), cut = recovered.cut_bytes, "cut a torn, unacknowledged last ledger line");
+    }
+    if let Some(moved) = ledger
+        .migrate_v1(&data_dir.join(LEGACY_LEDGER_FILE))
+        .map_err(RunError::from_display)?
+    {
+        tracing::info!(
+            events = moved,
+            "moved the events of the first-form ledger (audit.ledger) into the Merkle ledger"
+        );
+    }
+    Ok(ledger)
+}
+
+/// What a node keeps in its `data_dir` (nothing else there is its).
 fn owns(name: &str) -> bool {
-    name == STORE_DIR || name == LEDGER_FILE
+    [
+        STORE_DIR,
+        LEDGER_DIR,
+        LOG_KEY_FILE,
+        LEGACY_LEDGER_FILE,
+        "audit.ledger.migrated",
+    ]
+    .contains(&name)
 }
 
 /// Under a node's `data_dir`: the sled store of records, change feed and registry view.
 pub const STORE_DIR: &str = "store";
-/// Under a node's `data_dir`: the audit ledger, one JSON entry a line.
-pub const LEDGER_FILE: &str = "audit.ledger";
+/// Under a node's `data_dir`: the audit ledger (see `exchange_core::ledger` for its files).
+pub const LEDGER_DIR: &str = "ledger";
+/// Under a node's `data_dir`: the Ed25519 key the ledger's checkpoints are signed with, as Go's
+/// private-key text (`PRIVATE+KEY+<origin>+<key id>+<base64>`), mode 0600.
+pub const LOG_KEY_FILE: &str = "log.key";
+/// Under a node's `data_dir`: the first form of the ledger (a hash chain), moved into
+/// [`LEDGER_DIR`] at start and renamed `audit.ledger.migrated`.
+pub const LEGACY_LEDGER_FILE: &str = "audit.ledger";
 
 /// Forgets a stopped node's view of the registry, so it replays the registry's current state when
 /// it next runs: for a node whose registry was restored from an older backup (the node then stops
@@ -176,8 +215,27 @@ pub fn reset_registry_view(data_dir: &std::path::Path) -> Result<usize, RunError
     catalog::reset_view(&store).map_err(RunError::from_display)
 }
 
-/// Reads and verifies the audit ledger in a node's data directory (safe while the node runs:
-/// only complete lines are read). Returns the entries in order, or where the chain breaks.
+/// The verifier key of the node whose data directory this is (from its log key).
+pub fn node_log_verifier(data_dir: &std::path::Path) -> Result<exchange_core::tlog::LogVerifier, RunError> {
+    let path = data_dir.join(LOG_KEY_FILE);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| RunError(format!("cannot read the node's log key {}: {e}", path.display())))?;
+    let key =
+        exchange_core::tlog::LogKey::from_text(&text).map_err(|e| RunError(format!("{}: {e}", path.display())))?;
+    Ok(key.verifier())
+}
+
+/// Reads and verifies the audit ledger in a node's data directory against `log` (safe while
+/// the node runs: only complete lines are read). Returns what verified and the entries in order,
+/// or the first broken entry.
+pub fn read_ledger_with(
+    data_dir: &std::path::Path,
+    log: &exchange_core::tlog::LogVerifier,
+) -> Result<(exchange_core::ledger::Verified, Vec<exchange_core::ledger::Entry>), RunError> {
+    exchange_core::ledger::read_verified(&data_dir.join(LEDGER_DIR), log).map_err(RunError::from_display)
+}
+
+/// [`read_ledger_with`] the node's own log key: the entries, verified.
 pub fn read_ledger(data_dir: &std::path::Path) -> Result<Vec<exchange_core::ledger::Entry>, RunError> {
-    exchange_core::ledger::read_verified(&data_dir.join(LEDGER_FILE)).map_err(RunError::from_display)
+    Ok(read_ledger_with(data_dir, &node_log_verifier(data_dir)?)?.1)
 }

@@ -34,7 +34,10 @@ const SECOND: &str = r#"{"id_number":"320102198801010012","name":"张三丰"}"#;
 
 fn ledger() -> (tempfile::TempDir, Ledger) {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(&dir.path().join("audit.ledger")).unwrap();
+    let key = exchange_core::tlog::LogKey::generate("exchange.example/node/js.gongan")
+        .unwrap()
+        .0;
+    let ledger = Ledger::open(&dir.path().join("ledger"), key).unwrap();
     (dir, ledger)
 }
 

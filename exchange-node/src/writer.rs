@@ -7,14 +7,22 @@
 //! group's records in one store batch (one flush), and only then answers each job. Concurrent
 //! reads therefore share a disk sync instead of queueing one each (a flush per request caps near
 //! 17,000/s on our hardware), and a reply never comes before its audit event or records are on
-//! disk. The writer owns the sequence counters and the ledger, so numbering and chaining follow
-//! commit order exactly.
+//! disk. The writer owns the sequence counters and the ledger, so numbering follows commit order
+//! exactly.
+//!
+//! **Checkpoints.** The writer also signs the ledger's checkpoints: after a commit when the last
+//! one is a second old or more, after a quiet second when events came since, on demand
+//! ([`Writer::checkpoint`]), and when it stops. Never per event: a signature per read would cost
+//! more than the read.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use exchange_core::ledger::{AuditEvent, Chain, Group, Ledger};
+use exchange_core::ledger::{AuditEvent, Group, Ledger, LedgerReader};
 use exchange_core::store::{Batch, Store, StoreError};
+use exchange_core::tlog::Checkpoint;
 use exchange_core::CoreError;
 use tokio::sync::{oneshot, watch};
 
@@ -34,8 +42,10 @@ enum Job {
     },
     Audit {
         events: Vec<AuditEvent>,
-        reply: Reply<()>,
+        reply: Reply<Range<u64>>,
     },
+    /// Sign a checkpoint of everything committed before it (the last one if nothing was).
+    Checkpoint { reply: Reply<Checkpoint> },
     /// Finish what is queued before it, then exit (releasing the store and the ledger).
     Stop,
 }
@@ -45,8 +55,6 @@ enum Job {
 struct Shared {
     /// Each dataset's last committed sequence number, watched by subscriptions.
     feeds: Mutex<HashMap<String, watch::Sender<u64>>>,
-    /// The ledger's committed head.
-    head: Mutex<Chain>,
     /// Records per dataset, as of the last commit.
     counts: Mutex<HashMap<String, u64>>,
 }
@@ -66,11 +74,15 @@ impl Shared {
 pub(crate) struct Writer {
     jobs: mpsc::SyncSender<Job>,
     shared: Arc<Shared>,
+    ledger: LedgerReader,
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 /// How many jobs one group commit takes at most.
 const GROUP_LIMIT: usize = 4096;
+
+/// While events flow, a checkpoint is signed at least this often.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// What a write after the writer stopped gets (the node is shutting down): nothing was done.
 fn stopped() -> CoreError {
@@ -88,15 +100,18 @@ impl Writer {
         }
         let shared = Arc::new(Shared {
             feeds: Mutex::new(seqs.iter().map(|(d, c)| (d.clone(), watch::channel(c.seq).0)).collect()),
-            head: Mutex::new(ledger.head().clone()),
             counts: Mutex::new(seqs.iter().map(|(d, c)| (d.clone(), c.records)).collect()),
         });
+        let reader = ledger
+            .reader()
+            .map_err(|e| StoreError::Engine(format!("cannot read the audit ledger: {e}")))?;
         let (tx, rx) = mpsc::sync_channel(GROUP_LIMIT);
         let thread = WriterThread {
             store,
             ledger,
             seqs,
             shared: shared.clone(),
+            last_signed: Instant::now(),
         };
         let thread = std::thread::Builder::new()
             .name("node-writer".into())
@@ -105,6 +120,7 @@ impl Writer {
         Ok(Self {
             jobs: tx,
             shared,
+            ledger: reader,
             thread: Arc::new(Mutex::new(Some(thread))),
         })
     }
@@ -153,10 +169,17 @@ impl Writer {
         done.await.map_err(|_| stopped())?
     }
 
-    /// Appends audit events to the ledger durably.
-    pub(crate) async fn audit(&self, events: Vec<AuditEvent>) -> Result<(), CoreError> {
+    /// Appends audit events to the ledger durably; returns their indexes.
+    pub(crate) async fn audit(&self, events: Vec<AuditEvent>) -> Result<Range<u64>, CoreError> {
         let (reply, done) = oneshot::channel();
         self.submit(Job::Audit { events, reply }).await?;
+        done.await.map_err(|_| stopped())?
+    }
+
+    /// A checkpoint of everything committed so far, signed now if events came since the last.
+    pub(crate) async fn checkpoint(&self) -> Result<Checkpoint, CoreError> {
+        let (reply, done) = oneshot::channel();
+        self.submit(Job::Checkpoint { reply }).await?;
         done.await.map_err(|_| stopped())?
     }
 
@@ -171,9 +194,9 @@ impl Writer {
         counts.get(dataset).copied().unwrap_or(0)
     }
 
-    /// The ledger's committed length and head.
-    pub(crate) fn ledger_head(&self) -> Chain {
-        self.shared.head.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The committed ledger: its size, root, last checkpoint, events and proofs.
+    pub(crate) fn ledger(&self) -> &LedgerReader {
+        &self.ledger
     }
 }
 
@@ -184,6 +207,8 @@ struct WriterThread {
     /// Every dataset's counters, as staged so far (restored when a commit fails).
     seqs: HashMap<String, Counters>,
     shared: Arc<Shared>,
+    /// When the last checkpoint was signed.
+    last_signed: Instant,
 }
 
 /// What one group stages before its commit.
@@ -201,15 +226,29 @@ struct Staging {
 /// How a job staged: what it will be answered if its part of the commit succeeds.
 enum Staged {
     Publish(Result<Sequences, CoreError>),
-    Audit(Result<(), CoreError>),
+    Audit(Result<Range<u64>, CoreError>),
+    /// Answered after the commit.
+    Checkpoint,
     Stop,
 }
 
 impl WriterThread {
     fn run(mut self, jobs: mpsc::Receiver<Job>) {
-        while let Ok(first) = jobs.recv() {
+        loop {
+            let wait = match self.ledger.checkpoint_due() {
+                true => CHECKPOINT_EVERY.saturating_sub(self.last_signed.elapsed()),
+                false => Duration::from_secs(3600),
+            };
+            let first = match jobs.recv_timeout(wait) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = self.sign();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             if matches!(first, Job::Stop) {
-                return;
+                break;
             }
             let mut group = vec![first];
             let mut stopping = false;
@@ -224,10 +263,26 @@ impl WriterThread {
                 }
             }
             self.commit_group(group);
+            if self.ledger.checkpoint_due() && self.last_signed.elapsed() >= CHECKPOINT_EVERY {
+                let _ = self.sign();
+            }
             if stopping {
-                return;
+                break;
             }
         }
+        // Leave everything committed under a signed checkpoint.
+        if self.ledger.checkpoint_due() {
+            let _ = self.sign();
+        }
+    }
+
+    /// Signs a checkpoint of what is committed (or returns the last one if nothing is new).
+    fn sign(&mut self) -> Result<Checkpoint, CoreError> {
+        self.last_signed = Instant::now();
+        self.ledger.checkpoint().map_err(|e| {
+            tracing::error!(error = %e, "could not sign an audit ledger checkpoint");
+            CoreError::from(e)
+        })
     }
 
     fn commit_group(&mut self, group: Vec<Job>) {
@@ -243,10 +298,7 @@ impl WriterThread {
         // The ledger first: an audited read is acknowledged only once its event is on disk.
         let audited = match staging.audit {
             Ok(events) => match self.ledger.commit(events) {
-                Ok(()) => {
-                    *self.shared.head.lock().unwrap_or_else(|p| p.into_inner()) = self.ledger.head().clone();
-                    Ok(())
-                }
+                Ok(_) => Ok(()),
                 Err(e) => {
                     tracing::error!(error = %e, "audit ledger write failed; refusing audited reads until restart");
                     Err(CoreError::from(e))
@@ -276,7 +328,10 @@ impl WriterThread {
                     let _ = reply.send(result);
                 }
                 (Job::Audit { reply, .. }, Staged::Audit(result)) => {
-                    let _ = reply.send(result.and_then(|()| audited.clone()));
+                    let _ = reply.send(audited.clone().and(result));
+                }
+                (Job::Checkpoint { reply }, Staged::Checkpoint) => {
+                    let _ = reply.send(self.sign());
                 }
                 _ => {}
             }
@@ -322,6 +377,7 @@ impl WriterThread {
                 Ok(group) => group.stage(events).map_err(CoreError::from),
                 Err(e) => Err(e.clone()),
             }),
+            Job::Checkpoint { .. } => Staged::Checkpoint,
             Job::Stop => Staged::Stop,
         }
     }

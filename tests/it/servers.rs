@@ -180,11 +180,13 @@ async fn data_directories_and_every_file_in_them_are_private() {
         .await
         .unwrap();
     let registry_dir = ex.dir.path().join("data");
-    assert!(node.data_dir.join("audit.ledger").exists());
+    assert!(node.data_dir.join("ledger/events").exists());
+    assert!(node.data_dir.join("log.key").exists());
     assert_eq!(open_to_others(&registry_dir), Vec::<String>::new());
     assert_eq!(open_to_others(&node.data_dir), Vec::<String>::new());
     assert_eq!(mode(&node.data_dir), 0o700);
-    assert_eq!(mode(&node.data_dir.join("audit.ledger")), 0o600);
+    assert_eq!(mode(&node.data_dir.join("ledger/events")), 0o600);
+    assert_eq!(mode(&node.data_dir.join("log.key")), 0o600);
 
     // Left readable by an operator (a copy, an older version): tightened at the next start.
     node.stop().await;
@@ -192,7 +194,7 @@ async fn data_directories_and_every_file_in_them_are_private() {
     for dir in [&registry_dir, &node.data_dir] {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let ledger = node.data_dir.join("audit.ledger");
+    let ledger = node.data_dir.join("ledger/events");
     std::fs::set_permissions(&ledger, std::fs::Permissions::from_mode(0o644)).unwrap();
     ex.start_registry().await;
     node.serve_again().await;

@@ -1,31 +1,52 @@
-//! The audit ledger: an append-only, hash-chained log of access decisions.
+//! The audit ledger: every access decision, in an append-only Merkle log that anyone can verify
+//! with open tools (Architecture Invariant: no silent tampering).
 //!
-//! Entry `n` stores its event and `hash(n) = SHA-256(hash(n-1) || n as 8 big-endian bytes ||
-//! event JSON)`, with `hash(0)` (before the first entry) all zeros. Changing, dropping or
-//! reordering any entry changes every hash after it, so [`verify_lines`] detects it
-//! (Architecture Invariant: no silent tampering). The hash covers the event's JSON exactly as
-//! the entry stores it, and verification reads those bytes back rather than encoding the event
-//! again, so an event type that gains a field (with a default) still verifies every old entry.
+//! # The log
+//! - **Leaves.** Leaf `i` (zero-based) is the canonical encoding of the `i`-th audit event: the
+//!   event as a JSON object in UTF-8, compact (no whitespace outside strings, so never a newline),
+//!   its fields in the order [`AuditEvent`] declares them. The writer encodes each event exactly
+//!   once; everything after it (hashes, proofs, verification, shipping) works on those stored
+//!   bytes and never encodes the event again, so an event type that gains a field still proves
+//!   every old leaf.
+//! - **Tree.** The RFC 6962 Merkle tree over the leaves (`crate::tlog`).
+//! - **Checkpoints.** C2SP `tlog-checkpoint` notes signed with the server's Ed25519 log key,
+//!   origin `<trust domain>/node/<department>` for a node, `<trust domain>/registry` for the
+//!   registry ([`node_origin`], [`registry_origin`]). A checkpoint is signed after commits at
+//!   most once a second, and on demand; never per event.
+//!
+//! # Files (in the ledger directory, all 0600)
+//! - `events`: leaf `i` is line `i` (each leaf followed by `\n`). Hashing each line of this file
+//!   as a leaf gives the tree; nothing else is needed to check a checkpoint.
+//! - `hashes`: the tree's stored hashes, 32 bytes each at Go's stored-hash index
+//!   (`golang.org/x/mod/sumdb/tlog`): what proofs are made from. Derived from `events`.
+//! - `offsets`: leaf `i`'s byte offset in `events`, 8 bytes little-endian at `8 i`. Derived.
+//! - `checkpoint`: the last signed checkpoint.
 //!
 //! # Layout
-//! - this module: [`AuditEvent`], [`Entry`], the chain ([`Chain`]) and its verification.
-//! - `file`: [`Ledger`], the append-only file a server keeps its entries in, committed a group
-//!   of events at a time.
+//! - this module: [`AuditEvent`], origins, the error types.
+//! - `log`: [`Ledger`] (the writer's side: group commit, checkpoints, recovery) and
+//!   [`LedgerReader`] (events and proofs, read while the writer appends).
+//! - `verify`: [`verify_dir`], the offline check that names the first broken entry.
+//! - `v1`: the first form (a hash chain in `audit.ledger`), read once to migrate it.
 
-mod file;
+mod log;
+#[cfg(test)]
+pub(crate) mod tests;
+mod v1;
+mod verify;
 
-pub use file::{read_verified, Group, Ledger, LedgerError};
+#[cfg(test)]
+pub(crate) use v1::read_events as v1_events;
+
+pub use log::{Group, Ledger, LedgerReader, Recovered};
+pub use verify::{read_verified, verify_dir, Entry, Verified};
 
 use serde::{Deserialize, Serialize};
 
 use crate::closed_set::closed_set;
-use sha2::{Digest, Sha256};
 
 /// A SHA-256 digest.
 pub type Hash = [u8; 32];
-
-/// The hash before the first entry.
-pub const GENESIS: Hash = [0; 32];
 
 closed_set! {
     /// Allowed or denied.
@@ -70,29 +91,28 @@ pub struct AuditEvent {
     pub reason: String,
     /// The grant relied on, if any.
     pub grant_id: String,
+    /// Lower-case hex SHA-256 of exactly the bytes served (see the node's receipts); empty when
+    /// nothing was served, and in events written before receipts existed.
+    #[serde(default)]
+    pub served_sha256: String,
 }
 
 /// At most this many keys are kept in one event; `count` says how many were served.
 pub const MAX_KEYS_PER_EVENT: usize = 1000;
 
-/// An entry as stored: its position, its event and its chained hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    /// 1, 2, 3, ...
-    pub seq: u64,
-    /// The event.
-    pub event: AuditEvent,
-    /// `hash(seq)`, hex.
-    pub hash: String,
+/// The canonical encoding of an event: the bytes of its leaf.
+pub fn encode(event: &AuditEvent) -> Result<Vec<u8>, LedgerError> {
+    serde_json::to_vec(event).map_err(|e| LedgerError::Encode(e.to_string()))
 }
 
-/// The hash of entry `seq` given the previous hash and the event's JSON.
-pub fn chain(prev: &Hash, seq: u64, event_json: &[u8]) -> Hash {
-    let mut h = Sha256::new();
-    h.update(prev);
-    h.update(seq.to_be_bytes());
-    h.update(event_json);
-    h.finalize().into()
+/// The origin (and log key name) of a node's ledger.
+pub fn node_origin(trust_domain: &str, department: &str) -> String {
+    format!("{trust_domain}/node/{department}")
+}
+
+/// The origin (and log key name) of the registry's ledger.
+pub fn registry_origin(trust_domain: &str) -> String {
+    format!("{trust_domain}/registry")
 }
 
 /// Lower-case hex of a hash.
@@ -112,216 +132,60 @@ pub fn parse_hex(s: &str) -> Option<Hash> {
     Some(out)
 }
 
-/// Appends events to a chain, keeping its head.
-#[derive(Debug, Clone)]
-pub struct Chain {
-    /// The last entry's sequence number (0 when empty).
-    pub seq: u64,
-    /// The last entry's hash ([`GENESIS`] when empty).
-    pub head: Hash,
-}
-
-impl Default for Chain {
-    fn default() -> Self {
-        Self { seq: 0, head: GENESIS }
-    }
-}
-
-impl Chain {
-    /// The entry `event` becomes, advancing the head.
-    pub fn append(&mut self, event: AuditEvent) -> Result<Entry, serde_json::Error> {
-        let json = serde_json::to_vec(&event)?;
-        self.seq += 1;
-        self.head = chain(&self.head, self.seq, &json);
-        Ok(Entry {
-            seq: self.seq,
-            event,
-            hash: hex(&self.head),
-        })
-    }
-
-    /// Appends `event` and returns its entry already encoded as the JSON of an [`Entry`], with
-    /// the event encoded once for both the hash and the line (writers on the hot path use this).
-    pub fn append_encoded(&mut self, event: &AuditEvent) -> Result<Vec<u8>, serde_json::Error> {
-        let json = serde_json::to_vec(event)?;
-        self.seq += 1;
-        self.head = chain(&self.head, self.seq, &json);
-        let mut line = Vec::with_capacity(json.len() + 110);
-        line.extend_from_slice(format!("{{\"seq\":{},\"event\":", self.seq).as_bytes());
-        line.extend_from_slice(&json);
-        line.extend_from_slice(format!(",\"hash\":\"{}\"}}", hex(&self.head)).as_bytes());
-        Ok(line)
-    }
-}
-
-/// Why a ledger does not verify.
+/// The first entry found wrong, and how.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("ledger entry {seq}: {why}")]
+#[error("ledger entry {index}: {why}")]
 pub struct VerifyError {
-    /// The first entry found wrong.
-    pub seq: u64,
+    /// Its zero-based index (the leaf index).
+    pub index: u64,
     /// What is wrong with it.
     pub why: String,
 }
 
-/// An entry as read back from its line: the event's stored bytes are kept as they are.
-#[derive(Deserialize)]
-struct StoredEntry<'a> {
-    seq: u64,
-    #[serde(borrow)]
-    event: &'a serde_json::value::RawValue,
-    hash: &'a str,
-}
-
-/// Recomputes the chain over stored entry lines (each the JSON of an [`Entry`], in stored
-/// order) and returns the entries and the head, or the first entry that was changed, dropped,
-/// reordered or is not an entry at all.
-pub fn verify_lines<L: AsRef<[u8]>>(lines: impl IntoIterator<Item = L>) -> Result<(Vec<Entry>, Hash), VerifyError> {
-    let mut head = GENESIS;
-    let mut entries: Vec<Entry> = Vec::new();
-    for line in lines {
-        let expected_seq = entries.len() as u64 + 1;
-        let unreadable = |e: serde_json::Error| VerifyError {
-            seq: expected_seq,
-            why: format!("not a ledger entry: {e}"),
-        };
-        let stored: StoredEntry<'_> = serde_json::from_slice(line.as_ref()).map_err(unreadable)?;
-        if stored.seq != expected_seq {
-            return Err(VerifyError {
-                seq: expected_seq,
-                why: format!(
-                    "found entry {} where {expected_seq} should be (dropped or reordered)",
-                    stored.seq
-                ),
-            });
-        }
-        head = chain(&head, stored.seq, stored.event.get().as_bytes());
-        if parse_hex(stored.hash) != Some(head) {
-            return Err(VerifyError {
-                seq: stored.seq,
-                why: "hash does not match its event and predecessor (changed)".into(),
-            });
-        }
-        let event: AuditEvent = serde_json::from_str(stored.event.get()).map_err(unreadable)?;
-        entries.push(Entry {
-            seq: stored.seq,
-            event,
-            hash: stored.hash.to_string(),
-        });
-    }
-    Ok((entries, head))
-}
-
-/// [`verify_lines`] over entries held in memory (encoded as a ledger stores them); returns the
-/// number of entries and the head.
-pub fn verify(entries: impl IntoIterator<Item = Entry>) -> Result<(u64, Hash), VerifyError> {
-    let mut lines = Vec::new();
-    for entry in entries {
-        let line = serde_json::to_vec(&entry).map_err(|e| VerifyError {
-            seq: entry.seq,
-            why: format!("event cannot be encoded: {e}"),
-        })?;
-        lines.push(line);
-    }
-    let (entries, head) = verify_lines(lines)?;
-    Ok((entries.len() as u64, head))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(n: u64) -> AuditEvent {
-        AuditEvent {
-            time_ms: 1_800_000_000_000 + n as i64,
-            node: "js.gongan".into(),
-            principal: "spiffe://exchange.test/dept/js.scjg/system".into(),
-            department: "js.scjg".into(),
-            operation: "get".into(),
-            dataset: "js.gongan/population".into(),
-            schema_version: 1,
-            fields: vec!["id_number".into(), "name".into()],
-            keys: vec![format!("key-{n}")],
-            count: 1,
-            purpose: "business-licensing".into(),
-            case_id: String::new(),
-            decision: Decision::Allow,
-            reason: "grant g-000001".into(),
-            grant_id: "g-000001".into(),
-        }
-    }
-
-    fn ledger(n: u64) -> Vec<Entry> {
-        let mut chain = Chain::default();
-        (1..=n).map(|i| chain.append(event(i)).unwrap()).collect()
-    }
-
-    #[test]
-    fn an_untouched_ledger_verifies() {
-        let entries = ledger(5);
-        let (count, head) = verify(entries.clone()).unwrap();
-        assert_eq!(count, 5);
-        assert_eq!(hex(&head), entries[4].hash);
-        assert_eq!(parse_hex(&entries[4].hash), Some(head));
-        assert_eq!(verify(Vec::new()).unwrap(), (0, GENESIS));
-    }
-
-    #[test]
-    fn encoded_entries_are_the_entries() {
-        let mut by_value = Chain::default();
-        let mut encoded = Chain::default();
-        for n in 1..=3 {
-            let entry = by_value.append(event(n)).unwrap();
-            let line = encoded.append_encoded(&event(n)).unwrap();
-            assert_eq!(serde_json::from_slice::<Entry>(&line).unwrap(), entry);
-            assert_eq!(line, serde_json::to_vec(&entry).unwrap());
-        }
-    }
-
-    #[test]
-    fn entries_verify_over_their_stored_bytes_not_a_re_encoding() {
-        // Stored with its fields in another order (as a writer of another version might): the
-        // entry verifies against the bytes it stored, which a re-encoding would not reproduce.
-        let json = serde_json::to_vec(&serde_json::to_value(event(1)).unwrap()).unwrap();
-        assert_ne!(json, serde_json::to_vec(&event(1)).unwrap());
-        let hash = hex(&chain(&GENESIS, 1, &json));
-        let line = format!(
-            "{{\"seq\":1,\"event\":{},\"hash\":\"{hash}\"}}",
-            String::from_utf8(json).unwrap()
-        );
-        let (entries, head) = verify_lines([line.as_bytes()]).unwrap();
-        assert_eq!(hex(&head), hash);
-        assert_eq!(entries[0].event, event(1));
-
-        // The same bytes with a space added are a changed entry.
-        let spaced = line.replacen("\"node\":", "\"node\": ", 1);
-        assert_eq!(verify_lines([spaced.as_bytes()]).unwrap_err().seq, 1);
-        assert!(verify_lines([b"not json".as_slice()])
-            .unwrap_err()
-            .why
-            .contains("not a ledger entry"));
-    }
-
-    #[test]
-    fn changing_dropping_or_reordering_is_detected() {
-        let mut changed = ledger(5);
-        changed[2].event.decision = Decision::Deny;
-        assert_eq!(verify(changed).unwrap_err().seq, 3);
-
-        let mut dropped = ledger(5);
-        dropped.remove(1);
-        assert_eq!(verify(dropped).unwrap_err().seq, 2);
-
-        let mut reordered = ledger(5);
-        reordered.swap(1, 2);
-        assert_eq!(verify(reordered).unwrap_err().seq, 2);
-
-        // Renumbering after a drop does not help: the hashes no longer chain.
-        let mut renumbered = ledger(5);
-        renumbered.remove(1);
-        for (i, e) in renumbered.iter_mut().enumerate() {
-            e.seq = i as u64 + 1;
-        }
-        assert_eq!(verify(renumbered).unwrap_err().seq, 2);
-    }
+/// Why the ledger could not be read or written.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LedgerError {
+    /// A file could not be opened, read or written.
+    #[error("audit ledger {path}: {message}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// An event could not be encoded (nothing of its group was written).
+    #[error("audit event cannot be encoded: {0}")]
+    Encode(String),
+    /// An earlier write failed; nothing more is appended until the ledger is opened again.
+    #[error(
+        "audit ledger {path} could not be written ({why}); audited reads are refused until the server is restarted"
+    )]
+    Broken {
+        /// The ledger directory.
+        path: std::path::PathBuf,
+        /// The failure that broke it.
+        why: String,
+    },
+    /// A group begun before another group was committed: its leaves would be misnumbered.
+    #[error("audit ledger {path}: a group begun at size {begun_at} cannot be committed at size {size}")]
+    Stale {
+        /// The ledger directory.
+        path: std::path::PathBuf,
+        /// The size the group was begun at.
+        begun_at: u64,
+        /// The size now.
+        size: u64,
+    },
+    /// The files do not match each other or the signed checkpoint.
+    #[error("audit ledger {path}: {error}")]
+    Tampered {
+        /// The file found wrong.
+        path: std::path::PathBuf,
+        /// The first entry found wrong.
+        #[source]
+        error: VerifyError,
+    },
+    /// A proof or entry beyond the log was asked for.
+    #[error("{0}")]
+    OutOfRange(String),
 }

@@ -27,8 +27,8 @@ mod tests;
 pub use key::{Checkpoint, LogKey, LogVerifier};
 pub use proof_file::ProofFile;
 pub use tlog_tiles::{
-    prove_record, prove_tree, record_hash as leaf_hash, stored_hash_count, stored_hash_index, stored_hashes, tree_hash,
-    Hash, HashReader, EMPTY_HASH,
+    prove_record, prove_tree, record_hash as leaf_hash, split_stored_hash_index, stored_hash_count, stored_hash_index,
+    stored_hashes, tree_hash, Hash, HashReader, EMPTY_HASH,
 };
 
 use base64::Engine as _;

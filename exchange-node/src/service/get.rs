@@ -46,12 +46,20 @@ pub(super) async fn get(service: &NodeService, request: Request<pb::GetRequest>)
         }
     }
     let served: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
-    service
-        .audit_allowed(&who, &ask, &plan, latest.version, &served)
+    let receipt = service
+        .audit_allowed(
+            &who,
+            &ask,
+            &plan,
+            latest.version,
+            &served,
+            records.iter().map(|r| r.json.as_slice()),
+        )
         .await?;
     Ok(Response::new(pb::GetResponse {
         records,
         missing_keys: missing,
         grant_id: plan.grant_id.unwrap_or_default(),
+        receipt: Some(receipt),
     }))
 }

@@ -9,6 +9,8 @@
 //! - `publish`: Publish and PublishStream.
 //! - `get`, `query`, `subscribe`: the reads.
 //! - `status`: Status.
+//! - `ledger`: GetCheckpoint, ProveEvent and ProveConsistency: the audit ledger's checkpoints
+//!   and proofs.
 
 /// The [`ReadAsk`] of a read request (Get, Query and Subscribe name these fields alike).
 macro_rules! read_ask {
@@ -25,6 +27,7 @@ macro_rules! read_ask {
 }
 
 mod get;
+mod ledger;
 mod publish;
 mod query;
 mod status;
@@ -107,6 +110,7 @@ impl NodeService {
             decision,
             reason,
             grant_id: String::new(),
+            served_sha256: String::new(),
         }
     }
 
@@ -164,22 +168,31 @@ impl NodeService {
         })
     }
 
-    /// Durably records an allowed read of `keys` before anything is sent.
-    async fn audit_allowed(
+    /// Durably records an allowed read of `keys`, serving the record JSON `served`, before
+    /// anything is sent; returns the receipt the response carries.
+    async fn audit_allowed<'a>(
         &self,
         who: &Principal,
         ask: &ReadAsk<'_>,
         plan: &ReadPlan,
         version: u32,
         keys: &[String],
-    ) -> Result<()> {
+        served: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<pb::Receipt> {
         let mut event = self.event(who, ask, Decision::Allow, plan.reason.clone());
         event.fields = plan.fields.clone();
         event.schema_version = version;
         event.count = keys.len() as u64;
         event.keys = keys.iter().take(MAX_KEYS_PER_EVENT).cloned().collect();
         event.grant_id = plan.grant_id.clone().unwrap_or_default();
-        self.writer.audit(vec![event]).await.map_err(to_status)
+        event.served_sha256 = served_digest(served);
+        let served_sha256 = event.served_sha256.clone();
+        let indexes = self.writer.audit(vec![event]).await.map_err(to_status)?;
+        Ok(pb::Receipt {
+            node: self.department.clone(),
+            index: indexes.start,
+            served_sha256,
+        })
     }
 
     fn clone_for_task(&self) -> Arc<NodeService> {
@@ -197,6 +210,18 @@ impl NodeService {
             clock: self.clock.clone(),
         })
     }
+}
+
+/// The digest a receipt names: SHA-256 over each served record's JSON followed by a newline, in
+/// the order served (what a consumer writing the records as JSON lines holds).
+pub(crate) fn served_digest<'a>(served: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    for json in served {
+        digest.update(json);
+        digest.update(b"\n");
+    }
+    let digest: [u8; 32] = digest.finish().as_ref().try_into().expect("SHA-256 is 32 bytes");
+    exchange_core::ledger::hex(&digest)
 }
 
 /// The record as the plan allows it to leave: `None` if the row filter hides it.
@@ -273,5 +298,23 @@ impl pb::node_server::Node for NodeService {
 
     async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::NodeStatus>> {
         status::status(self, request).await
+    }
+
+    async fn get_checkpoint(
+        &self,
+        request: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::LedgerCheckpoint>> {
+        ledger::get_checkpoint(self, request).await
+    }
+
+    async fn prove_event(&self, request: Request<pb::ProveEventRequest>) -> Result<Response<pb::EventProof>> {
+        ledger::prove_event(self, request).await
+    }
+
+    async fn prove_consistency(
+        &self,
+        request: Request<pb::ProveConsistencyRequest>,
+    ) -> Result<Response<pb::ConsistencyProof>> {
+        ledger::prove_consistency(self, request).await
     }
 }

@@ -159,13 +159,23 @@ impl QueryRun {
             if page.is_empty() {
                 // A query that matched nothing is on the record too, with a count of 0.
                 if !audited_any {
-                    svc.audit_allowed(&self.who, &ask, plan, latest.version, &[]).await?;
+                    svc.audit_allowed(&self.who, &ask, plan, latest.version, &[], [])
+                        .await?;
                 }
                 return Ok(());
             }
             // The ledger names the real keys; the caller gets them as its grant allows.
             let keys: Vec<String> = page.iter().map(|p| p.key.clone()).collect();
-            svc.audit_allowed(&self.who, &ask, plan, latest.version, &keys).await?;
+            let receipt = svc
+                .audit_allowed(
+                    &self.who,
+                    &ask,
+                    plan,
+                    latest.version,
+                    &keys,
+                    page.iter().map(|p| p.json.as_slice()),
+                )
+                .await?;
             audited_any = true;
             served += page.len();
             let mut records = std::mem::replace(&mut page, Vec::with_capacity(CHUNK));
@@ -183,6 +193,7 @@ impl QueryRun {
             let message = pb::QueryResponse {
                 records,
                 next_page_token,
+                receipt: Some(receipt),
             };
             if !send_unless_stopping(tx, Ok(message), &mut shutdown).await {
                 return match *shutdown.borrow() {

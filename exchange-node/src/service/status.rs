@@ -1,4 +1,4 @@
-//! Status: what a node holds, how current its view of the registry is, and its ledger head.
+//! Status: what a node holds, how current its view of the registry is, and its ledger.
 
 use exchange_core::authz;
 use exchange_proto::node::v1 as pb;
@@ -25,7 +25,7 @@ pub(super) async fn status(
             records: service.writer.records(&d.dataset.id),
         });
     }
-    let head = service.writer.ledger_head();
+    let ledger = service.writer.ledger();
     let registry_diverged = service.catalog.diverged().map_err(to_status)?.unwrap_or_default();
     Ok(Response::new(pb::NodeStatus {
         department_id: service.department.clone(),
@@ -33,8 +33,10 @@ pub(super) async fn status(
         registry_revision: service.catalog.revision(),
         view_age_seconds: sync.view_age_seconds(),
         datasets,
-        audit_entries: head.seq,
-        audit_head: exchange_core::ledger::hex(&head.head),
+        audit_entries: ledger.size(),
+        audit_head: exchange_core::ledger::hex(&ledger.root().0),
         registry_diverged,
+        audit_signed: ledger.checkpoint().map_or(0, |c| c.size),
+        log_vkey: ledger.verifier().text().to_string(),
     }))
 }

@@ -32,7 +32,9 @@ pub(super) async fn subscribe(
             ));
         return Err(service.deny(&who, &ask, error).await);
     }
-    service.audit_allowed(&who, &ask, &plan, latest.version, &[]).await?;
+    service
+        .audit_allowed(&who, &ask, &plan, latest.version, &[], [])
+        .await?;
     let (tx, rx) = mpsc::channel(4);
     let task = Subscription {
         service: service.clone_for_task(),
@@ -104,11 +106,22 @@ impl Subscription {
                 if tx.is_closed() {
                     return;
                 }
+                let mut receipt = None;
                 if !events.is_empty() {
                     let keys: Vec<String> = events.iter().map(|e| e.key.clone()).collect();
-                    if let Err(status) = svc.audit_allowed(&self.who, &ask, &plan, latest.version, &keys).await {
-                        send_unless_stopping(&tx, Err(status), &mut shutdown).await;
-                        return;
+                    let upserts = events.iter().filter_map(|e| match &e.change {
+                        Some(pb::change_event::Change::Upsert(json)) => Some(json.as_slice()),
+                        _ => None,
+                    });
+                    match svc
+                        .audit_allowed(&self.who, &ask, &plan, latest.version, &keys, upserts)
+                        .await
+                    {
+                        Ok(r) => receipt = Some(r),
+                        Err(status) => {
+                            send_unless_stopping(&tx, Err(status), &mut shutdown).await;
+                            return;
+                        }
                     }
                     for event in &mut events {
                         let key = std::mem::take(&mut event.key);
@@ -116,7 +129,17 @@ impl Subscription {
                     }
                 }
                 cursor = next_cursor;
-                if !send_unless_stopping(&tx, Ok(pb::ChangeBatch { events, cursor }), &mut shutdown).await {
+                if !send_unless_stopping(
+                    &tx,
+                    Ok(pb::ChangeBatch {
+                        events,
+                        cursor,
+                        receipt,
+                    }),
+                    &mut shutdown,
+                )
+                .await
+                {
                     return;
                 }
                 continue;

@@ -1,7 +1,8 @@
 use std::sync::Arc;
 
-use exchange_core::ledger::{parse_hex, read_verified, AuditEvent, Decision, Ledger};
+use exchange_core::ledger::{read_verified, AuditEvent, Decision, Ledger};
 use exchange_core::store::MemStore;
+use exchange_core::tlog::LogKey;
 
 use super::*;
 use crate::records::{changes_after, get_record, scan_records};
@@ -23,7 +24,12 @@ fn event(n: usize) -> AuditEvent {
         decision: Decision::Allow,
         reason: String::new(),
         grant_id: String::new(),
+        served_sha256: String::new(),
     }
+}
+
+fn key() -> LogKey {
+    LogKey::generate("exchange.test/node/js.gongan").unwrap().0
 }
 
 fn change(key: &str, json: Option<&str>) -> NewChange {
@@ -34,38 +40,67 @@ fn change(key: &str, json: Option<&str>) -> NewChange {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_audits_share_commits_and_chain_in_order() {
+async fn concurrent_audits_share_commits_and_number_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = dir.path().join("audit.ledger");
+    let ledger = dir.path().join("ledger");
+    let key = key();
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
-    let writer = Writer::start(store.clone(), Ledger::open(&ledger).unwrap()).unwrap();
+    let writer = Writer::start(store.clone(), Ledger::open(&ledger, key.clone()).unwrap()).unwrap();
     let tasks: Vec<_> = (0..200)
         .map(|n| {
             let writer = writer.clone();
-            tokio::spawn(async move { writer.audit(vec![event(n)]).await })
+            tokio::spawn(async move { (n, writer.audit(vec![event(n)]).await) })
         })
         .collect();
+    let mut indexes = Vec::new();
     for task in tasks {
-        task.await.unwrap().unwrap();
+        let (n, range) = task.await.unwrap();
+        indexes.push((n, range.unwrap().start));
     }
-    let entries = read_verified(&ledger).unwrap();
+    let (_, entries) = read_verified(&ledger, &key.verifier()).unwrap();
     assert_eq!(entries.len(), 200);
-    assert_eq!(writer.ledger_head().seq, 200);
-    assert_eq!(writer.ledger_head().head, parse_hex(&entries[199].hash).unwrap());
+    // Each audit was told the index its event has.
+    for (n, index) in indexes {
+        assert_eq!(entries[index as usize].event, event(n));
+    }
+    assert_eq!(writer.ledger().size(), 200);
 
-    // A new writer over the same ledger continues the chain.
+    // On demand, a checkpoint of everything committed; the next one without events is the same.
+    let checkpoint = writer.checkpoint().await.unwrap();
+    assert_eq!(checkpoint.size, 200);
+    assert_eq!(checkpoint.root, writer.ledger().root());
+    assert_eq!(writer.checkpoint().await.unwrap(), checkpoint);
+
+    // A new writer over the same ledger continues it; stopping leaves everything signed.
     writer.stop().await;
-    let again = Writer::start(store.clone(), Ledger::open(&ledger).unwrap()).unwrap();
-    again.audit(vec![event(200)]).await.unwrap();
-    assert_eq!(read_verified(&ledger).unwrap().len(), 201);
+    let again = Writer::start(store.clone(), Ledger::open(&ledger, key.clone()).unwrap()).unwrap();
+    assert_eq!(again.audit(vec![event(200)]).await.unwrap(), 200..201);
+    again.stop().await;
+    let (verified, _) = read_verified(&ledger, &key.verifier()).unwrap();
+    assert_eq!((verified.size, verified.checkpoint.map(|c| c.size)), (201, Some(201)));
+}
+
+#[tokio::test]
+async fn events_are_signed_within_a_second_without_asking() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    let writer = Writer::start(store, Ledger::open(dir.path(), key()).unwrap()).unwrap();
+    writer.audit(vec![event(1), event(2)]).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while writer.ledger().checkpoint().map(|c| c.size) != Some(2) {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint signed after 5 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    writer.stop().await;
 }
 
 #[tokio::test]
 async fn publishes_get_contiguous_sequences_and_before_images() {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = dir.path().join("audit.ledger");
+    let ledger = dir.path().join("ledger");
+    let key = key();
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
-    let writer = Writer::start(store.clone(), Ledger::open(&ledger).unwrap()).unwrap();
+    let writer = Writer::start(store.clone(), Ledger::open(&ledger, key.clone()).unwrap()).unwrap();
     let mut feed = writer.feed("d/x");
     let (first, last) = writer
         .publish(
@@ -102,7 +137,7 @@ async fn publishes_get_contiguous_sequences_and_before_images() {
     assert_eq!(changes_after(&*store, "d/x", 0, 4, 100).unwrap().len(), 4);
     // Sequences survive a restart of the writer.
     writer.stop().await;
-    let again = Writer::start(store.clone(), Ledger::open(&ledger).unwrap()).unwrap();
+    let again = Writer::start(store.clone(), Ledger::open(&ledger, key).unwrap()).unwrap();
     assert_eq!(again.records("d/x"), 1, "counts survive a restart");
     assert_eq!(
         again.publish("d/x", 1, vec![change("c", Some("{}"))]).await.unwrap(),
@@ -114,8 +149,10 @@ async fn publishes_get_contiguous_sequences_and_before_images() {
 #[tokio::test]
 async fn a_failed_ledger_write_fails_audits_as_an_audit_failure_and_records_still_commit() {
     // Every write to /dev/full fails with "no space left on device".
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/dev/full", dir.path().join("events")).unwrap();
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
-    let writer = Writer::start(store.clone(), Ledger::open(std::path::Path::new("/dev/full")).unwrap()).unwrap();
+    let writer = Writer::start(store.clone(), Ledger::open(dir.path(), key()).unwrap()).unwrap();
     for _ in 0..2 {
         let err = writer.audit(vec![event(1)]).await.unwrap_err();
         assert!(matches!(err, CoreError::Audit(_)), "{err}");
@@ -125,7 +162,7 @@ async fn a_failed_ledger_write_fails_audits_as_an_audit_failure_and_records_stil
             "{err}"
         );
     }
-    assert_eq!(writer.ledger_head().seq, 0);
+    assert_eq!(writer.ledger().size(), 0);
     // Publishing needs no audit event: the department's own data still goes in.
     assert_eq!(
         writer.publish("d/x", 1, vec![change("a", Some("{}"))]).await.unwrap(),

@@ -184,10 +184,12 @@ async fn a_revocation_is_enforced_within_a_second() {
 async fn a_node_that_cannot_write_its_ledger_serves_nothing_and_says_why() {
     let (ex, mut node, keys, _) = setup().await;
     node.stop().await;
-    // Every write to /dev/full fails with "no space left on device".
-    let ledger = node.data_dir.join("audit.ledger");
-    std::fs::remove_file(&ledger).unwrap();
-    std::os::unix::fs::symlink("/dev/full", &ledger).unwrap();
+    // Every write to /dev/full fails with "no space left on device". (A fresh ledger: the old
+    // one's checkpoint would rightly refuse an events file emptier than it signed.)
+    let ledger = node.data_dir.join("ledger");
+    std::fs::remove_dir_all(&ledger).unwrap();
+    std::fs::create_dir(&ledger).unwrap();
+    std::os::unix::fs::symlink("/dev/full", ledger.join("events")).unwrap();
     node.serve_again().await;
     node.wait_current(&ex, 1).await;
     let mut consumer = node.client(&ex, "js.scjg", Role::System).await;
