@@ -92,11 +92,19 @@ pub(crate) struct ReadArgs {
     /// Fields, comma-separated (default: every field your grant allows).
     #[arg(long, value_delimiter = ',')]
     fields: Vec<String>,
+    /// Append each response's receipt (its audit event) to this file, one JSON line each, to
+    /// prove later what was received (`exchange audit receipt`).
+    #[arg(long)]
+    receipts: Option<std::path::PathBuf>,
 }
 
-fn record_line(record: &npb::Record) -> anyhow::Result<String> {
-    let value: Value = serde_json::from_slice(&record.json).context("the node sent a record that is not JSON")?;
-    Ok(serde_json::to_string(&value)?)
+/// The record's JSON exactly as served (one line: the node sends it compact), so that a receipt's
+/// digest is the digest of what is printed.
+fn record_line(record: &npb::Record) -> anyhow::Result<&str> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(&record.json).context("the node sent a record that is not JSON")?;
+    let text = std::str::from_utf8(&record.json).context("the node sent a record that is not UTF-8")?;
+    anyhow::ensure!(!text.contains('\n'), "the node sent a record on more than one line");
+    Ok(text)
 }
 
 /// Runs a node command.
@@ -124,6 +132,9 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
                 .into_inner();
             for record in &response.records {
                 println!("{}", record_line(record)?);
+            }
+            if let Some(path) = &read.receipts {
+                crate::audit::append_receipt(path, response.receipt.as_ref(), response.records.len())?;
             }
             if !response.missing_keys.is_empty() {
                 eprintln!(
@@ -158,6 +169,9 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
             while let Some(batch) = stream.message().await.map_err(status_error)? {
                 for record in &batch.records {
                     writeln!(out, "{}", record_line(record)?)?;
+                }
+                if let Some(path) = &read.receipts {
+                    crate::audit::append_receipt(path, batch.receipt.as_ref(), batch.records.len())?;
                 }
                 if !batch.next_page_token.is_empty() {
                     out.flush()?;

@@ -2,6 +2,7 @@
 //! the libraries or the gRPC API; the logic lives in the library crates.
 
 mod admin;
+mod audit;
 mod bench;
 mod connect;
 mod data;
@@ -86,6 +87,9 @@ enum Command {
     /// Reading and publishing data at a node.
     #[command(flatten)]
     Data(data::Command),
+    /// A node's audit ledger: checkpoints, proofs, and checking receipts.
+    #[command(subcommand)]
+    Audit(audit::Command),
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
             Command::Pki(command) => pki::run(command),
             Command::Admin(command) => admin::run(command, cli.common).await,
             Command::Data(command) => data::run(command, cli.common).await,
+            Command::Audit(command) => audit::run(command, cli.common).await,
             Command::Node {
                 config,
                 resync_registry_view,

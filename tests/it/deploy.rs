@@ -188,11 +188,55 @@ fn the_local_deployment_runs_as_separate_processes_and_a_killed_node_loses_nothi
             ],
         )
     };
-    let (ok, stdout, stderr) = read("js.scjg-system", "business-licensing");
+    let receipts = work.join("receipts.jsonl");
+    let (ok, stdout, stderr) = try_run(
+        "js.scjg-system",
+        &[
+            "--node",
+            &gongan_url,
+            "get",
+            "js.gongan/population",
+            &id,
+            "--purpose",
+            "business-licensing",
+            "--receipts",
+            receipts.to_str().unwrap(),
+        ],
+    );
     assert!(ok, "{stderr}");
     let record: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(record["name"], "居**");
     assert!(record.get("phone").is_none(), "phone is not granted");
+    // The consumer proves what it received: the receipt's event is in the node's signed ledger
+    // and holds the digest of exactly these bytes; any other bytes fail.
+    let records = work.join("received.ndjson");
+    std::fs::write(&records, &stdout).unwrap();
+    let prove = |records: &Path| {
+        try_run(
+            "js.scjg-system",
+            &[
+                "--node",
+                &gongan_url,
+                "audit",
+                "receipt",
+                "--receipts",
+                receipts.to_str().unwrap(),
+                "--records",
+                records.to_str().unwrap(),
+            ],
+        )
+    };
+    let (ok, out, stderr) = prove(&records);
+    assert!(
+        ok && out.contains("proved") && out.contains("business-licensing"),
+        "{out}{stderr}"
+    );
+    std::fs::write(&records, stdout.replace("居**", "居*")).unwrap();
+    let (ok, out, stderr) = prove(&records);
+    assert!(
+        !ok && out.contains("the records are not the ones served"),
+        "{out}{stderr}"
+    );
     let (ok, _, stderr) = read("js.scjg-system", "tax-audit");
     assert!(
         !ok && stderr.contains("permission denied: purpose \"tax-audit\" not granted"),

@@ -6,6 +6,7 @@ mod denials;
 mod feed;
 mod publish;
 mod reads;
+mod receipts;
 mod registry_view;
 
 use exchange_core::identity::Role;
