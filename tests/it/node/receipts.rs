@@ -203,3 +203,94 @@ async fn checkpoints_are_consistent_with_every_earlier_one() {
         "a consistency proof goes from",
     );
 }
+
+/// Go's own `sumdb/note` and `sumdb/tlog` (an implementation independent of ours) accept a
+/// node's checkpoints, inclusion proofs and consistency proofs, and refuse an altered event.
+/// Needs a Go toolchain and golang.org/x/mod (Debian: golang-go, golang-golang-x-mod-dev);
+/// without them the check is skipped with a note, unless EXCHANGE_REQUIRE_GO=1 (as in CI).
+#[tokio::test]
+async fn go_accepts_our_checkpoints_and_proofs() {
+    let gopath = std::env::var("EXCHANGE_GOPATH").unwrap_or_else(|_| "/usr/share/gocode".into());
+    let have_go = std::process::Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let have_mod = std::path::Path::new(&gopath)
+        .join("src/golang.org/x/mod/sumdb/tlog")
+        .is_dir();
+    if !(have_go && have_mod) {
+        assert!(
+            std::env::var("EXCHANGE_REQUIRE_GO").is_err(),
+            "EXCHANGE_REQUIRE_GO is set but there is no go toolchain or no golang.org/x/mod in {gopath}"
+        );
+        eprintln!(
+            "skipped: no go toolchain or no golang.org/x/mod in {gopath} (Debian: golang-go golang-golang-x-mod-dev)"
+        );
+        return;
+    }
+    let (ex, node, keys, _) = setup().await;
+    let vkey = node_vkey(&node, &ex).await;
+    let mut consumer = node.client(&ex, "js.scjg", Role::System).await;
+    consumer.get(get(&keys, &["name"], "business-licensing")).await.unwrap();
+    let old = consumer
+        .get_checkpoint(npb::GetCheckpointRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut receipt = None;
+    for _ in 0..6 {
+        let reply = consumer.get(get(&keys, &["name"], "business-licensing")).await.unwrap();
+        receipt = reply.into_inner().receipt;
+    }
+    let index = receipt.unwrap().index;
+    let proof = consumer
+        .prove_event(npb::ProveEventRequest { index })
+        .await
+        .unwrap()
+        .into_inner();
+    let consistency = consumer
+        .prove_consistency(npb::ProveConsistencyRequest {
+            old_size: old.size,
+            new_size: proof.checkpoint.as_ref().unwrap().size,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let proof_path = write("event.tlog-proof", &proof.proof_file);
+    let old_path = write("old.checkpoint", &old.note);
+    let hashes: Vec<String> = consistency.proof.iter().map(|h| tlog::base64(h)).collect();
+    let consistency_path = write("consistency.txt", &hashes.join("\n"));
+    let go = |args: &[&str]| {
+        let out = std::process::Command::new("go")
+            .arg("run")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/go-verify/main.go"))
+            .args(args)
+            .env("GO111MODULE", "off")
+            .env("GOPATH", &gopath)
+            .env("GOCACHE", dir.path().join("gocache"))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = go(&[vkey.text(), &proof_path, &old_path, &consistency_path]);
+    assert!(ok && out.trim() == "ok", "{out}");
+
+    // The same proof with the event changed: Go refuses it too.
+    let mut file = ProofFile::parse(&proof.proof_file).unwrap();
+    file.leaf = String::from_utf8(file.leaf)
+        .unwrap()
+        .replace("\"allow\"", "\"deny\"")
+        .into_bytes();
+    let altered = write("altered.tlog-proof", &file.to_text());
+    let (ok, out) = go(&[vkey.text(), &altered]);
+    assert!(!ok && out.contains("inclusion proof"), "{out}");
+}
