@@ -23,7 +23,7 @@ use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use crate::tlog::{self, Checkpoint, HashReader, LogKey, ProofFile};
+use crate::tlog::{self, Checkpoint, Frontier, HashReader, LogKey, ProofFile};
 
 use super::{encode, AuditEvent, LedgerError, VerifyError};
 
@@ -50,51 +50,6 @@ fn tampered(path: &Path, index: u64, why: impl Into<String>) -> LedgerError {
     LedgerError::Tampered {
         path: path.to_path_buf(),
         error: VerifyError { index, why: why.into() },
-    }
-}
-
-/// The newest stored hash of each level: all that appending a leaf or computing the root needs
-/// (the left siblings of the next leaf's path are each the newest complete node of their level).
-#[derive(Debug, Clone, Default)]
-struct Frontier {
-    levels: Vec<Option<(u64, tlog::Hash)>>,
-}
-
-impl Frontier {
-    fn insert(&mut self, index: u64, hash: tlog::Hash) {
-        let (level, _) = tlog_tiles::split_stored_hash_index(index);
-        let level = usize::from(level);
-        if self.levels.len() <= level {
-            self.levels.resize(level + 1, None);
-        }
-        self.levels[level] = Some((index, hash));
-    }
-
-    /// The frontier of a tree of `size` leaves, read from its stored hashes.
-    fn read(hashes: &FileHashes<'_>, size: u64) -> Result<Self, tlog_tiles::Error> {
-        let mut frontier = Self::default();
-        let mut level = 0u8;
-        while level < 64 && size >> level > 0 {
-            let index = tlog::stored_hash_index(level, (size >> level) - 1);
-            frontier.insert(index, hashes.read_hashes(&[index])?[0]);
-            level += 1;
-        }
-        Ok(frontier)
-    }
-}
-
-impl HashReader for Frontier {
-    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<tlog::Hash>, tlog_tiles::Error> {
-        indexes
-            .iter()
-            .map(|&index| {
-                let (level, _) = tlog_tiles::split_stored_hash_index(index);
-                match self.levels.get(usize::from(level)) {
-                    Some(Some((at, hash))) if *at == index => Ok(*hash),
-                    _ => Err(tlog_tiles::Error::IndexesNotInTree),
-                }
-            })
-            .collect()
     }
 }
 
@@ -188,11 +143,7 @@ impl Group {
         if leaf.contains(&b'\n') {
             return Err(LedgerError::Encode("a leaf cannot hold a newline".into()));
         }
-        let hashes = tlog::stored_hashes(self.size, leaf, &self.frontier)
-            .map_err(|e| LedgerError::Encode(format!("leaf {}: {e}", self.size)))?;
-        let first = tlog::stored_hash_index(0, self.size);
-        for (i, hash) in hashes.into_iter().enumerate() {
-            self.frontier.insert(first + i as u64, hash);
+        for hash in self.frontier.push(tlog::leaf_hash(leaf)) {
             self.hashes.extend_from_slice(&hash.0);
         }
         self.offsets.extend_from_slice(&self.end.to_le_bytes());
@@ -320,7 +271,7 @@ impl Ledger {
                 }
             }
         };
-        let frontier = Frontier::read(&FileHashes(&hashes), trusted).map_err(|e| io(&hashes_path, e))?;
+        let frontier = Frontier::read(trusted, &FileHashes(&hashes)).map_err(|e| io(&hashes_path, e))?;
         let published = Arc::new(RwLock::new(Published {
             size: trusted,
             end: start,
@@ -436,7 +387,7 @@ impl Ledger {
     }
 
     fn root(&self) -> Result<tlog::Hash, LedgerError> {
-        tlog::tree_hash(self.size, &self.frontier).map_err(|e| io(&self.dir, format!("tree root: {e}")))
+        Ok(self.frontier.root())
     }
 
     fn publish(&mut self) {

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::io::{BufRead as _, Read as _};
 use std::path::Path;
 
-use crate::tlog::{self, Checkpoint, LogVerifier};
+use crate::tlog::{self, Checkpoint, Frontier as Tree, LogVerifier};
 
 use super::log::{CHECKPOINT, EVENTS, HASHES};
 use super::{AuditEvent, Decision, LedgerError, VerifyError};
@@ -28,51 +28,6 @@ pub struct Verified {
     pub torn_bytes: u64,
     /// Entries that allowed a read (the rest denied one).
     pub allowed: u64,
-}
-
-/// A tree grown one leaf hash at a time, keeping only its frontier.
-#[derive(Default)]
-struct Tree {
-    size: u64,
-    frontier: Vec<Option<(u64, tlog::Hash)>>,
-}
-
-impl tlog::HashReader for Tree {
-    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<tlog::Hash>, tlog_tiles::Error> {
-        indexes
-            .iter()
-            .map(|&index| {
-                let (level, _) = tlog_tiles::split_stored_hash_index(index);
-                match self.frontier.get(usize::from(level)) {
-                    Some(Some((at, hash))) if *at == index => Ok(*hash),
-                    _ => Err(tlog_tiles::Error::IndexesNotInTree),
-                }
-            })
-            .collect()
-    }
-}
-
-impl Tree {
-    /// Appends a leaf by its hash; returns the stored hashes it adds.
-    fn push(&mut self, leaf_hash: tlog::Hash) -> Vec<tlog::Hash> {
-        let hashes = tlog_tiles::stored_hashes_for_record_hash(self.size, leaf_hash, self)
-            .expect("the frontier holds every hash a new leaf needs");
-        let first = tlog::stored_hash_index(0, self.size);
-        for (i, hash) in hashes.iter().enumerate() {
-            let index = first + i as u64;
-            let level = usize::from(tlog_tiles::split_stored_hash_index(index).0);
-            if self.frontier.len() <= level {
-                self.frontier.resize(level + 1, None);
-            }
-            self.frontier[level] = Some((index, *hash));
-        }
-        self.size += 1;
-        hashes
-    }
-
-    fn root(&self) -> tlog::Hash {
-        tlog::tree_hash(self.size, self).expect("the frontier holds the root's subtrees")
-    }
 }
 
 fn fail(path: &Path, index: u64, why: impl Into<String>) -> LedgerError {
@@ -131,7 +86,7 @@ pub fn verify_dir(dir: &Path, log: &LogVerifier) -> Result<Verified, LedgerError
             break;
         }
         line.pop();
-        let index = from_events.size;
+        let index = from_events.size();
         match serde_json::from_slice::<AuditEvent>(&line) {
             Ok(event) if event.decision == Decision::Allow => allowed += 1,
             Ok(_) => {}
@@ -159,11 +114,11 @@ pub fn verify_dir(dir: &Path, log: &LogVerifier) -> Result<Verified, LedgerError
                 file_agrees = false;
             }
         }
-        if from_events.size == signed {
+        if from_events.size() == signed {
             signed_roots = Some((from_events.root(), from_file.root()));
         }
     }
-    let size = from_events.size;
+    let size = from_events.size();
     let Some(checkpoint) = checkpoint else {
         if let Some(index) = first_difference {
             return Err(fail(&hashes_path, index, "the hash file does not match this entry"));
@@ -183,8 +138,8 @@ pub fn verify_dir(dir: &Path, log: &LogVerifier) -> Result<Verified, LedgerError
         ));
     }
     // Entries are missing: read on in the hash file to the signed size, to see what it signed.
-    while file_agrees && from_file.size < signed {
-        let index = from_file.size;
+    while file_agrees && from_file.size() < signed {
+        let index = from_file.size();
         let count = tlog::stored_hash_count(index + 1) - tlog::stored_hash_index(0, index);
         let mut theirs = vec![[0u8; 32]; count as usize];
         let read = stored
@@ -198,7 +153,7 @@ pub fn verify_dir(dir: &Path, log: &LogVerifier) -> Result<Verified, LedgerError
         if file_window.len() < 3 {
             file_window.push_back(tlog::Hash(theirs[0]));
         }
-        if from_file.size == signed {
+        if from_file.size() == signed {
             signed_roots = Some((signed_roots.map_or(tlog::EMPTY_HASH, |r| r.0), from_file.root()));
         }
     }

@@ -138,3 +138,106 @@ pub fn verify_consistency<H: AsRef<[u8]>>(
     tlog_tiles::check_tree(&to_hashes(proof)?, size2, root2, size1, root1)
         .map_err(|e| proof_error(format!("tree {size1} to tree {size2}: {e}")))
 }
+
+/// The newest stored hash of each level of a tree: all that appending a leaf or computing the
+/// root needs (the left siblings of the next leaf's path are each the newest complete node of
+/// their level), so a log can be grown and checked in constant memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    levels: Vec<Option<(u64, [u8; 32])>>,
+}
+
+impl Frontier {
+    /// How many leaves the tree holds.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Records stored hash `index` (as read from a log's hash file).
+    fn insert(&mut self, index: u64, hash: Hash) {
+        let level = usize::from(split_stored_hash_index(index).0);
+        if self.levels.len() <= level {
+            self.levels.resize(level + 1, None);
+        }
+        self.levels[level] = Some((index, hash.0));
+    }
+
+    /// The frontier of a tree of `size` leaves, read from its stored hashes.
+    pub fn read(size: u64, hashes: &impl HashReader) -> Result<Self, tlog_tiles::Error> {
+        let mut frontier = Self {
+            size,
+            levels: Vec::new(),
+        };
+        let mut level = 0u8;
+        while level < 64 && size >> level > 0 {
+            let index = stored_hash_index(level, (size >> level) - 1);
+            frontier.insert(index, hashes.read_hashes(&[index])?[0]);
+            level += 1;
+        }
+        Ok(frontier)
+    }
+
+    /// Appends a leaf by its hash; returns the hashes to store for it, from stored-hash index
+    /// `stored_hash_index(0, size)` on.
+    pub fn push(&mut self, leaf_hash: Hash) -> Vec<Hash> {
+        let hashes = tlog_tiles::stored_hashes_for_record_hash(self.size, leaf_hash, self)
+            .expect("the frontier holds every hash a new leaf needs");
+        let first = stored_hash_index(0, self.size);
+        for (i, hash) in hashes.iter().enumerate() {
+            self.insert(first + i as u64, *hash);
+        }
+        self.size += 1;
+        hashes
+    }
+
+    /// The tree's root.
+    pub fn root(&self) -> Hash {
+        tree_hash(self.size, self).expect("the frontier holds the root's subtrees")
+    }
+
+    /// The frontier as text (for storing it): the size, then `index:base64` per level.
+    pub fn to_text(&self) -> String {
+        let mut out = self.size.to_string();
+        for (index, hash) in self.levels.iter().flatten() {
+            out.push_str(&format!(" {index}:{}", base64(hash)));
+        }
+        out
+    }
+
+    /// Reads [`Frontier::to_text`].
+    pub fn from_text(text: &str) -> Result<Self, TlogError> {
+        let bad = || TlogError::Format(format!("not a tree frontier: {text:?}"));
+        let mut parts = text.split(' ');
+        let size = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let mut frontier = Self {
+            size,
+            levels: Vec::new(),
+        };
+        for part in parts {
+            let (index, hash) = part.split_once(':').ok_or_else(bad)?;
+            frontier.insert(index.parse().map_err(|_| bad())?, parse_hash(hash)?);
+        }
+        // What the size needs, and nothing else: a tree of another size is another frontier.
+        let expected = Self::read(size, &frontier).map_err(|_| bad())?;
+        if expected != frontier {
+            return Err(bad());
+        }
+        Ok(frontier)
+    }
+}
+
+impl HashReader for Frontier {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        indexes
+            .iter()
+            .map(|&index| {
+                let level = usize::from(split_stored_hash_index(index).0);
+                match self.levels.get(level) {
+                    Some(Some((at, hash))) if *at == index => Ok(Hash(*hash)),
+                    _ => Err(tlog_tiles::Error::IndexesNotInTree),
+                }
+            })
+            .collect()
+    }
+}

@@ -229,3 +229,22 @@ fn a_proof_file_proves_its_leaf_and_any_altered_byte_fails() {
     }
     assert!(accepted.is_empty(), "altered at {accepted:?} and still accepted");
 }
+
+#[test]
+fn a_frontier_grows_the_same_tree_and_round_trips_as_text() {
+    let memory = log(37);
+    let mut frontier = Frontier::default();
+    for n in 0..37u64 {
+        let stored = frontier.push(leaf_hash(&leaf(n)));
+        assert_eq!(stored, stored_hashes(n, &leaf(n), &memory).unwrap());
+        assert_eq!(frontier.root(), tree_hash(n + 1, &memory).unwrap());
+        assert_eq!(Frontier::read(n + 1, &memory).unwrap(), frontier);
+        assert_eq!(Frontier::from_text(&frontier.to_text()).unwrap(), frontier);
+    }
+    assert!(Frontier::from_text("38 0:AAAA").is_err());
+    let text = frontier.to_text();
+    assert!(
+        Frontier::from_text(&text.replacen("37 ", "36 ", 1)).is_err(),
+        "another size, other nodes"
+    );
+}
