@@ -68,10 +68,10 @@ enum Command {
     /// Measure audited reads per second through a node, beside a bare-call baseline.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Verify a node's audit ledger offline: every entry rehashed, the Merkle tree rebuilt and
+    /// Verify a node's (or the registry's) audit ledger offline: every entry rehashed, the Merkle tree rebuilt and
     /// checked against the signed checkpoint; names the first broken entry.
     VerifyLedger {
-        /// The node's data directory (its `data_dir`), a copy of it, or its ledger directory.
+        /// The server's data directory (its `data_dir`), a copy of it, or its ledger directory.
         data_dir: PathBuf,
         /// The node's verifier key (C2SP vkey text) as the registry pinned it. Without it the
         /// key in the data directory is used, which proves nothing against whoever holds it.

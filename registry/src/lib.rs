@@ -5,9 +5,11 @@
 //! - `config`: the TOML configuration.
 //! - `state`: the rules and the stored state, transport-free.
 //! - `service`: the gRPC service over the state.
+//! - `ledger`: the registry's own audit ledger, where every change is recorded.
 //! - [`run`]: serve on a listener the caller bound, until the shutdown future resolves.
 
 pub mod config;
+pub mod ledger;
 pub mod service;
 pub mod state;
 
@@ -42,13 +44,18 @@ pub async fn run_with_clock(
     clock: Clock,
 ) -> Result<(), RunError> {
     let files = config.tls.read().map_err(RunError::from_display)?;
-    // The data directory is sled's own.
-    server::prepare_data_dir(&config.data_dir, SledStore::owns)?;
+    // The data directory is sled's, with the ledger and its key beside sled's files.
+    server::prepare_data_dir(&config.data_dir, owns)?;
     let store = SledStore::open_with(&config.data_dir, config.store).map_err(RunError::from_display)?;
     let limits = GrantLimits {
         max_duration_secs: i64::from(config.grants.max_days) * 86_400,
     };
-    let state = Arc::new(state::State::open(Arc::new(store), limits, clock).map_err(RunError::from_display)?);
+    let origin = exchange_core::ledger::registry_origin(&config.trust_domain);
+    let ledger = Arc::new(ledger::RegistryLedger::open(&config.data_dir, &origin).map_err(RunError::from_display)?);
+    let state = Arc::new(
+        state::State::open(Arc::new(store), limits, clock, ledger.clone(), &config.trust_domain)
+            .map_err(RunError::from_display)?,
+    );
 
     let membership_state = state.clone();
     let membership: exchange_transport::auth::Membership =
@@ -67,8 +74,16 @@ pub async fn run_with_clock(
         membership,
         exchange_proto::registry::v1::FILE_DESCRIPTOR_SET,
     )?;
+    let signer = ledger.spawn_signer(server.stopping());
     let service = service::RegistryService::new(state, config.trust_domain.clone(), server.stopping());
     server.add_service(RegistryServer::new(service)).await;
-    tracing::info!(trust_domain = %config.trust_domain, data_dir = %config.data_dir.display(), "registry starting");
-    server.serve(listener, shutdown).await
+    tracing::info!(trust_domain = %config.trust_domain, data_dir = %config.data_dir.display(), vkey = ledger.reader().verifier().text(), "registry starting");
+    let served = server.serve(listener, shutdown).await;
+    let _ = signer.await;
+    served
+}
+
+/// What the registry keeps in its `data_dir`: sled's files, its ledger and its log key.
+fn owns(name: &str) -> bool {
+    SledStore::owns(name) || name == ledger::LEDGER_DIR || name == ledger::LOG_KEY_FILE
 }

@@ -50,7 +50,7 @@ impl State {
     pub async fn register_dataset(&self, p: &Principal, mut dataset: Dataset) -> Result<Dataset, CoreError> {
         catalog::validate(&dataset)?;
         authz::manage_dataset(p, dataset.owner())?;
-        self.write(|tx| {
+        self.write(p, "register_dataset", |tx| {
             if !self.is_member(dataset.owner())? {
                 return Err(ValidationError::new(
                     "dataset id",
@@ -80,7 +80,7 @@ impl State {
     pub async fn update_dataset(&self, p: &Principal, update: Dataset) -> Result<Dataset, CoreError> {
         catalog::validate(&update)?;
         authz::manage_dataset(p, update.owner())?;
-        self.write(|tx| {
+        self.write(p, "update_dataset", |tx| {
             let mut dataset = self.dataset(&update.id)?;
             unchanged_since("dataset", &dataset.id, update.revision, dataset.revision)?;
             if update.key_field != dataset.key_field {
@@ -222,7 +222,7 @@ impl State {
         dataset_id: &str,
         text: &str,
     ) -> Result<SchemaVersion, CoreError> {
-        self.write(|tx| {
+        self.write(p, "publish_schema", |tx| {
             let mut dataset = self.dataset(dataset_id)?;
             authz::manage_dataset(p, dataset.owner())?;
             let (candidate, version, _) = self.prepare_version(&dataset, text)?;
@@ -247,6 +247,7 @@ impl State {
                 created_at: self.now(),
             };
             tx.put(version_key(&dataset.id, version), &stored)?;
+            tx.event.schema_version = version;
             dataset.latest_version = version;
             dataset.updated_at = stored.created_at;
             dataset.revision = tx.next_revision(Kind::Dataset, &dataset.id)?;

@@ -11,7 +11,7 @@ impl State {
     /// Registers a department.
     pub async fn register_department(&self, p: &Principal, mut dept: Department) -> Result<Department, CoreError> {
         authz::manage_departments(p)?;
-        self.write(|tx| {
+        self.write(p, "register_department", |tx| {
             if self.get::<Department>(&dept_key(&dept.id))?.is_some() {
                 return Err(CoreError::AlreadyExists(format!(
                     "department {} is already registered",
@@ -41,7 +41,7 @@ impl State {
     /// Replaces a department's updatable fields.
     pub async fn update_department(&self, p: &Principal, mut dept: Department) -> Result<Department, CoreError> {
         authz::manage_departments(p)?;
-        self.write(|tx| {
+        self.write(p, "update_department", |tx| {
             let old: Department = self
                 .get(&dept_key(&dept.id))?
                 .ok_or_else(|| CoreError::not_found(format!("department {} is not registered", dept.id)))?;
@@ -88,13 +88,14 @@ impl State {
         if current.node_endpoint.as_deref() == Some(endpoint.as_str()) {
             return Ok(current);
         }
-        self.write(|tx| {
+        self.write(p, "announce_node", |tx| {
             // Read again under the writer lock, so a concurrent admin update is not undone.
             let mut dept = self.get_department(&p.department)?;
             // Only the endpoint changes, so only it is checked: a department registered under
             // older rules still announces its node.
             department::check_endpoint(&endpoint)?;
             dept.node_endpoint = Some(endpoint.clone());
+            tx.event.reason = format!("node endpoint {endpoint}");
             dept.updated_at = self.now();
             dept.revision = tx.next_revision(Kind::Department, &dept.id)?;
             tx.put(dept_key(&dept.id), &dept)?;

@@ -22,7 +22,7 @@ impl State {
             request.consumer_id = p.department.clone();
         }
         authz::request_grant(p, &request.consumer_id)?;
-        self.write(|tx| {
+        self.write(p, "request_grant", |tx| {
             if !self.is_member(&request.consumer_id)? {
                 return Err(ValidationError::new(
                     "consumer_id",
@@ -46,6 +46,10 @@ impl State {
             tx.put(META_GRANT_SEQ.to_vec(), &seq)?;
             g.id = format!("g-{seq:06}");
             g.revision = tx.next_revision(Kind::Grant, &g.id)?;
+            tx.event.dataset = g.dataset_id.clone();
+            tx.event.fields = g.fields.clone();
+            tx.event.purpose = g.purposes.join(",");
+            tx.event.reason = format!("for {}: {}", g.consumer_id, g.state);
             tx.put(grant_key(&g.id), &g)?;
             Ok(g)
         })
@@ -64,7 +68,13 @@ impl State {
         to: GrantState,
         reason: &str,
     ) -> Result<Grant, CoreError> {
-        self.write(|tx| {
+        let operation = match to {
+            GrantState::Approved => "approve_grant",
+            GrantState::Rejected => "reject_grant",
+            GrantState::Revoked => "revoke_grant",
+            _ => "decide_grant",
+        };
+        self.write(p, operation, |tx| {
             let mut g = self.grant(id)?;
             let owner = catalog::owner_of(&g.dataset_id).to_string();
             match to {
@@ -73,6 +83,8 @@ impl State {
             }
             g.decide(to, uri, reason, self.now())?;
             g.revision = tx.next_revision(Kind::Grant, &g.id)?;
+            tx.event.dataset = g.dataset_id.clone();
+            tx.event.reason = reason.to_string();
             tx.put(grant_key(&g.id), &g)?;
             Ok(g)
         })

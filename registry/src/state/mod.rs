@@ -4,7 +4,8 @@
 //! Writes are serialised by one lock and each is committed durably before it returns, so an
 //! acknowledged change survives a crash (registry writes are admin-paced; one writer is plenty).
 //! Every change gets the next registry *revision* and a line in the change log, which is what
-//! `Watch` replays and follows.
+//! `Watch` replays and follows, and an event in the registry's ledger ([`RegistryLedger`]),
+//! written before the change is committed: a change that cannot be recorded is not made.
 //!
 //! Keys: `dept/<id>`, `ds/<dataset>`, `sv/<dataset>/<version:010>`, `grant/<id>`,
 //! `log/<revision:020>`, `meta/revision`, `meta/history`, `meta/grant_seq`.
@@ -41,6 +42,8 @@ use exchange_core::{authz, CoreError, UnixSeconds, ValidationError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex};
+
+use crate::ledger::RegistryLedger;
 
 const META_REVISION: &[u8] = b"meta/revision";
 /// The history fingerprint at the latest revision (see [`LogEntry::history`]).
@@ -122,11 +125,13 @@ struct Head {
     history: String,
 }
 
-/// The pending writes of one registry change.
+/// The pending writes of one registry change, and its ledger event.
 struct Tx {
     batch: Batch,
     revision: u64,
     history: String,
+    /// What the change is, for the ledger; filled in by [`Tx::next_revision`] and the change.
+    event: exchange_core::ledger::AuditEvent,
 }
 
 impl Tx {
@@ -145,6 +150,11 @@ impl Tx {
             history: self.history.clone(),
         };
         self.batch.put(log_key(self.revision), encode(&entry)?);
+        match kind {
+            Kind::Department => self.event.keys.push(id.to_string()),
+            Kind::Dataset => self.event.dataset = id.to_string(),
+            Kind::Grant => self.event.grant_id = id.to_string(),
+        }
         Ok(self.revision)
     }
 }
@@ -163,11 +173,21 @@ pub struct State {
     limits: GrantLimits,
     /// The time every change and expiry is decided by.
     clock: Clock,
+    /// Where every change is recorded before it is committed.
+    ledger: Arc<RegistryLedger>,
+    trust_domain: String,
 }
 
 impl State {
-    /// Opens the state over `store`, reading the time from `clock`.
-    pub fn open(store: Arc<dyn Store>, limits: GrantLimits, clock: Clock) -> Result<Self, CoreError> {
+    /// Opens the state over `store`, reading the time from `clock` and recording every change
+    /// in `ledger` (principals named by their URI in `trust_domain`).
+    pub fn open(
+        store: Arc<dyn Store>,
+        limits: GrantLimits,
+        clock: Clock,
+        ledger: Arc<RegistryLedger>,
+        trust_domain: &str,
+    ) -> Result<Self, CoreError> {
         let revision = match store.get(META_REVISION)? {
             Some(bytes) => decode::<u64>(META_REVISION, &bytes)?,
             None => 0,
@@ -182,7 +202,24 @@ impl State {
             revision: watch::channel(revision).0,
             limits,
             clock,
+            ledger,
+            trust_domain: trust_domain.to_string(),
         })
+    }
+
+    /// The registry's ledger.
+    pub fn ledger(&self) -> &Arc<RegistryLedger> {
+        &self.ledger
+    }
+
+    /// An event of `operation` by `who`, now.
+    pub(crate) fn event(&self, who: &Principal, operation: &str) -> exchange_core::ledger::AuditEvent {
+        crate::ledger::event(
+            self.clock.now_ms(),
+            who.uri(&self.trust_domain),
+            &who.department,
+            operation,
+        )
     }
 
     /// The time by the state's clock, Unix seconds.
@@ -202,29 +239,41 @@ impl State {
             .collect()
     }
 
-    /// Runs `change` under the write lock and commits what it wrote durably.
-    async fn write<R>(&self, change: impl FnOnce(&mut Tx) -> Result<R, CoreError>) -> Result<R, CoreError> {
+    /// Runs `change` (an `operation` by `who`) under the write lock, records it in the ledger,
+    /// and commits what it wrote durably.
+    async fn write<R>(
+        &self,
+        who: &Principal,
+        operation: &str,
+        change: impl FnOnce(&mut Tx) -> Result<R, CoreError>,
+    ) -> Result<R, CoreError> {
         let mut current = self.writer.clone().lock_owned().await;
         let mut tx = Tx {
             batch: Batch::default(),
             revision: current.revision,
             history: current.history.clone(),
+            event: self.event(who, operation),
         };
         let result = change(&mut tx)?;
         if tx.batch.is_empty() {
             return Ok(result);
         }
+        let event = std::mem::replace(&mut tx.event, self.event(who, operation));
         let revision = tx.revision;
         let history = tx.history.clone();
         tx.put(META_REVISION.to_vec(), &revision)?;
         tx.put(META_HISTORY.to_vec(), &history)?;
         let store = self.store.clone();
+        let ledger = self.ledger.clone();
         let batch = std::mem::take(&mut tx.batch);
         let published = self.revision.clone();
-        // The commit, and taking its revision, finish even if the caller goes away (a client
-        // cancelling drops this future): otherwise the next write would reuse the revision of
-        // a change already on disk and overwrite its log entry, which Watch replays.
+        // The event, the commit, and taking its revision finish even if the caller goes away (a
+        // client cancelling drops this future): otherwise the next write would reuse the
+        // revision of a change already on disk and overwrite its log entry, which Watch replays,
+        // or a recorded change would not be made.
         let committing = tokio::spawn(async move {
+            // On the record first: a change whose event cannot be written is not made.
+            ledger.record(vec![event]).await?;
             let committed = tokio::task::spawn_blocking(move || store.commit(batch))
                 .await
                 .map_err(|e| StoreError::Engine(format!("commit task failed: {e}")))
@@ -236,7 +285,7 @@ impl State {
             if committed.is_ok() {
                 published.send_replace(revision);
             }
-            committed
+            committed.map_err(CoreError::from)
         });
         committing
             .await

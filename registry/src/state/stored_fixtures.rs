@@ -48,7 +48,9 @@ async fn a_store_of_2026_12_01_opens_and_answers() {
     let limits = GrantLimits {
         max_duration_secs: 86_400 * 365,
     };
-    let state = State::open(store, limits, Clock::system()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = super::tests::ledger(dir.path());
+    let state = State::open(store, limits, Clock::system(), ledger, "exchange.example").unwrap();
     assert_eq!(*state.subscribe().borrow(), 17);
     let dept = state.get_department("js.nj.gongan").unwrap();
     assert_eq!(

@@ -2,15 +2,40 @@ use super::*;
 use exchange_core::identity::Role;
 use exchange_core::store::MemStore;
 
-fn state() -> State {
-    State::open(
-        Arc::new(MemStore::new()),
+/// A state over a memory store, with its ledger in a directory removed when it is dropped.
+pub(super) struct TestState {
+    state: State,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TestState {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+pub(super) fn ledger(dir: &std::path::Path) -> Arc<RegistryLedger> {
+    Arc::new(RegistryLedger::open(dir, "exchange.test/registry").unwrap())
+}
+
+fn state() -> TestState {
+    state_over(Arc::new(MemStore::new()), Clock::system())
+}
+
+pub(super) fn state_over(store: Arc<dyn Store>, clock: Clock) -> TestState {
+    let dir = tempfile::tempdir().unwrap();
+    let state = State::open(
+        store,
         GrantLimits {
             max_duration_secs: 86_400,
         },
-        Clock::system(),
+        clock,
+        ledger(dir.path()),
+        "exchange.test",
     )
-    .unwrap()
+    .unwrap();
+    TestState { state, _dir: dir }
 }
 
 fn dept(id: &str) -> Department {
@@ -129,19 +154,12 @@ impl Store for FlushFailsOnce {
     }
 }
 
-fn flaky_state() -> (Arc<FlushFailsOnce>, State) {
+fn flaky_state() -> (Arc<FlushFailsOnce>, TestState) {
     let store = Arc::new(FlushFailsOnce {
         inner: MemStore::new(),
         fail_next: std::sync::atomic::AtomicBool::new(false),
     });
-    let state = State::open(
-        store.clone(),
-        GrantLimits {
-            max_duration_secs: 86_400,
-        },
-        Clock::system(),
-    )
-    .unwrap();
+    let state = state_over(store.clone(), Clock::system());
     (store, state)
 }
 
@@ -199,4 +217,127 @@ async fn a_write_whose_caller_goes_away_still_takes_its_revision() {
     assert_eq!(ids, ["js.gongan", "js.scjg"]);
     assert_eq!(s.get_department("js.gongan").unwrap().revision, 1);
     assert_eq!(s.get_department("js.scjg").unwrap().revision, 2);
+}
+
+fn open_dataset(id: &str) -> Dataset {
+    Dataset {
+        id: id.into(),
+        title: "t".into(),
+        description: String::new(),
+        domain: String::new(),
+        classification: Classification::Open,
+        update_frequency: String::new(),
+        steward: String::new(),
+        key_field: "id".into(),
+        tags: vec![],
+        compatibility: compat::CompatMode::Backward,
+        latest_version: 0,
+        created_at: 0,
+        updated_at: 0,
+        revision: 0,
+    }
+}
+
+#[tokio::test]
+async fn every_change_is_an_event_in_the_registry_ledger_first() {
+    let s = state();
+    let admin = Principal::new("js.dsj", Role::Admin);
+    s.register_department(&admin, dept("js.gongan")).await.unwrap();
+    s.register_department(&admin, dept("js.scjg")).await.unwrap();
+    s.register_dataset(&admin, open_dataset("js.gongan/population"))
+        .await
+        .unwrap();
+    let schema = r#"{"type":"object","required":["id"],"properties":{"id":{"type":"string"}}}"#;
+    s.publish_schema(&admin, "js.gongan/population", schema).await.unwrap();
+    let consumer = Principal::new("js.scjg", Role::System);
+    let request = GrantRequest {
+        dataset_id: "js.gongan/population".into(),
+        consumer_id: String::new(),
+        fields: vec!["id".into()],
+        clear_fields: vec![],
+        purposes: vec!["business-licensing".into()],
+        legal_basis: "law".into(),
+        row_filter: String::new(),
+        expires_at: s.now() + 3600,
+    };
+    let g = s.request_grant(&consumer, "spiffe://x", request).await.unwrap();
+    s.decide_grant(&admin, "spiffe://x", &g.id, GrantState::Revoked, "no longer needed")
+        .await
+        .unwrap();
+    // A refused change is not an event.
+    assert!(s.register_department(&consumer, dept("js.other")).await.is_err());
+
+    let reader = s.ledger().reader();
+    let events: Vec<exchange_core::ledger::AuditEvent> = reader
+        .leaves(0, 100)
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    let summary: Vec<(&str, &str, String, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.operation.as_str(),
+                e.department.as_str(),
+                e.keys.join(",") + &e.dataset,
+                e.grant_id.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("register_department", "js.dsj", "js.gongan".to_string(), ""),
+            ("register_department", "js.dsj", "js.scjg".to_string(), ""),
+            ("register_dataset", "js.dsj", "js.gongan/population".to_string(), ""),
+            ("publish_schema", "js.dsj", "js.gongan/population".to_string(), ""),
+            (
+                "request_grant",
+                "js.scjg",
+                "js.gongan/population".to_string(),
+                g.id.as_str()
+            ),
+            (
+                "revoke_grant",
+                "js.dsj",
+                "js.gongan/population".to_string(),
+                g.id.as_str()
+            ),
+        ]
+    );
+    assert_eq!(events[3].schema_version, 1);
+    assert_eq!(events[4].purpose, "business-licensing");
+    assert_eq!(events[5].reason, "no longer needed");
+    assert!(events.iter().all(|e| e.node == "registry"));
+    assert_eq!(events[0].principal, "spiffe://exchange.test/dept/js.dsj/admin");
+    // Signed with the registry's key, origin <trust domain>/registry.
+    let checkpoint = s.ledger().checkpoint().await.unwrap();
+    assert_eq!(
+        (checkpoint.origin.as_str(), checkpoint.size),
+        ("exchange.test/registry", 6)
+    );
+}
+
+#[tokio::test]
+async fn a_change_that_cannot_be_recorded_is_not_made() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("ledger")).unwrap();
+    // Every write to /dev/full fails with "no space left on device".
+    std::os::unix::fs::symlink("/dev/full", dir.path().join("ledger/events")).unwrap();
+    let s = State::open(
+        Arc::new(MemStore::new()),
+        GrantLimits {
+            max_duration_secs: 86_400,
+        },
+        Clock::system(),
+        ledger(dir.path()),
+        "exchange.test",
+    )
+    .unwrap();
+    let admin = Principal::new("js.dsj", Role::Admin);
+    let err = s.register_department(&admin, dept("js.gongan")).await.unwrap_err();
+    assert!(matches!(err, CoreError::Audit(_)), "{err}");
+    assert!(s.get_department("js.gongan").is_err(), "not made");
+    assert_eq!(*s.subscribe().borrow(), 0, "no revision taken");
 }
