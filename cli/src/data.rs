@@ -262,6 +262,16 @@ fn status_text(status: &npb::NodeStatus) -> String {
         status.audit_entries, status.audit_head, status.audit_signed
     ));
     out.push_str(&format!("log vkey: {}\n", status.log_vkey));
+    out.push_str(&format!(
+        "shipped:  {} of {} entries to the registry{}\n",
+        status.audit_shipped,
+        status.audit_entries,
+        if status.ship_error.is_empty() {
+            String::new()
+        } else {
+            format!(" (NOT SHIPPING: {})", status.ship_error)
+        }
+    ));
     let mut table = crate::output::Table::new(&["DATASET", "VERSION", "RECORDS", "LAST SEQUENCE"]);
     for d in &status.datasets {
         table.row(vec![
@@ -310,6 +320,16 @@ fn prometheus_text(status: &npb::NodeStatus) -> String {
         "exchange_node_audit_entries",
         "Entries in the node's audit ledger.",
         vec![(node.clone(), status.audit_entries.to_string())],
+    );
+    gauge(
+        "exchange_node_audit_shipped_entries",
+        "Entries of the node's audit ledger the registry holds (the lag is entries minus this).",
+        vec![(node.clone(), status.audit_shipped.to_string())],
+    );
+    gauge(
+        "exchange_node_audit_shipping_failing",
+        "1 while shipping the ledger to the registry fails (down, or refusing it), else 0.",
+        vec![(node.clone(), u8::from(!status.ship_error.is_empty()).to_string())],
     );
     gauge(
         "exchange_node_audit_signed_entries",

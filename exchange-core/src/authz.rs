@@ -39,6 +39,26 @@ pub fn announce_node(p: &Principal) -> Result<(), PolicyError> {
     }
 }
 
+/// Shipping a department's audit ledger to the registry: that department's node only.
+pub fn ship_ledger(p: &Principal) -> Result<(), PolicyError> {
+    match p.role {
+        Role::Node => Ok(()),
+        _ => deny(format!(
+            "{p} may not ship an audit ledger; only a department's node ships its own"
+        )),
+    }
+}
+
+/// Reading the audit events shipped to the registry: admins and auditors.
+pub fn read_shipped_events(p: &Principal) -> Result<(), PolicyError> {
+    match p.role.is_exchange_wide() {
+        true => Ok(()),
+        false => deny(format!(
+            "{p} may not read shipped audit events; only admins and auditors may"
+        )),
+    }
+}
+
 /// Registering or changing a dataset, or publishing its schema: its owner or an admin.
 pub fn manage_dataset(p: &Principal, owner: &str) -> Result<(), PolicyError> {
     if p.role == Role::Admin || acts_for(p, owner) {

@@ -6,6 +6,7 @@
 //! - `config`: the TOML configuration.
 //! - `catalog`: the node's durable view of the registry (datasets, schemas, grants).
 //! - `sync`: follows the registry's Watch, resuming from the last revision applied.
+//! - `ship`: ships the audit ledger to the registry, resuming from what it holds.
 //! - `records`: how records and the change feed are laid out in the store, and read.
 //! - `writer`: the one thread that commits records, changes and audit events, in groups.
 //! - `page_token`: Query page tokens sealed with a node-local secret, and key pseudonyms.
@@ -17,6 +18,7 @@ pub mod config;
 mod page_token;
 mod records;
 pub mod service;
+mod ship;
 #[cfg(test)]
 mod stored_fixtures;
 mod sync;
@@ -112,13 +114,21 @@ pub async fn run_with_clock(
     health
         .set_service_status(sync::VIEW_HEALTH, ServingStatus::NotServing)
         .await;
+    let registry_client = ClientConfig {
+        endpoint: config.registry.endpoint.clone(),
+        tls: files.clone(),
+        // Grants come from here, and the ledger goes there: only the registry itself may answer.
+        server_identity: Some(exchange_core::identity::registry_uri(&config.trust_domain)),
+    };
+    let ship_status = ship::SharedShip::default();
+    let shipper = tokio::spawn(ship::run(
+        registry_client.clone(),
+        writer.ledger().clone(),
+        ship_status.clone(),
+        stopping.clone(),
+    ));
     let follower = tokio::spawn(sync::follow(
-        ClientConfig {
-            endpoint: config.registry.endpoint.clone(),
-            tls: files.clone(),
-            // Grants come from here: only the registry itself may answer.
-            server_identity: Some(exchange_core::identity::registry_uri(&config.trust_domain)),
-        },
+        registry_client,
         sync::NodeIdentity {
             department: me.department.clone(),
             advertise: config.advertise.clone(),
@@ -139,6 +149,7 @@ pub async fn run_with_clock(
         page_tokens,
         limits: config.limits,
         sync: sync_state,
+        ship: ship_status,
         policy_epoch: epoch_rx,
         shutdown: stopping,
         clock,
@@ -149,6 +160,7 @@ pub async fn run_with_clock(
     tracing::info!(department = %me.department, registry = %config.registry.endpoint, data_dir = %config.data_dir.display(), "node starting");
     let served = server.serve(listener, shutdown).await;
     let _ = follower.await;
+    let _ = shipper.await;
     writer.stop().await;
     served
 }

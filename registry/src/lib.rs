@@ -6,11 +6,13 @@
 //! - `state`: the rules and the stored state, transport-free.
 //! - `service`: the gRPC service over the state.
 //! - `ledger`: the registry's own audit ledger, where every change is recorded.
+//! - `shipping`: the nodes' audit ledgers, shipped here and checked as a witness checks a log.
 //! - [`run`]: serve on a listener the caller bound, until the shutdown future resolves.
 
 pub mod config;
 pub mod ledger;
 pub mod service;
+pub mod shipping;
 pub mod state;
 
 use std::future::Future;
@@ -52,8 +54,15 @@ pub async fn run_with_clock(
     };
     let origin = exchange_core::ledger::registry_origin(&config.trust_domain);
     let ledger = Arc::new(ledger::RegistryLedger::open(&config.data_dir, &origin).map_err(RunError::from_display)?);
+    let store: Arc<dyn exchange_core::store::Store> = Arc::new(store);
+    let shipping = Arc::new(shipping::Shipping::new(
+        store.clone(),
+        ledger.clone(),
+        &config.trust_domain,
+        clock.clone(),
+    ));
     let state = Arc::new(
-        state::State::open(Arc::new(store), limits, clock, ledger.clone(), &config.trust_domain)
+        state::State::open(store, limits, clock, ledger.clone(), &config.trust_domain)
             .map_err(RunError::from_display)?,
     );
 
@@ -75,7 +84,7 @@ pub async fn run_with_clock(
         exchange_proto::registry::v1::FILE_DESCRIPTOR_SET,
     )?;
     let signer = ledger.spawn_signer(server.stopping());
-    let service = service::RegistryService::new(state, config.trust_domain.clone(), server.stopping());
+    let service = service::RegistryService::new(state, shipping, config.trust_domain.clone(), server.stopping());
     server.add_service(RegistryServer::new(service)).await;
     tracing::info!(trust_domain = %config.trust_domain, data_dir = %config.data_dir.display(), vkey = ledger.reader().verifier().text(), "registry starting");
     let served = server.serve(listener, shutdown).await;

@@ -12,12 +12,14 @@ use futures_util::Stream;
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
+use crate::shipping::{ShipBatch, ShipMeta, Shipping};
 use crate::state::{DatasetQuery, GrantQuery, State, WatchItem};
 use exchange_transport::convert::*;
 
 /// The `exchange.registry.v1.Registry` service.
 pub struct RegistryService {
     state: Arc<State>,
+    shipping: Arc<Shipping>,
     trust_domain: String,
     /// Flips to true when the server shuts down, ending Watch streams so that graceful shutdown
     /// does not wait on them forever.
@@ -25,10 +27,16 @@ pub struct RegistryService {
 }
 
 impl RegistryService {
-    /// A service over `state`.
-    pub fn new(state: Arc<State>, trust_domain: String, shutdown: watch::Receiver<bool>) -> Self {
+    /// A service over `state` and the nodes' shipped ledgers.
+    pub fn new(
+        state: Arc<State>,
+        shipping: Arc<Shipping>,
+        trust_domain: String,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             state,
+            shipping,
             trust_domain,
             shutdown,
         }
@@ -39,6 +47,18 @@ type Result<T> = std::result::Result<Response<T>, Status>;
 
 fn ok<T>(value: std::result::Result<T, CoreError>) -> Result<T> {
     value.map(Response::new).map_err(to_status)
+}
+
+fn shipped_to_pb(meta: ShipMeta) -> pb::ShippedLedger {
+    pb::ShippedLedger {
+        department_id: meta.department,
+        vkey: meta.vkey,
+        size: meta.size,
+        checkpoint: meta.checkpoint,
+        checkpoint_size: meta.checkpoint_size,
+        refused: meta.refused,
+        refused_at: meta.refused_at,
+    }
 }
 
 /// How many log entries one Watch read takes before sending.
@@ -238,6 +258,58 @@ impl pb::registry_server::Registry for RegistryService {
     }
 
     type WatchStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::WatchEvent, Status>> + Send>>;
+
+    async fn ship_ledger(&self, request: Request<pb::ShipLedgerRequest>) -> Result<pb::ShippedLedger> {
+        let me = caller(&request)?.principal;
+        let r = request.into_inner();
+        let batch = ShipBatch {
+            vkey: r.vkey,
+            from_index: r.from_index,
+            events: r.events,
+            checkpoint: r.checkpoint,
+            batch_proof: r.batch_proof,
+            accepted_proof: r.accepted_proof,
+        };
+        ok(self.shipping.ship(&me, batch).await.map(shipped_to_pb))
+    }
+
+    async fn get_shipped_ledger(&self, request: Request<pb::GetShippedLedgerRequest>) -> Result<pb::ShippedLedger> {
+        let me = caller(&request)?.principal;
+        let department = request.into_inner().department_id;
+        ok(self.shipping.get(&me, &department).map(shipped_to_pb))
+    }
+
+    async fn read_shipped_events(
+        &self,
+        request: Request<pb::ReadShippedEventsRequest>,
+    ) -> Result<pb::ReadShippedEventsResponse> {
+        let me = caller(&request)?.principal;
+        let r = request.into_inner();
+        let limit = if r.limit == 0 { 100 } else { r.limit as usize };
+        ok(self
+            .shipping
+            .read(&me, &r.department_id, r.from_index, limit)
+            .map(|events| pb::ReadShippedEventsResponse {
+                events: events
+                    .into_iter()
+                    .map(|(index, event)| pb::ShippedEvent {
+                        node: r.department_id.clone(),
+                        index,
+                        event,
+                    })
+                    .collect(),
+            }))
+    }
+
+    async fn rotate_log_key(&self, request: Request<pb::RotateLogKeyRequest>) -> Result<pb::ShippedLedger> {
+        let me = caller(&request)?.principal;
+        let r = request.into_inner();
+        ok(self
+            .shipping
+            .rotate(&me, &r.department_id, &r.vkey, &r.reason)
+            .await
+            .map(shipped_to_pb))
+    }
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Self::WatchStream> {
         let me = caller(&request)?.principal;

@@ -264,7 +264,7 @@ fn the_local_deployment_runs_as_separate_processes_and_a_killed_node_loses_nothi
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     // The allowed read, the denied read, then this query: nothing was lost.
     assert_eq!(status["auditEntries"], "3", "{status}"); // proto3 JSON writes 64-bit integers as strings
-                                                         // The node signs a checkpoint within a second of the last event.
+                                                         // The node signs a checkpoint within a second of the last event and ships it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let status = run("js.gongan-system", &["--node", &gongan_url, "--json", "status"]);
@@ -279,6 +279,11 @@ fn the_local_deployment_runs_as_separate_processes_and_a_killed_node_loses_nothi
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 
+    let held = run("js.gongan-system", &["dept", "ledger", "js.gongan"]);
+    assert!(
+        held.contains("events:     3 held") && held.contains("log key:    exchange.local/node/js.gongan+"),
+        "{held}"
+    );
     for server in [&mut gongan, &mut scjg, &mut registry] {
         server.kill();
     }

@@ -80,6 +80,51 @@ pub(crate) enum DeptCommand {
         #[arg(long, value_parser = one_of::<Level>())]
         level: Option<Level>,
     },
+    /// What the registry holds of a department's audit ledger: events shipped, the last
+    /// checkpoint accepted, the pinned log key, and whether the ledger is refused.
+    Ledger {
+        /// Department id.
+        id: String,
+    },
+    /// Pin another log key for a department's node after its operator replaced the key (the
+    /// history must go on unchanged); recorded in the registry's ledger (admin).
+    RotateLogKey {
+        /// Department id.
+        id: String,
+        /// The node's new verifier key (`exchange status` prints it as `log vkey`).
+        #[arg(long)]
+        vkey: String,
+        /// Why (recorded).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+fn print_shipped(held: &pb::ShippedLedger, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(held);
+    }
+    println!("department: {}", held.department_id);
+    println!(
+        "log key:    {}",
+        if held.vkey.is_empty() {
+            "(none pinned yet)"
+        } else {
+            &held.vkey
+        }
+    );
+    println!(
+        "events:     {} held; last checkpoint accepted covers {}",
+        held.size, held.checkpoint_size
+    );
+    if !held.refused.is_empty() {
+        println!(
+            "REFUSED since {}: {}",
+            crate::output::time(held.refused_at),
+            held.refused
+        );
+    }
+    Ok(())
 }
 
 /// A department message from the flags.
@@ -136,6 +181,26 @@ fn print_departments(departments: &[pb::Department]) {
 pub(super) async fn run(command: DeptCommand, common: Common) -> anyhow::Result<()> {
     let mut client = common.connect.registry().await?;
     let departments = match command {
+        DeptCommand::Ledger { id } => {
+            let held = client
+                .get_shipped_ledger(pb::GetShippedLedgerRequest { department_id: id })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            return print_shipped(&held, common.json);
+        }
+        DeptCommand::RotateLogKey { id, vkey, reason } => {
+            let held = client
+                .rotate_log_key(pb::RotateLogKeyRequest {
+                    department_id: id,
+                    vkey,
+                    reason,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            return print_shipped(&held, common.json);
+        }
         DeptCommand::Register(fields) => {
             let request = pb::RegisterDepartmentRequest {
                 department: Some(department_pb(fields)),

@@ -67,6 +67,8 @@ pub struct NodeService {
     pub(crate) page_tokens: Arc<PageTokens>,
     pub(crate) limits: Limits,
     pub(crate) sync: SharedSync,
+    /// How shipping the ledger to the registry goes.
+    pub(crate) ship: crate::ship::SharedShip,
     /// Changes whenever a grant or dataset changes, so open subscriptions re-check their grant.
     pub(crate) policy_epoch: watch::Receiver<u64>,
     /// Flips to true at shutdown, ending subscriptions.
@@ -205,6 +207,7 @@ impl NodeService {
             page_tokens: self.page_tokens.clone(),
             limits: self.limits,
             sync: self.sync.clone(),
+            ship: self.ship.clone(),
             policy_epoch: self.policy_epoch.clone(),
             shutdown: self.shutdown.clone(),
             clock: self.clock.clone(),

@@ -26,6 +26,7 @@ pub(super) async fn status(
         });
     }
     let ledger = service.writer.ledger();
+    let ship = service.ship.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let registry_diverged = service.catalog.diverged().map_err(to_status)?.unwrap_or_default();
     Ok(Response::new(pb::NodeStatus {
         department_id: service.department.clone(),
@@ -38,5 +39,7 @@ pub(super) async fn status(
         registry_diverged,
         audit_signed: ledger.checkpoint().map_or(0, |c| c.size),
         log_vkey: ledger.verifier().text().to_string(),
+        audit_shipped: ship.shipped,
+        ship_error: ship.error,
     }))
 }

@@ -8,6 +8,7 @@ mod publish;
 mod reads;
 mod receipts;
 mod registry_view;
+mod shipping;
 
 use exchange_core::identity::Role;
 use exchange_core::ledger::Decision;

@@ -1,0 +1,139 @@
+//! Shipping the audit ledger to the registry: every event once, in order, in batches, resuming
+//! from the size the registry says it holds.
+//!
+//! The node's ledger is the buffer: while the registry is down nothing is lost and nothing
+//! accumulates in memory (a batch is read from the ledger files when it is sent). Only signed
+//! events are shipped: each batch carries the latest checkpoint and the consistency proofs that
+//! tie the batch and that checkpoint to what the registry accepted before, so the registry
+//! checks everything it takes. A refusal (another key pinned, or a history the registry says
+//! changed) is shown in `Status` and retried slowly; it needs people, not retries.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use exchange_core::ledger::LedgerReader;
+use exchange_proto::registry::v1 as pb;
+use exchange_proto::registry::v1::registry_client::RegistryClient;
+use exchange_transport::client::{connect, ClientConfig};
+use tokio::sync::watch;
+
+/// At most this many events per batch.
+const BATCH_EVENTS: u64 = 2000;
+/// And at most about this many bytes.
+const BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// How often to look for newly signed events.
+const POLL: Duration = Duration::from_millis(200);
+/// How long to wait after the registry refused the ledger before asking again.
+const REFUSED_RETRY: Duration = Duration::from_secs(30);
+
+/// How shipping is going, for `Status`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ShipStatus {
+    /// Events the registry holds.
+    pub(crate) shipped: u64,
+    /// The last failure, until a batch goes through.
+    pub(crate) error: String,
+}
+
+pub(crate) type SharedShip = Arc<Mutex<ShipStatus>>;
+
+fn set(status: &SharedShip, update: impl FnOnce(&mut ShipStatus)) {
+    update(&mut status.lock().unwrap_or_else(|p| p.into_inner()));
+}
+
+/// Ships until `stop`.
+pub(crate) async fn run(
+    client: ClientConfig,
+    ledger: LedgerReader,
+    status: SharedShip,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let outcome = tokio::select! {
+            outcome = ship_once(&client, &ledger, &status) => outcome,
+            _ = stop.wait_for(|&s| s) => return,
+        };
+        let wait = match outcome {
+            Err(status_error) if status_error.code() == tonic::Code::FailedPrecondition => {
+                tracing::error!(
+                    error = status_error.message(),
+                    "the registry does not take this node's audit ledger"
+                );
+                set(&status, |s| s.error = status_error.message().to_string());
+                REFUSED_RETRY
+            }
+            Err(e) => {
+                tracing::warn!(error = e.message(), retry_in = ?backoff, "cannot ship the audit ledger; it waits in the node's ledger");
+                set(&status, |s| s.error = format!("{:?}: {}", e.code(), e.message()));
+                backoff
+            }
+            Ok(()) => backoff,
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {},
+            _ = stop.wait_for(|&s| s) => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn ship_once(client: &ClientConfig, ledger: &LedgerReader, status: &SharedShip) -> Result<(), tonic::Status> {
+    let channel = connect(client)
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut registry = RegistryClient::new(channel);
+    let vkey = ledger.verifier().text().to_string();
+    let mut held = registry
+        .ship_ledger(pb::ShipLedgerRequest {
+            vkey: vkey.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    set(status, |s| {
+        s.shipped = held.size;
+        s.error.clear();
+    });
+    loop {
+        let Some(checkpoint) = ledger.checkpoint().filter(|c| c.size > held.size) else {
+            tokio::time::sleep(POLL).await;
+            continue;
+        };
+        let mut events = ledger
+            .leaves(held.size, BATCH_EVENTS.min(checkpoint.size - held.size))
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let mut bytes = 0;
+        if let Some(cut) = events.iter().position(|e| {
+            bytes += e.len();
+            bytes > BATCH_BYTES
+        }) {
+            events.truncate(cut.max(1));
+        }
+        let end = held.size + events.len() as u64;
+        let proof = |from: u64| -> Result<Vec<Vec<u8>>, tonic::Status> {
+            if from == 0 || from >= checkpoint.size {
+                return Ok(Vec::new());
+            }
+            Ok(ledger
+                .consistency_proof(from, checkpoint.size)
+                .map_err(|e| tonic::Status::internal(e.to_string()))?
+                .into_iter()
+                .map(|h| h.0.to_vec())
+                .collect())
+        };
+        let request = pb::ShipLedgerRequest {
+            vkey: vkey.clone(),
+            from_index: held.size,
+            batch_proof: proof(end)?,
+            accepted_proof: proof(held.checkpoint_size)?,
+            events,
+            checkpoint: checkpoint.note.clone(),
+        };
+        held = registry.ship_ledger(request).await?.into_inner();
+        set(status, |s| {
+            s.shipped = held.size;
+            s.error.clear();
+        });
+    }
+}

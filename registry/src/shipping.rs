@@ -1,0 +1,392 @@
+//! Nodes' audit ledgers, shipped to the registry: every event once, in order, checked as a
+//! C2SP witness checks a log.
+//!
+//! For each node the registry keeps the events it accepted (`shipev/<dept>/<index:020>`, the
+//! leaves byte for byte) and a [`ShipMeta`] (`ship/<dept>`): the pinned verifier key, how many
+//! events it holds, the frontier of their tree (so it computes their root without reading them
+//! again), the last checkpoint it accepted, and why it refuses the node, once it does.
+//!
+//! A batch `[from, end)` is accepted when: its key is the pinned one; `from` is the size held;
+//! the checkpoint is signed by that key for the node's origin and covers `end`; the root the
+//! registry computes over the events it holds plus the batch leads, by the batch proof, to the
+//! checkpoint's root; and the checkpoint is consistent with the last one accepted. A checkpoint
+//! that fails either proof, or is smaller than what the registry holds, means the node's history
+//! changed: the registry records the refusal in its own ledger (with the checkpoint, signed
+//! evidence) and refuses that node from then on, keeping everything it accepted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use exchange_core::clock::Clock;
+use exchange_core::identity::Principal;
+use exchange_core::ledger::node_origin;
+use exchange_core::store::{Batch, Store, StoreError};
+use exchange_core::tlog::{self, Frontier, LogVerifier};
+use exchange_core::{authz, CoreError, ValidationError};
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::RegistryLedger;
+
+/// What the registry holds of one node's ledger.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipMeta {
+    /// The department.
+    pub department: String,
+    /// The pinned verifier key.
+    pub vkey: String,
+    /// Events held.
+    pub size: u64,
+    /// Their tree's frontier ([`Frontier::to_text`]).
+    pub frontier: String,
+    /// The last checkpoint accepted (a signed note) and its size.
+    pub checkpoint: String,
+    /// Its size.
+    pub checkpoint_size: u64,
+    /// Its root (base64), kept apart from the note: after a key rotation the note no longer
+    /// opens with the pinned key, and it need not, having been checked when it was accepted.
+    pub checkpoint_root: String,
+    /// Why the node is refused, once it is.
+    #[serde(default)]
+    pub refused: String,
+    /// When, Unix seconds.
+    #[serde(default)]
+    pub refused_at: i64,
+}
+
+/// One batch a node ships.
+#[derive(Debug, Clone, Default)]
+pub struct ShipBatch {
+    /// The node's verifier key.
+    pub vkey: String,
+    /// The index of the first event.
+    pub from_index: u64,
+    /// The leaves.
+    pub events: Vec<Vec<u8>>,
+    /// The node's latest signed checkpoint.
+    pub checkpoint: String,
+    /// From `from_index + events.len()` to the checkpoint's size.
+    pub batch_proof: Vec<Vec<u8>>,
+    /// From the last accepted checkpoint's size to this checkpoint's.
+    pub accepted_proof: Vec<Vec<u8>>,
+}
+
+/// At most this many events are read back in one call.
+pub const MAX_READ: usize = 1000;
+
+fn meta_key(department: &str) -> Vec<u8> {
+    format!("ship/{department}").into_bytes()
+}
+
+fn event_key(department: &str, index: u64) -> Vec<u8> {
+    format!("shipev/{department}/{index:020}").into_bytes()
+}
+
+fn encode(meta: &ShipMeta) -> Result<Vec<u8>, CoreError> {
+    serde_json::to_vec(meta).map_err(|e| CoreError::Store(StoreError::Engine(format!("cannot encode: {e}"))))
+}
+
+/// The shipped ledgers.
+pub struct Shipping {
+    store: Arc<dyn Store>,
+    ledger: Arc<RegistryLedger>,
+    trust_domain: String,
+    clock: Clock,
+    /// One batch at a time per node.
+    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Shipping {
+    /// Shipping over `store`, recording pins, rotations and refusals in `ledger`.
+    pub fn new(store: Arc<dyn Store>, ledger: Arc<RegistryLedger>, trust_domain: &str, clock: Clock) -> Self {
+        Self {
+            store,
+            ledger,
+            trust_domain: trust_domain.to_string(),
+            clock,
+            locks: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self, department: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(department.to_string()).or_default().clone()
+    }
+
+    /// What the registry holds of `department`'s ledger (an empty one when nothing was shipped).
+    pub fn meta(&self, department: &str) -> Result<ShipMeta, CoreError> {
+        let key = meta_key(department);
+        match self.store.get(&key)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                CoreError::Store(StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    message: e.to_string(),
+                })
+            }),
+            None => Ok(ShipMeta {
+                department: department.to_string(),
+                ..ShipMeta::default()
+            }),
+        }
+    }
+
+    /// [`Shipping::meta`] for a caller who may see it.
+    pub fn get(&self, who: &Principal, department: &str) -> Result<ShipMeta, CoreError> {
+        authz::see_node_status(who, department)?;
+        self.meta(department)
+    }
+
+    /// Shipped events of `department` from `from`, with their indexes.
+    pub fn read(
+        &self,
+        who: &Principal,
+        department: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, CoreError> {
+        authz::read_shipped_events(who)?;
+        let held = self.meta(department)?.size;
+        let to = from.saturating_add(limit.clamp(1, MAX_READ) as u64).min(held);
+        (from..to)
+            .map(|index| {
+                let bytes = self.store.get(&event_key(department, index))?.ok_or_else(|| {
+                    CoreError::Store(StoreError::Corrupt {
+                        key: String::from_utf8_lossy(&event_key(department, index)).into_owned(),
+                        message: "a shipped event the registry accepted is missing".into(),
+                    })
+                })?;
+                Ok((index, bytes))
+            })
+            .collect()
+    }
+
+    fn event(
+        &self,
+        who: &Principal,
+        operation: &str,
+        department: &str,
+        reason: String,
+    ) -> exchange_core::ledger::AuditEvent {
+        let mut event = crate::ledger::event(
+            self.clock.now_ms(),
+            who.uri(&self.trust_domain),
+            &who.department,
+            operation,
+        );
+        event.keys = vec![department.to_string()];
+        event.reason = reason;
+        event
+    }
+
+    fn save(&self, meta: &ShipMeta, mut batch: Batch) -> Result<(), CoreError> {
+        batch.put(meta_key(&meta.department), encode(meta)?);
+        Ok(self.store.commit(batch)?)
+    }
+
+    /// Takes one batch from the caller's node (see the module documentation); returns what the
+    /// registry then holds.
+    pub async fn ship(&self, who: &Principal, batch: ShipBatch) -> Result<ShipMeta, CoreError> {
+        authz::ship_ledger(who)?;
+        let department = who.department.clone();
+        let lock = self.lock(&department);
+        let _held = lock.lock().await;
+        let mut meta = self.meta(&department)?;
+        let origin = node_origin(&self.trust_domain, &department);
+        if meta.vkey.is_empty() {
+            let key = LogVerifier::parse(&batch.vkey).map_err(|e| ValidationError::new("vkey", e.to_string()))?;
+            if key.name() != origin {
+                return Err(ValidationError::new(
+                    "vkey",
+                    format!(
+                        "the key is named {:?}; {department}'s node signs as {origin:?}",
+                        key.name()
+                    ),
+                )
+                .into());
+            }
+            meta.vkey = key.text().to_string();
+            self.ledger
+                .record(vec![self.event(who, "pin_log_key", &department, meta.vkey.clone())])
+                .await?;
+            self.save(&meta, Batch::default())?;
+            tracing::info!(department = %department, vkey = %meta.vkey, "pinned a node's log key");
+        } else if batch.vkey.trim() != meta.vkey {
+            return Err(CoreError::FailedPrecondition(format!(
+                "{department}'s node presents the log key {:?}, not the one the registry pinned ({:?}); \
+                 nothing was taken. If the key was replaced on purpose, an admin pins the new one \
+                 (exchange dept rotate-log-key)",
+                batch.vkey.trim(),
+                meta.vkey
+            )));
+        }
+        if !meta.refused.is_empty() {
+            return Err(refused(&meta));
+        }
+        if batch.events.is_empty() && batch.checkpoint.is_empty() {
+            return Ok(meta);
+        }
+        let verifier = LogVerifier::parse(&meta.vkey).map_err(|e| CoreError::Unavailable(e.to_string()))?;
+        let checkpoint = verifier
+            .open_checkpoint(batch.checkpoint.as_bytes())
+            .map_err(|e| ValidationError::new("checkpoint", format!("{e} (the pinned key is {})", meta.vkey)))?;
+        if batch.from_index != meta.size {
+            return Err(CoreError::FailedPrecondition(format!(
+                "the registry holds {} events of {department}'s ledger; ship from index {} (not {})",
+                meta.size, meta.size, batch.from_index
+            )));
+        }
+        let end = meta.size + batch.events.len() as u64;
+        if end > checkpoint.size {
+            return Err(ValidationError::new(
+                "checkpoint",
+                format!("it covers {} events; the batch ends at {end}", checkpoint.size),
+            )
+            .into());
+        }
+        let mut frontier = if meta.size == 0 {
+            Frontier::default()
+        } else {
+            Frontier::from_text(&meta.frontier).map_err(|e| CoreError::Unavailable(e.to_string()))?
+        };
+        for (i, event) in batch.events.iter().enumerate() {
+            if serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(event).is_err()
+                || event.contains(&b'\n')
+            {
+                return Err(ValidationError::new(
+                    "events",
+                    format!("event {} is not one line of a JSON object", meta.size + i as u64),
+                )
+                .into());
+            }
+            frontier.push(tlog::leaf_hash(event));
+        }
+        if let Err(why) = self.check_history(&meta, &checkpoint, end, &frontier, &batch) {
+            return Err(self.refuse(who, meta, &checkpoint, why).await);
+        }
+        let mut writes = Batch::default();
+        for (i, event) in batch.events.into_iter().enumerate() {
+            writes.put(event_key(&department, meta.size + i as u64), event);
+        }
+        meta.size = end;
+        meta.frontier = frontier.to_text();
+        meta.checkpoint_root = tlog::base64(&checkpoint.root.0);
+        meta.checkpoint = checkpoint.note;
+        meta.checkpoint_size = checkpoint.size;
+        self.save(&meta, writes)?;
+        Ok(meta)
+    }
+
+    /// Why `checkpoint` is not a continuation of what the registry holds, if it is not.
+    fn check_history(
+        &self,
+        meta: &ShipMeta,
+        checkpoint: &tlog::Checkpoint,
+        end: u64,
+        frontier: &Frontier,
+        batch: &ShipBatch,
+    ) -> Result<(), String> {
+        if checkpoint.size < meta.checkpoint_size || checkpoint.size < meta.size {
+            return Err(format!(
+                "its checkpoint of {} events is smaller than the {} events (checkpoint of {}) the registry accepted: \
+                 its ledger was cut or rewritten",
+                checkpoint.size, meta.size, meta.checkpoint_size
+            ));
+        }
+        let root = frontier.root();
+        let extends = if end == checkpoint.size {
+            (root == checkpoint.root)
+                .then_some(())
+                .ok_or_else(|| "the events do not have the checkpoint's root".to_string())
+        } else if end == 0 {
+            Ok(())
+        } else {
+            tlog::verify_consistency(end, checkpoint.size, &root.0, &checkpoint.root.0, &batch.batch_proof)
+                .map_err(|e| format!("the events held and shipped are not a prefix of its checkpoint ({e})"))
+        };
+        extends?;
+        if meta.checkpoint_size > 0 {
+            let accepted = tlog::parse_hash(&meta.checkpoint_root)
+                .map_err(|e| format!("the root accepted before is unreadable ({e})"))?;
+            tlog::verify_consistency(
+                meta.checkpoint_size,
+                checkpoint.size,
+                &accepted.0,
+                &checkpoint.root.0,
+                &batch.accepted_proof,
+            )
+            .map_err(|e| {
+                format!(
+                    "its checkpoint does not extend the one accepted before, of {} events ({e})",
+                    meta.checkpoint_size
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Records that `department`'s node is refused from now on, with the checkpoint as evidence.
+    async fn refuse(
+        &self,
+        who: &Principal,
+        mut meta: ShipMeta,
+        checkpoint: &tlog::Checkpoint,
+        why: String,
+    ) -> CoreError {
+        let department = meta.department.clone();
+        meta.refused = format!("its history changed: {why}");
+        meta.refused_at = self.clock.now();
+        tracing::error!(department = %department, reason = %meta.refused, "refused a node's audit ledger");
+        let mut event = self.event(who, "refuse_ledger", &department, meta.refused.clone());
+        event.decision = exchange_core::ledger::Decision::Deny;
+        event.fields = vec![checkpoint.note.clone()];
+        if let Err(e) = self.ledger.record(vec![event]).await {
+            return e;
+        }
+        if let Err(e) = self.save(&meta, Batch::default()) {
+            return e;
+        }
+        refused(&meta)
+    }
+
+    /// Pins `vkey` for `department`'s node in place of the key pinned before.
+    pub async fn rotate(
+        &self,
+        who: &Principal,
+        department: &str,
+        vkey: &str,
+        reason: &str,
+    ) -> Result<ShipMeta, CoreError> {
+        authz::manage_departments(who)?;
+        let key = LogVerifier::parse(vkey).map_err(|e| ValidationError::new("vkey", e.to_string()))?;
+        let origin = node_origin(&self.trust_domain, department);
+        if key.name() != origin {
+            return Err(
+                ValidationError::new("vkey", format!("the key is named {:?}, not {origin:?}", key.name())).into(),
+            );
+        }
+        if reason.trim().is_empty() {
+            return Err(ValidationError::new("reason", "say why the key is rotated (it is recorded)").into());
+        }
+        let lock = self.lock(department);
+        let _held = lock.lock().await;
+        let mut meta = self.meta(department)?;
+        let before = std::mem::replace(&mut meta.vkey, key.text().to_string());
+        self.ledger
+            .record(vec![self.event(
+                who,
+                "rotate_log_key",
+                department,
+                format!("{reason} (from {before} to {})", meta.vkey),
+            )])
+            .await?;
+        self.save(&meta, Batch::default())?;
+        Ok(meta)
+    }
+}
+
+fn refused(meta: &ShipMeta) -> CoreError {
+    CoreError::FailedPrecondition(format!(
+        "the registry refuses {}'s audit ledger since {}: {}. It keeps the {} events it accepted; the node's \
+         operator and the data authority must find out what happened to the ledger",
+        meta.department, meta.refused_at, meta.refused, meta.size
+    ))
+}
