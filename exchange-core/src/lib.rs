@@ -8,6 +8,7 @@
 //! - `closed_set`: the `closed_set!` macro every named enum is declared with (one name per value
 //!   for serde, `Display`, `FromStr` and the list of values).
 //! - `identity`: principals (department + role) and the SPIFFE-style certificate URI they come from.
+//! - `audit_index`: the registry's store of shipped audit events and its indexes, for auditors.
 //! - `authz`: who may do what, as plain functions over a principal.
 //! - `department`: members of the exchange, their levels and region codes.
 //! - `catalog`: datasets, classifications, compatibility modes.
@@ -24,6 +25,7 @@
 //! - `store`: the `Store` trait, its sled and in-memory engines, and their conformance suite.
 //! - `error`: the error types, one enum per area.
 
+pub mod audit_index;
 pub mod authz;
 pub mod catalog;
 pub mod clock;

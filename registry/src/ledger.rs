@@ -2,13 +2,15 @@
 //! origin `<trust domain>/registry`, signed with the registry's log key. Every change at the
 //! registry is an event in it, written before the change is committed: departments, datasets,
 //! schema versions, grant requests and decisions, node log keys pinned and rotated, and node
-//! ledgers refused for a changed history.
+//! ledgers refused for a changed history, and every auditor query. Its events are also indexed
+//! (as node `registry`) beside the nodes' shipped events, so auditors search them alike.
 
 use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use exchange_core::audit_index::AuditIndex;
 use exchange_core::ledger::{AuditEvent, Decision, Ledger, LedgerReader};
 use exchange_core::tlog::{Checkpoint, LogKey};
 use exchange_core::CoreError;
@@ -25,7 +27,11 @@ pub const LOG_KEY_FILE: &str = "log.key";
 struct Inner {
     ledger: Ledger,
     last_signed: Instant,
+    index: Arc<dyn AuditIndex>,
 }
+
+/// The registry's own events are indexed under this node name.
+pub const REGISTRY_NODE: &str = "registry";
 
 /// The registry's ledger, shared by the state, shipping and the auditor API.
 pub struct RegistryLedger {
@@ -34,8 +40,9 @@ pub struct RegistryLedger {
 }
 
 impl RegistryLedger {
-    /// Opens the ledger in `data_dir`, creating the log key named `origin` on first start.
-    pub fn open(data_dir: &Path, origin: &str) -> Result<Self, CoreError> {
+    /// Opens the ledger in `data_dir`, creating the log key named `origin` on first start, and
+    /// indexes in `index` whatever of it a crash left unindexed.
+    pub fn open(data_dir: &Path, origin: &str, index: Arc<dyn AuditIndex>) -> Result<Self, CoreError> {
         let (key, created) = LogKey::load_or_create(&data_dir.join(LOG_KEY_FILE), origin)
             .map_err(|e| CoreError::Unavailable(e.to_string()))?;
         if created {
@@ -49,10 +56,18 @@ impl RegistryLedger {
             );
         }
         let reader = ledger.reader()?;
+        let mut held = index.held(REGISTRY_NODE)?;
+        while held < reader.size() {
+            let leaves = reader.leaves(held, 1000)?;
+            let events: Vec<(u64, Vec<u8>)> = (held..).zip(leaves).collect();
+            index.add(REGISTRY_NODE, &events)?;
+            held += events.len() as u64;
+        }
         Ok(Self {
             inner: Arc::new(Mutex::new(Inner {
                 ledger,
                 last_signed: Instant::now(),
+                index,
             })),
             reader,
         })
@@ -66,11 +81,16 @@ impl RegistryLedger {
     /// Appends `events` durably; returns their indexes.
     pub async fn record(&self, events: Vec<AuditEvent>) -> Result<Range<u64>, CoreError> {
         let inner = self.inner.clone();
+        let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || {
             let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
             let mut group = inner.ledger.begin()?;
             group.stage(&events)?;
             let range = inner.ledger.commit(group)?;
+            // Indexed after it is on the record; a crash in between is caught up at open.
+            let leaves = reader.leaves(range.start, range.end - range.start)?;
+            let indexed: Vec<(u64, Vec<u8>)> = range.clone().zip(leaves).collect();
+            inner.index.add(REGISTRY_NODE, &indexed)?;
             if inner.last_signed.elapsed() >= CHECKPOINT_EVERY {
                 sign(&mut inner);
             }

@@ -52,11 +52,16 @@ pub async fn run_with_clock(
     let limits = GrantLimits {
         max_duration_secs: i64::from(config.grants.max_days) * 86_400,
     };
-    let origin = exchange_core::ledger::registry_origin(&config.trust_domain);
-    let ledger = Arc::new(ledger::RegistryLedger::open(&config.data_dir, &origin).map_err(RunError::from_display)?);
     let store: Arc<dyn exchange_core::store::Store> = Arc::new(store);
+    let index: Arc<dyn exchange_core::audit_index::AuditIndex> =
+        Arc::new(exchange_core::audit_index::StoreAuditIndex::new(store.clone()));
+    let origin = exchange_core::ledger::registry_origin(&config.trust_domain);
+    let ledger = Arc::new(
+        ledger::RegistryLedger::open(&config.data_dir, &origin, index.clone()).map_err(RunError::from_display)?,
+    );
     let shipping = Arc::new(shipping::Shipping::new(
         store.clone(),
+        index.clone(),
         ledger.clone(),
         &config.trust_domain,
         clock.clone(),

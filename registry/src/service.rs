@@ -292,10 +292,10 @@ impl pb::registry_server::Registry for RegistryService {
             .map(|events| pb::ReadShippedEventsResponse {
                 events: events
                     .into_iter()
-                    .map(|(index, event)| pb::ShippedEvent {
-                        node: r.department_id.clone(),
-                        index,
-                        event,
+                    .map(|e| pb::ShippedEvent {
+                        node: e.node,
+                        index: e.index,
+                        event: e.bytes,
                     })
                     .collect(),
             }))

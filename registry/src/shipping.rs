@@ -1,8 +1,8 @@
 //! Nodes' audit ledgers, shipped to the registry: every event once, in order, checked as a
 //! C2SP witness checks a log.
 //!
-//! For each node the registry keeps the events it accepted (`shipev/<dept>/<index:020>`, the
-//! leaves byte for byte) and a [`ShipMeta`] (`ship/<dept>`): the pinned verifier key, how many
+//! For each node the registry keeps the events it accepted in the [`AuditIndex`] (the leaves
+//! byte for byte, searchable) and a [`ShipMeta`] (`ship/<dept>`): the pinned verifier key, how many
 //! events it holds, the frontier of their tree (so it computes their root without reading them
 //! again), the last checkpoint it accepted, and why it refuses the node, once it does.
 //!
@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use exchange_core::audit_index::{AuditIndex, Located};
 use exchange_core::clock::Clock;
 use exchange_core::identity::Principal;
 use exchange_core::ledger::node_origin;
@@ -77,10 +78,6 @@ fn meta_key(department: &str) -> Vec<u8> {
     format!("ship/{department}").into_bytes()
 }
 
-fn event_key(department: &str, index: u64) -> Vec<u8> {
-    format!("shipev/{department}/{index:020}").into_bytes()
-}
-
 fn encode(meta: &ShipMeta) -> Result<Vec<u8>, CoreError> {
     serde_json::to_vec(meta).map_err(|e| CoreError::Store(StoreError::Engine(format!("cannot encode: {e}"))))
 }
@@ -88,6 +85,7 @@ fn encode(meta: &ShipMeta) -> Result<Vec<u8>, CoreError> {
 /// The shipped ledgers.
 pub struct Shipping {
     store: Arc<dyn Store>,
+    index: Arc<dyn AuditIndex>,
     ledger: Arc<RegistryLedger>,
     trust_domain: String,
     clock: Clock,
@@ -96,10 +94,18 @@ pub struct Shipping {
 }
 
 impl Shipping {
-    /// Shipping over `store`, recording pins, rotations and refusals in `ledger`.
-    pub fn new(store: Arc<dyn Store>, ledger: Arc<RegistryLedger>, trust_domain: &str, clock: Clock) -> Self {
+    /// Shipping over `store` (for each node's [`ShipMeta`]) and `index` (for the events),
+    /// recording pins, rotations and refusals in `ledger`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        index: Arc<dyn AuditIndex>,
+        ledger: Arc<RegistryLedger>,
+        trust_domain: &str,
+        clock: Clock,
+    ) -> Self {
         Self {
             store,
+            index,
             ledger,
             trust_domain: trust_domain.to_string(),
             clock,
@@ -136,27 +142,9 @@ impl Shipping {
     }
 
     /// Shipped events of `department` from `from`, with their indexes.
-    pub fn read(
-        &self,
-        who: &Principal,
-        department: &str,
-        from: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, CoreError> {
+    pub fn read(&self, who: &Principal, department: &str, from: u64, limit: usize) -> Result<Vec<Located>, CoreError> {
         authz::read_shipped_events(who)?;
-        let held = self.meta(department)?.size;
-        let to = from.saturating_add(limit.clamp(1, MAX_READ) as u64).min(held);
-        (from..to)
-            .map(|index| {
-                let bytes = self.store.get(&event_key(department, index))?.ok_or_else(|| {
-                    CoreError::Store(StoreError::Corrupt {
-                        key: String::from_utf8_lossy(&event_key(department, index)).into_owned(),
-                        message: "a shipped event the registry accepted is missing".into(),
-                    })
-                })?;
-                Ok((index, bytes))
-            })
-            .collect()
+        Ok(self.index.read(department, from, limit.clamp(1, MAX_READ))?)
     }
 
     fn event(
@@ -262,16 +250,16 @@ impl Shipping {
         if let Err(why) = self.check_history(&meta, &checkpoint, end, &frontier, &batch) {
             return Err(self.refuse(who, meta, &checkpoint, why).await);
         }
-        let mut writes = Batch::default();
-        for (i, event) in batch.events.into_iter().enumerate() {
-            writes.put(event_key(&department, meta.size + i as u64), event);
-        }
+        // The events first, then the size that says they are held: after a crash in between the
+        // node ships them again, and the index takes each (node, index) once.
+        let events: Vec<(u64, Vec<u8>)> = (meta.size..).zip(batch.events).collect();
+        self.index.add(&department, &events)?;
         meta.size = end;
         meta.frontier = frontier.to_text();
         meta.checkpoint_root = tlog::base64(&checkpoint.root.0);
         meta.checkpoint = checkpoint.note;
         meta.checkpoint_size = checkpoint.size;
-        self.save(&meta, writes)?;
+        self.save(&meta, Batch::default())?;
         Ok(meta)
     }
 

@@ -16,7 +16,10 @@ impl std::ops::Deref for TestState {
 }
 
 pub(super) fn ledger(dir: &std::path::Path) -> Arc<RegistryLedger> {
-    Arc::new(RegistryLedger::open(dir, "exchange.test/registry").unwrap())
+    let index = Arc::new(exchange_core::audit_index::StoreAuditIndex::new(Arc::new(
+        MemStore::new(),
+    )));
+    Arc::new(RegistryLedger::open(dir, "exchange.test/registry", index).unwrap())
 }
 
 fn state() -> TestState {
