@@ -59,6 +59,17 @@ pub fn read_shipped_events(p: &Principal) -> Result<(), PolicyError> {
     }
 }
 
+/// The access report of a record of a dataset `owner` owns: its owner's node or system, an
+/// admin or an auditor.
+pub fn access_report(p: &Principal, owner: &str) -> Result<(), PolicyError> {
+    if acts_for(p, owner) || p.role.is_exchange_wide() {
+        return Ok(());
+    }
+    deny(format!(
+        "{p} may not see who read {owner}'s records; only {owner} itself, an admin or an auditor may"
+    ))
+}
+
 /// Registering or changing a dataset, or publishing its schema: its owner or an admin.
 pub fn manage_dataset(p: &Principal, owner: &str) -> Result<(), PolicyError> {
     if p.role == Role::Admin || acts_for(p, owner) {

@@ -7,8 +7,10 @@
 //! - `service`: the gRPC service over the state.
 //! - `ledger`: the registry's own audit ledger, where every change is recorded.
 //! - `shipping`: the nodes' audit ledgers, shipped here and checked as a witness checks a log.
+//! - `auditing`: auditors' searches and counts, and access reports of one record.
 //! - [`run`]: serve on a listener the caller bound, until the shutdown future resolves.
 
+pub mod auditing;
 pub mod config;
 pub mod ledger;
 pub mod service;
@@ -89,7 +91,14 @@ pub async fn run_with_clock(
         exchange_proto::registry::v1::FILE_DESCRIPTOR_SET,
     )?;
     let signer = ledger.spawn_signer(server.stopping());
-    let service = service::RegistryService::new(state, shipping, config.trust_domain.clone(), server.stopping());
+    let auditing = Arc::new(auditing::Auditing::new(index, state.clone()));
+    let service = service::RegistryService::new(
+        state,
+        shipping,
+        auditing,
+        config.trust_domain.clone(),
+        server.stopping(),
+    );
     server.add_service(RegistryServer::new(service)).await;
     tracing::info!(trust_domain = %config.trust_domain, data_dir = %config.data_dir.display(), vkey = ledger.reader().verifier().text(), "registry starting");
     let served = server.serve(listener, shutdown).await;

@@ -12,6 +12,7 @@ use futures_util::Stream;
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
+use crate::auditing::Auditing;
 use crate::shipping::{ShipBatch, ShipMeta, Shipping};
 use crate::state::{DatasetQuery, GrantQuery, State, WatchItem};
 use exchange_transport::convert::*;
@@ -20,6 +21,7 @@ use exchange_transport::convert::*;
 pub struct RegistryService {
     state: Arc<State>,
     shipping: Arc<Shipping>,
+    auditing: Arc<Auditing>,
     trust_domain: String,
     /// Flips to true when the server shuts down, ending Watch streams so that graceful shutdown
     /// does not wait on them forever.
@@ -31,12 +33,14 @@ impl RegistryService {
     pub fn new(
         state: Arc<State>,
         shipping: Arc<Shipping>,
+        auditing: Arc<Auditing>,
         trust_domain: String,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
             state,
             shipping,
+            auditing,
             trust_domain,
             shutdown,
         }
@@ -298,6 +302,105 @@ impl pb::registry_server::Registry for RegistryService {
                         event: e.bytes,
                     })
                     .collect(),
+            }))
+    }
+
+    async fn search_audit_events(
+        &self,
+        request: Request<pb::SearchAuditEventsRequest>,
+    ) -> Result<pb::SearchAuditEventsResponse> {
+        let me = caller(&request)?.principal;
+        let r = request.into_inner();
+        let text = |s: String| (!s.is_empty()).then_some(s);
+        let decision = match r.decision.as_str() {
+            "" => None,
+            d => Some(d.parse().map_err(|e: exchange_core::ValidationError| to_status(e))?),
+        };
+        let query = exchange_core::audit_index::AuditQuery {
+            from_ms: (r.from_ms != 0).then_some(r.from_ms),
+            to_ms: (r.to_ms != 0).then_some(r.to_ms),
+            consumer: text(r.consumer_id),
+            provider: text(r.provider_id),
+            dataset: text(r.dataset_id),
+            purpose: text(r.purpose),
+            decision,
+            grant: text(r.grant_id),
+            case_id: text(r.case_id),
+            record_key: text(r.record_key),
+        };
+        let limit = if r.limit == 0 { 100 } else { r.limit as usize };
+        ok(self
+            .auditing
+            .search(&me, query, &r.page_token, limit)
+            .await
+            .map(|found| pb::SearchAuditEventsResponse {
+                events: found
+                    .events
+                    .into_iter()
+                    .map(|e| pb::ShippedEvent {
+                        node: e.node,
+                        index: e.index,
+                        event: e.bytes,
+                    })
+                    .collect(),
+                next_page_token: found.next_page_token,
+            }))
+    }
+
+    async fn count_audit_events(
+        &self,
+        request: Request<pb::CountAuditEventsRequest>,
+    ) -> Result<pb::CountAuditEventsResponse> {
+        let me = caller(&request)?.principal;
+        let r = request.into_inner();
+        let by: exchange_core::audit_index::CountBy =
+            r.by.parse().map_err(|e: exchange_core::ValidationError| to_status(e))?;
+        ok(self
+            .auditing
+            .counts(&me, by, &r.from_day, &r.to_day)
+            .await
+            .map(|counts| pb::CountAuditEventsResponse {
+                counts: counts
+                    .into_iter()
+                    .map(|c| pb::AuditCount {
+                        value: c.value,
+                        day: c.day,
+                        count: c.count,
+                    })
+                    .collect(),
+            }))
+    }
+
+    async fn access_report(&self, request: Request<pb::AccessReportRequest>) -> Result<pb::AccessReportResponse> {
+        let me = caller(&request)?.principal;
+        let r = request.into_inner();
+        let limit = if r.limit == 0 { 100 } else { r.limit as usize };
+        ok(self
+            .auditing
+            .access_report(&me, &r.dataset_id, &r.record_key, &r.page_token, limit)
+            .await
+            .map(|(reads, next_page_token)| pb::AccessReportResponse {
+                reads: reads
+                    .into_iter()
+                    .map(|read| {
+                        let e = read.located.event;
+                        pb::AccessRead {
+                            node: read.located.node,
+                            index: read.located.index,
+                            time_ms: e.time_ms,
+                            department_id: e.department,
+                            principal: e.principal,
+                            operation: e.operation,
+                            purpose: e.purpose,
+                            case_id: e.case_id,
+                            grant_id: e.grant_id,
+                            legal_basis: read.legal_basis,
+                            decision: e.decision.to_string(),
+                            reason: e.reason,
+                        }
+                    })
+                    .collect(),
+                next_page_token,
             }))
     }
 

@@ -2,6 +2,7 @@
 //! filters, revocation, registry outages, the change feed, and the audit of every read. Helpers
 //! shared by the themes are here; each theme has its file.
 
+mod auditing;
 mod denials;
 mod feed;
 mod publish;

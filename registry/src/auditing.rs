@@ -1,0 +1,194 @@
+//! What auditors ask, and what a department asks to answer a citizen: searches and counts over
+//! every event the registry holds, and the access report of one record. Each answer is recorded
+//! in the registry's ledger before it is given (auditors are audited too).
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use exchange_core::audit_index::{AuditIndex, AuditQuery, Count, CountBy, Located};
+use exchange_core::catalog;
+use exchange_core::identity::Principal;
+use exchange_core::{authz, CoreError, ValidationError};
+
+use crate::state::State;
+
+/// Results per page at most.
+pub const MAX_PAGE: usize = 1000;
+
+/// The auditor API over the index.
+pub struct Auditing {
+    index: Arc<dyn AuditIndex>,
+    state: Arc<State>,
+}
+
+/// One page of found events, with the token of the next.
+pub struct Found {
+    /// The events.
+    pub events: Vec<Located>,
+    /// Empty at the end.
+    pub next_page_token: String,
+}
+
+/// A read of a record, with the legal basis of the grant it relied on.
+pub struct AccessRead {
+    /// The read's event.
+    pub located: Located,
+    /// The grant's legal basis ("" when there was no grant, or it is unknown).
+    pub legal_basis: String,
+}
+
+fn cursor(token: &str) -> Result<Option<String>, CoreError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| ValidationError::new("page_token", "not a token a search gave; start again without it"))?;
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| ValidationError::new("page_token", "not a token a search gave; start again without it").into())
+}
+
+fn token(next: Option<String>) -> String {
+    next.map(|n| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(n))
+        .unwrap_or_default()
+}
+
+/// The query as one line for the ledger: the filters given, in a fixed order.
+pub fn describe(query: &AuditQuery) -> String {
+    let mut parts = Vec::new();
+    let mut add = |name: &str, value: Option<String>| {
+        if let Some(v) = value {
+            parts.push(format!("{name}={v}"));
+        }
+    };
+    add("from_ms", query.from_ms.map(|t| t.to_string()));
+    add("to_ms", query.to_ms.map(|t| t.to_string()));
+    add("consumer", query.consumer.clone());
+    add("provider", query.provider.clone());
+    add("dataset", query.dataset.clone());
+    add("purpose", query.purpose.clone());
+    add("decision", query.decision.map(|d| d.to_string()));
+    add("grant", query.grant.clone());
+    add("case_id", query.case_id.clone());
+    add("record_key", query.record_key.clone());
+    if parts.is_empty() {
+        "every event".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+impl Auditing {
+    /// Auditing over `index`, recording in the state's ledger.
+    pub fn new(index: Arc<dyn AuditIndex>, state: Arc<State>) -> Self {
+        Self { index, state }
+    }
+
+    async fn record(
+        &self,
+        who: &Principal,
+        operation: &str,
+        query: &AuditQuery,
+        found: usize,
+    ) -> Result<(), CoreError> {
+        let mut event = self.state.event(who, operation);
+        event.reason = describe(query);
+        event.count = found as u64;
+        event.dataset = query.dataset.clone().unwrap_or_default();
+        event.keys = query.record_key.iter().cloned().collect();
+        self.state.ledger().record(vec![event]).await.map(|_| ())
+    }
+
+    /// Events matching `query`, a page at a time (admins and auditors).
+    pub async fn search(
+        &self,
+        who: &Principal,
+        query: AuditQuery,
+        page_token: &str,
+        limit: usize,
+    ) -> Result<Found, CoreError> {
+        authz::read_shipped_events(who)?;
+        let after = cursor(page_token)?;
+        let index = self.index.clone();
+        let q = query.clone();
+        let page = tokio::task::spawn_blocking(move || index.search(&q, after.as_deref(), limit.clamp(1, MAX_PAGE)))
+            .await
+            .map_err(|e| CoreError::Unavailable(format!("search task failed: {e}")))??;
+        self.record(who, "search_audit_events", &query, page.events.len())
+            .await?;
+        Ok(Found {
+            events: page.events,
+            next_page_token: token(page.next),
+        })
+    }
+
+    /// Events per value of `by` per day (admins and auditors).
+    pub async fn counts(
+        &self,
+        who: &Principal,
+        by: CountBy,
+        from_day: &str,
+        to_day: &str,
+    ) -> Result<Vec<Count>, CoreError> {
+        authz::read_shipped_events(who)?;
+        for (field, day) in [("from_day", from_day), ("to_day", to_day)] {
+            let valid = day.is_empty()
+                || (day.len() == 10
+                    && day
+                        .chars()
+                        .enumerate()
+                        .all(|(i, c)| if i == 4 || i == 7 { c == '-' } else { c.is_ascii_digit() }));
+            if !valid {
+                return Err(ValidationError::new(field, format!("{day:?} is not a day (yyyy-mm-dd)")).into());
+            }
+        }
+        let counts = self.index.counts(by, from_day, to_day)?;
+        let mut event = self.state.event(who, "count_audit_events");
+        event.reason = format!("by={by} from_day={from_day} to_day={to_day}");
+        event.count = counts.len() as u64;
+        self.state.ledger().record(vec![event]).await?;
+        Ok(counts)
+    }
+
+    /// Every read of `record_key` of `dataset`, with each grant's legal basis (the dataset's
+    /// owner, admins and auditors).
+    pub async fn access_report(
+        &self,
+        who: &Principal,
+        dataset: &str,
+        record_key: &str,
+        page_token: &str,
+        limit: usize,
+    ) -> Result<(Vec<AccessRead>, String), CoreError> {
+        if dataset.is_empty() || record_key.is_empty() {
+            return Err(ValidationError::new("record_key", "name the dataset and the record key").into());
+        }
+        authz::access_report(who, catalog::owner_of(dataset))?;
+        let query = AuditQuery {
+            dataset: Some(dataset.to_string()),
+            record_key: Some(record_key.to_string()),
+            provider: Some(catalog::owner_of(dataset).to_string()),
+            ..AuditQuery::default()
+        };
+        let after = cursor(page_token)?;
+        let index = self.index.clone();
+        let q = query.clone();
+        let page = tokio::task::spawn_blocking(move || index.search(&q, after.as_deref(), limit.clamp(1, MAX_PAGE)))
+            .await
+            .map_err(|e| CoreError::Unavailable(format!("search task failed: {e}")))??;
+        self.record(who, "access_report", &query, page.events.len()).await?;
+        let reads = page
+            .events
+            .into_iter()
+            .map(|located| {
+                let legal_basis = match located.event.grant_id.as_str() {
+                    "" => String::new(),
+                    id => self.state.get_grant(who, id).map(|g| g.legal_basis).unwrap_or_default(),
+                };
+                AccessRead { located, legal_basis }
+            })
+            .collect();
+        Ok((reads, token(page.next)))
+    }
+}
