@@ -8,12 +8,102 @@ use clap::Subcommand;
 use exchange_core::ledger::AuditEvent;
 use exchange_core::tlog::{LogVerifier, ProofFile};
 use exchange_proto::node::v1 as npb;
+use exchange_proto::registry::v1 as pb;
 
 use crate::connect::Common;
 use crate::output::status_error;
 
+/// Filters of `audit query`; every one given must match.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct QueryArgs {
+    /// Events at or after this time: yyyy-mm-dd (UTC) or RFC 3339.
+    #[arg(long)]
+    from: Option<String>,
+    /// Events before this time: yyyy-mm-dd (UTC) or RFC 3339.
+    #[arg(long)]
+    to: Option<String>,
+    /// The department that read.
+    #[arg(long)]
+    consumer: Option<String>,
+    /// The node that served (the dataset owner), or `registry` for the registry's own events.
+    #[arg(long)]
+    provider: Option<String>,
+    /// The dataset.
+    #[arg(long)]
+    dataset: Option<String>,
+    /// The purpose stated.
+    #[arg(long)]
+    purpose: Option<String>,
+    /// allow or deny.
+    #[arg(long, value_parser = crate::output::one_of::<exchange_core::ledger::Decision>())]
+    decision: Option<exchange_core::ledger::Decision>,
+    /// The grant relied on.
+    #[arg(long)]
+    grant: Option<String>,
+    /// The case id stated.
+    #[arg(long)]
+    case: Option<String>,
+    /// A record key read.
+    #[arg(long)]
+    key: Option<String>,
+    /// At most this many events (the registry pages; this follows its pages).
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+}
+
+/// Unix milliseconds of `yyyy-mm-dd` (midnight UTC) or an RFC 3339 time.
+fn parse_time(flag: &str, text: &str) -> anyhow::Result<i64> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok((t.unix_timestamp_nanos() / 1_000_000) as i64);
+    }
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let day = time::Date::parse(text, &format).map_err(|_| {
+        anyhow::anyhow!("--{flag} {text:?}: give a day (2026-12-01) or an RFC 3339 time (2026-12-01T08:00:00+08:00)")
+    })?;
+    Ok(day.midnight().assume_utc().unix_timestamp() * 1000)
+}
+
+fn time_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Search every audit event the registry holds (auditors and admins): nodes' reads and the
+    /// registry's own changes and questions. Each row names its event as NODE#INDEX.
+    Query(QueryArgs),
+    /// Who read one record: every read of a record key of a dataset, with purpose, grant and
+    /// legal basis (the dataset's owner, auditors and admins).
+    WhoRead {
+        /// Dataset id.
+        dataset: String,
+        /// The record key (e.g. an id number).
+        key: String,
+    },
+    /// Events per consumer, provider, dataset or decision, per day (auditors and admins).
+    Counts {
+        /// consumer, provider, dataset or decision.
+        #[arg(long, value_parser = crate::output::one_of::<exchange_core::audit_index::CountBy>())]
+        by: exchange_core::audit_index::CountBy,
+        /// From this day (yyyy-mm-dd, UTC), inclusive.
+        #[arg(long, default_value = "")]
+        from_day: String,
+        /// To this day, inclusive.
+        #[arg(long, default_value = "")]
+        to_day: String,
+    },
+    /// The commands that ask a node.
+    #[command(flatten)]
+    Node(NodeCommand),
+}
+
+/// `exchange audit` commands answered by a node (`--node`).
+#[derive(Debug, Subcommand)]
+pub(crate) enum NodeCommand {
     /// Print a node's latest signed ledger checkpoint (a C2SP signed note).
     Checkpoint,
     /// Print one audit event's proof as a C2SP tlog-proof file (the event in its `extra` line).
@@ -82,9 +172,40 @@ fn digest(lines: &[String]) -> String {
 }
 
 pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> {
+    match command {
+        Command::Query(args) => query(args, &common).await,
+        Command::WhoRead { dataset, key } => who_read(&dataset, &key, &common).await,
+        Command::Counts { by, from_day, to_day } => {
+            let mut registry = common.connect.registry().await?;
+            let counts = registry
+                .count_audit_events(pb::CountAuditEventsRequest {
+                    by: by.to_string(),
+                    from_day,
+                    to_day,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if common.json {
+                return crate::output::print_json(&counts);
+            }
+            let mut table = crate::output::Table::new(&["DAY", "VALUE", "EVENTS"]);
+            let mut rows = counts.counts;
+            rows.sort_by(|a, b| (&a.day, &a.value).cmp(&(&b.day, &b.value)));
+            for c in rows {
+                table.row(vec![c.day, c.value, c.count.to_string()]);
+            }
+            table.print();
+            Ok(())
+        }
+        Command::Node(command) => node_command(command, common).await,
+    }
+}
+
+async fn node_command(command: NodeCommand, common: Common) -> anyhow::Result<()> {
     let mut node = common.connect.node().await?;
     match command {
-        Command::Checkpoint => {
+        NodeCommand::Checkpoint => {
             let checkpoint = node
                 .get_checkpoint(npb::GetCheckpointRequest {})
                 .await
@@ -96,7 +217,7 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
             print!("{}", checkpoint.note);
             Ok(())
         }
-        Command::Proof { index } => {
+        NodeCommand::Proof { index } => {
             let proof = node
                 .prove_event(npb::ProveEventRequest { index })
                 .await
@@ -108,7 +229,7 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
             print!("{}", proof.proof_file);
             Ok(())
         }
-        Command::Receipt {
+        NodeCommand::Receipt {
             receipts,
             records,
             vkey,
@@ -204,4 +325,143 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
             Ok(())
         }
     }
+}
+
+async fn query(args: QueryArgs, common: &Common) -> anyhow::Result<()> {
+    let mut registry = common.connect.registry().await?;
+    let mut request = pb::SearchAuditEventsRequest {
+        from_ms: args
+            .from
+            .as_deref()
+            .map(|t| parse_time("from", t))
+            .transpose()?
+            .unwrap_or(0),
+        to_ms: args
+            .to
+            .as_deref()
+            .map(|t| parse_time("to", t))
+            .transpose()?
+            .unwrap_or(0),
+        consumer_id: args.consumer.unwrap_or_default(),
+        provider_id: args.provider.unwrap_or_default(),
+        dataset_id: args.dataset.unwrap_or_default(),
+        purpose: args.purpose.unwrap_or_default(),
+        decision: args.decision.map(|d| d.to_string()).unwrap_or_default(),
+        grant_id: args.grant.unwrap_or_default(),
+        case_id: args.case.unwrap_or_default(),
+        record_key: args.key.unwrap_or_default(),
+        limit: args.limit.clamp(1, 1000) as u32,
+        page_token: String::new(),
+    };
+    let mut table = crate::output::Table::new(&[
+        "TIME",
+        "EVENT",
+        "CONSUMER",
+        "OPERATION",
+        "DATASET",
+        "PURPOSE",
+        "DECISION",
+        "GRANT",
+        "RECORDS",
+    ]);
+    let mut shown = 0;
+    loop {
+        let page = registry
+            .search_audit_events(request.clone())
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        for found in &page.events {
+            if shown == args.limit {
+                break;
+            }
+            shown += 1;
+            let event: AuditEvent =
+                serde_json::from_slice(&found.event).context("the registry sent an event that is not one")?;
+            if common.json {
+                let raw: serde_json::Value = serde_json::from_slice(&found.event)?;
+                println!(
+                    "{}",
+                    serde_json::json!({"node": found.node, "index": found.index, "event": raw})
+                );
+                continue;
+            }
+            table.row(vec![
+                time_ms(event.time_ms),
+                format!("{}#{}", found.node, found.index),
+                event.department,
+                event.operation,
+                event.dataset,
+                event.purpose,
+                event.decision.to_string(),
+                event.grant_id,
+                event.count.to_string(),
+            ]);
+        }
+        if page.next_page_token.is_empty() || shown == args.limit {
+            if !page.next_page_token.is_empty() {
+                eprintln!("more events match; raise --limit to see them");
+            }
+            break;
+        }
+        request.page_token = page.next_page_token;
+    }
+    if !common.json {
+        table.print();
+    }
+    Ok(())
+}
+
+async fn who_read(dataset: &str, key: &str, common: &Common) -> anyhow::Result<()> {
+    let mut registry = common.connect.registry().await?;
+    let mut request = pb::AccessReportRequest {
+        dataset_id: dataset.to_string(),
+        record_key: key.to_string(),
+        limit: 1000,
+        page_token: String::new(),
+    };
+    let mut table = crate::output::Table::new(&[
+        "TIME",
+        "DEPARTMENT",
+        "OPERATION",
+        "PURPOSE",
+        "GRANT",
+        "LEGAL BASIS",
+        "DECISION",
+        "EVENT",
+    ]);
+    let mut reads = 0;
+    loop {
+        let page = registry
+            .access_report(request.clone())
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        for read in &page.reads {
+            reads += 1;
+            if common.json {
+                crate::output::print_json(read)?;
+                continue;
+            }
+            table.row(vec![
+                time_ms(read.time_ms),
+                read.department_id.clone(),
+                read.operation.clone(),
+                read.purpose.clone(),
+                read.grant_id.clone(),
+                read.legal_basis.clone(),
+                read.decision.clone(),
+                format!("{}#{}", read.node, read.index),
+            ]);
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        request.page_token = page.next_page_token;
+    }
+    if !common.json {
+        table.print();
+        println!("{reads} reads of {key} in {dataset} (as shipped to the registry; a node ships within seconds)");
+    }
+    Ok(())
 }

@@ -553,7 +553,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             nodes.push((dept.to_string(), node_endpoint));
         }
         write_profiles(&paths, &endpoint, &nodes)?;
-        let examples = examples(&paths, &nodes).await?;
+        let mut examples = examples(&paths, &nodes).await?;
+        examples.push(who_read(&paths, &endpoint).await?);
         anyhow::Ok((nodes, examples))
     };
     let (nodes, examples) = match setup.await {
@@ -685,6 +686,61 @@ async fn examples(paths: &Paths, nodes: &[(String, String)]) -> anyhow::Result<V
             result: denied,
         },
     ])
+}
+
+/// An auditor asks the registry who read the example resident's record (the node ships the
+/// reads' events within a second or so; this waits up to ten seconds for them).
+async fn who_read(paths: &Paths, endpoint: &str) -> anyhow::Result<Example> {
+    let person = samples::people(1).next().unwrap_or_default();
+    let person_id = person["id_number"].as_str().unwrap_or_default().to_string();
+    let mut auditor = client_as(paths, endpoint, &format!("{AUTHORITY}-auditor")).await?;
+    let request = pb::AccessReportRequest {
+        dataset_id: "js.gongan/population".into(),
+        record_key: person_id.clone(),
+        limit: 100,
+        page_token: String::new(),
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let reads = loop {
+        let reads = auditor
+            .access_report(request.clone())
+            .await
+            .map_err(status_error)?
+            .into_inner()
+            .reads;
+        // The example reads by market regulation and social insurance, once shipped.
+        let departments: std::collections::BTreeSet<&str> = reads.iter().map(|r| r.department_id.as_str()).collect();
+        if departments.contains("js.scjg") && departments.contains("js.rsj") || tokio::time::Instant::now() > deadline {
+            break reads;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let result = reads
+        .iter()
+        .map(|r| {
+            let grant = match r.grant_id.as_str() {
+                "" => "no grant".to_string(),
+                id => format!("grant {id} ({})", r.legal_basis),
+            };
+            format!(
+                "{} {} for {}: {}, {grant}",
+                r.department_id, r.operation, r.purpose, r.decision
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    Ok(Example {
+        title: "An auditor asks who read that resident's record (the reads above, shipped to the registry)",
+        command: format!(
+            "exchange --profile {}/auditor.toml audit who-read js.gongan/population {person_id}",
+            paths.profiles.display()
+        ),
+        result: if result.is_empty() {
+            "no reads shipped yet".into()
+        } else {
+            result
+        },
+    })
 }
 
 fn print_summary(dir: &Path, endpoint: &str, nodes: &[(String, String)], examples: &[Example], serving: bool) {

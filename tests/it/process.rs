@@ -261,6 +261,13 @@ fn the_quickstart_sets_up_a_working_exchange_and_the_cli_uses_it() {
         stdout.contains("permission denied: grant g-000003"),
         "the denied read was denied:\n{stdout}"
     );
+    // An auditor's who-read of that resident names both reads, as the registry holds them.
+    assert!(
+        stdout.contains("auditor.toml audit who-read js.gongan/population 32")
+            && stdout.contains("js.scjg get for business-licensing: allow, grant g-")
+            && stdout.contains("js.rsj get for social-assistance-review: deny, no grant"),
+        "the who-read example shows the shipped reads:\n{stdout}"
+    );
     for key in ["pki/ca-key.pem", "pki/js.dsj-admin-key.pem"] {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(qs.join(key)).unwrap().permissions().mode() & 0o777;
@@ -308,6 +315,33 @@ fn the_quickstart_sets_up_a_working_exchange_and_the_cli_uses_it() {
         .find(|d| d["id"] == "js.nj.gongan")
         .unwrap();
     assert_eq!(city["level"], "LEVEL_CITY");
+
+    // An auditor's questions through the CLI: the example reads, shipped and searchable.
+    let auditor = qs.join("profiles/auditor.toml");
+    let auditor = auditor.to_str().unwrap();
+    let (ok, stdout, stderr) = with(
+        auditor,
+        &["audit", "query", "--provider", "js.gongan", "--decision", "deny"],
+    );
+    assert!(
+        ok && stdout.contains("js.rsj") && stdout.contains("js.gongan#"),
+        "{stdout}{stderr}"
+    );
+    let (ok, stdout, stderr) = with(auditor, &["audit", "counts", "--by", "consumer"]);
+    assert!(ok && stdout.contains("js.scjg"), "{stdout}{stderr}");
+    let (ok, stdout, stderr) = with(
+        admin,
+        &["audit", "query", "--provider", "registry", "--consumer", "js.dsj"],
+    );
+    assert!(
+        ok && stdout.contains("search_audit_events"),
+        "the auditor's question is on the record: {stdout}{stderr}"
+    );
+    let (ok, _, stderr) = with(
+        &qs.join("profiles/js.scjg.toml").to_string_lossy(),
+        &["audit", "query", "--consumer", "js.scjg"],
+    );
+    assert!(!ok && stderr.contains("only admins and auditors"), "{stderr}");
 
     let (ok, stdout, stderr) = with(admin, &["dataset", "search"]);
     assert!(ok, "{stderr}");

@@ -14,7 +14,9 @@ use crate::records;
 pub(super) async fn get(service: &NodeService, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>> {
     let who = caller(&request)?.principal;
     let r = request.into_inner();
-    let ask = read_ask!("get", &r);
+    let mut ask = read_ask!("get", &r);
+    // A refused Get names the records it asked for: who tried to read a record is on its record.
+    ask.keys = &r.keys;
     if r.keys.len() > service.limits.max_get_keys {
         let error = ValidationError::new(
             "keys",

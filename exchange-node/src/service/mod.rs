@@ -20,6 +20,7 @@ macro_rules! read_ask {
             operation: $operation,
             dataset: &request.dataset_id,
             fields: &request.fields,
+            keys: &[],
             purpose: &request.purpose,
             case_id: &request.case_id,
         }
@@ -87,6 +88,8 @@ struct ReadAsk<'a> {
     operation: &'static str,
     dataset: &'a str,
     fields: &'a [String],
+    /// The record keys asked for by name (Get), recorded in a denial too.
+    keys: &'a [String],
     purpose: &'a str,
     case_id: &'a str,
 }
@@ -105,7 +108,7 @@ impl NodeService {
             dataset: ask.dataset.to_string(),
             schema_version: 0,
             fields: ask.fields.to_vec(),
-            keys: Vec::new(),
+            keys: ask.keys.iter().take(MAX_KEYS_PER_EVENT).cloned().collect(),
             count: 0,
             purpose: ask.purpose.to_string(),
             case_id: ask.case_id.to_string(),
