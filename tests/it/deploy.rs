@@ -279,6 +279,34 @@ fn the_local_deployment_runs_as_separate_processes_and_a_killed_node_loses_nothi
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 
+    // The ledger exported, then checked offline with the pinned key; an altered entry is named.
+    let export = work.join("gongan.export");
+    run(
+        "js.gongan-system",
+        &[
+            "--node",
+            &gongan_url,
+            "audit",
+            "export",
+            "--out",
+            export.to_str().unwrap(),
+        ],
+    );
+    let status = run("js.gongan-system", &["--node", &gongan_url, "--json", "status"]);
+    let vkey = serde_json::from_str::<serde_json::Value>(&status).unwrap()["logVkey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let verified = cli(&["audit", "verify", export.to_str().unwrap(), "--vkey", &vkey]);
+    assert!(verified.starts_with("export verified: entries 0..3"), "{verified}");
+    let text = std::fs::read_to_string(&export).unwrap();
+    std::fs::write(
+        &export,
+        text.replacen("\"decision\":\"deny\"", "\"decision\":\"allow\"", 1),
+    )
+    .unwrap();
+    let (ok, _, stderr) = run_cli(&["audit", "verify", export.to_str().unwrap(), "--vkey", &vkey]);
+    assert!(!ok && stderr.contains("ledger entry 1: changed"), "{stderr}");
     let held = run("js.gongan-system", &["dept", "ledger", "js.gongan"]);
     assert!(
         held.contains("events:     3 held") && held.contains("log key:    exchange.local/node/js.gongan+"),

@@ -27,8 +27,11 @@
 //! - `log`: [`Ledger`] (the writer's side: group commit, checkpoints, recovery) and
 //!   [`LedgerReader`] (events and proofs, read while the writer appends).
 //! - `verify`: [`verify_dir`], the offline check that names the first broken entry.
+//! - `export`: a range of events with a checkpoint and their proofs, in one file anyone checks
+//!   offline ([`export::verify_export`]).
 //! - `v1`: the first form (a hash chain in `audit.ledger`), read once to migrate it.
 
+pub mod export;
 mod log;
 #[cfg(test)]
 pub(crate) mod tests;

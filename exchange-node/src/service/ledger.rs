@@ -114,3 +114,48 @@ pub(super) async fn prove_consistency(
         checkpoint: (new_size == latest.size).then(|| checkpoint_message(&latest, ledger.verifier().text())),
     }))
 }
+
+pub(super) async fn export_ledger(
+    service: &NodeService,
+    request: Request<pb::ExportLedgerRequest>,
+) -> Result<Response<super::BoxStream<pb::ExportChunk>>> {
+    let who = caller(&request)?.principal;
+    // Every reader's events: the node's own business, and the auditors'.
+    authz::see_node_status(&who, &service.department).map_err(to_status)?;
+    let r = request.into_inner();
+    let ledger = service.writer.ledger().clone();
+    let checkpoint = match ledger.checkpoint() {
+        Some(c) if r.to_index <= c.size && c.size == ledger.size() => c,
+        _ => service.writer.checkpoint().await.map_err(to_status)?,
+    };
+    let to = if r.to_index == 0 { checkpoint.size } else { r.to_index };
+    if r.from_index > to || to > checkpoint.size {
+        return Err(to_status(exchange_core::ValidationError::new(
+            "to_index",
+            format!(
+                "export {}..{to}: the ledger's latest checkpoint covers {} events",
+                r.from_index, checkpoint.size
+            ),
+        )));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let from = r.from_index;
+    tokio::task::spawn_blocking(move || {
+        let mut chunk = Vec::new();
+        let sent = exchange_core::ledger::export::export(&ledger, &checkpoint, from, to, |line| {
+            chunk.push(line);
+            if chunk.len() == 500 {
+                let lines = std::mem::take(&mut chunk);
+                tx.blocking_send(Ok(pb::ExportChunk { lines }))
+                    .map_err(|_| LedgerError::OutOfRange("the caller went away".into()))?;
+            }
+            Ok(())
+        });
+        let last = match sent {
+            Ok(()) => Ok(pb::ExportChunk { lines: chunk }),
+            Err(e) => Err(ledger_status(e)),
+        };
+        let _ = tx.blocking_send(last);
+    });
+    Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+}

@@ -9,8 +9,8 @@
 //! - `publish`: Publish and PublishStream.
 //! - `get`, `query`, `subscribe`: the reads.
 //! - `status`: Status.
-//! - `ledger`: GetCheckpoint, ProveEvent and ProveConsistency: the audit ledger's checkpoints
-//!   and proofs.
+//! - `ledger`: GetCheckpoint, ProveEvent, ProveConsistency and ExportLedger: the audit ledger's
+//!   checkpoints, proofs and exports.
 
 /// The [`ReadAsk`] of a read request (Get, Query and Subscribe name these fields alike).
 macro_rules! read_ask {
@@ -322,5 +322,14 @@ impl pb::node_server::Node for NodeService {
         request: Request<pb::ProveConsistencyRequest>,
     ) -> Result<Response<pb::ConsistencyProof>> {
         ledger::prove_consistency(self, request).await
+    }
+
+    type ExportLedgerStream = BoxStream<pb::ExportChunk>;
+
+    async fn export_ledger(
+        &self,
+        request: Request<pb::ExportLedgerRequest>,
+    ) -> Result<Response<Self::ExportLedgerStream>> {
+        ledger::export_ledger(self, request).await
     }
 }
