@@ -297,6 +297,7 @@ async fn bench(dir: &std::path::Path, args: &Args) -> anyhow::Result<()> {
                     fields: vec!["name".into(), "birth_date".into()],
                     purpose: "business-licensing".into(),
                     case_id: "bench".into(),
+                    withhold_until: 0,
                 })
                 .await
                 .is_ok_and(|r| r.into_inner().records.len() == 1)

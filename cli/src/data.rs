@@ -92,6 +92,10 @@ pub(crate) struct ReadArgs {
     /// Fields, comma-separated (default: every field your grant allows).
     #[arg(long, value_delimiter = ',')]
     fields: Vec<String>,
+    /// Withhold the read from the access report of the records read until this time (a date,
+    /// end of that day UTC, or RFC 3339): only for a purpose your grant marks investigative.
+    #[arg(long, value_parser = crate::admin::parse_expiry)]
+    withhold_until: Option<i64>,
     /// Append each response's receipt (its audit event) to this file, one JSON line each, to
     /// prove later what was received (`exchange audit receipt`).
     #[arg(long)]
@@ -126,6 +130,7 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
                     fields: read.fields,
                     purpose: read.purpose,
                     case_id: read.case,
+                    withhold_until: read.withhold_until.unwrap_or(0),
                 })
                 .await
                 .map_err(status_error)?
@@ -161,6 +166,7 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
                     case_id: read.case,
                     limit,
                     page_token,
+                    withhold_until: read.withhold_until.unwrap_or(0),
                 })
                 .await
                 .map_err(status_error)?
@@ -198,6 +204,7 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
                     fields: read.fields,
                     purpose: read.purpose,
                     case_id: read.case,
+                    withhold_until: read.withhold_until.unwrap_or(0),
                 })
                 .await
                 .map_err(status_error)?

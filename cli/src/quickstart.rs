@@ -622,6 +622,7 @@ async fn examples(paths: &Paths, nodes: &[(String, String)]) -> anyhow::Result<V
         fields: fields.iter().map(|f| f.to_string()).collect(),
         purpose: purpose.to_string(),
         case_id: "quickstart".to_string(),
+        withhold_until: 0,
     };
     let show = |r: Result<tonic::Response<npb::GetResponse>, tonic::Status>| match r {
         Ok(response) => response

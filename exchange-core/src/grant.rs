@@ -55,6 +55,11 @@ pub struct Grant {
     pub row_filter: String,
     /// Purpose codes a read must state one of.
     pub purposes: Vec<String>,
+    /// Those of `purposes` that are investigative: a read for one of them may be withheld from
+    /// the read record's access report until a date the reader sets (an investigation the
+    /// person read about must not learn of too soon). Auditors always see such reads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub investigative_purposes: Vec<String>,
     /// The law or document that allows the sharing.
     pub legal_basis: String,
     /// When it stops being in force.
@@ -169,6 +174,8 @@ pub struct GrantRequest {
     pub row_filter: String,
     /// Purpose codes.
     pub purposes: Vec<String>,
+    /// Which of them are investigative (see [`Grant::investigative_purposes`]).
+    pub investigative_purposes: Vec<String>,
     /// Legal basis text.
     pub legal_basis: String,
     /// Requested expiry.
@@ -302,6 +309,22 @@ pub fn new_grant(
             purposes.push(purpose.clone());
         }
     }
+    let mut investigative_purposes = Vec::new();
+    for purpose in &request.investigative_purposes {
+        if !purposes.contains(purpose) {
+            return Err(ValidationError::new(
+                "investigative_purposes",
+                format!(
+                    "\"{purpose}\" is not one of the grant's purposes ({})",
+                    purposes.join(", ")
+                ),
+            )
+            .into());
+        }
+        if !investigative_purposes.contains(purpose) {
+            investigative_purposes.push(purpose.clone());
+        }
+    }
     if request.legal_basis.trim().is_empty() {
         return Err(ValidationError::new("legal_basis", "name the law or document that allows this sharing").into());
     }
@@ -352,6 +375,7 @@ pub fn new_grant(
         clear_fields,
         row_filter,
         purposes,
+        investigative_purposes,
         legal_basis: request.legal_basis,
         expires_at: request.expires_at,
         state,

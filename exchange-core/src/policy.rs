@@ -330,3 +330,48 @@ fn why_none_in_force(principal: &Principal, dataset: &Dataset, grants: &[&Grant]
 
 #[cfg(test)]
 mod tests;
+
+/// How far ahead a read may be withheld from its record's access report at most.
+pub const MAX_WITHHOLD_SECS: i64 = 5 * 366 * 86_400;
+
+/// Checks a reader's request to withhold a read from the read record's access report until
+/// `until`: only under a grant (`grant`, the one the read relies on) whose investigative
+/// purposes include the read's `purpose`, and only to a time ahead but not more than
+/// [`MAX_WITHHOLD_SECS`] ahead (a withheld read must come out).
+pub fn check_withhold(
+    grant: Option<&Grant>,
+    purpose: &str,
+    until: UnixSeconds,
+    now: UnixSeconds,
+) -> Result<(), crate::CoreError> {
+    let Some(grant) = grant else {
+        return Err(crate::error::PolicyError::Denied(
+            "a read withheld from the access report needs a grant; the owner's own reads are never withheld".into(),
+        )
+        .into());
+    };
+    if !grant.investigative_purposes.iter().any(|p| p == purpose) {
+        return Err(crate::error::PolicyError::Denied(format!(
+            "grant {} does not mark purpose \"{purpose}\" as investigative, so this read cannot be withheld \
+             from the access report (investigative purposes: {})",
+            grant.id,
+            if grant.investigative_purposes.is_empty() {
+                "none".to_string()
+            } else {
+                grant.investigative_purposes.join(", ")
+            }
+        ))
+        .into());
+    }
+    if until <= now || until > now.saturating_add(MAX_WITHHOLD_SECS) {
+        return Err(crate::ValidationError::new(
+            "withhold_until",
+            format!(
+                "must be a time in the next {} days (Unix seconds)",
+                MAX_WITHHOLD_SECS / 86_400
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}

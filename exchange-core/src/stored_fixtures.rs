@@ -90,6 +90,7 @@ mod set_2026_12_01 {
             clear_fields: vec!["name".into()],
             row_filter: "household_register_region STARTS WITH \"3201\"".into(),
             purposes: vec!["business-licensing".into()],
+            investigative_purposes: vec![],
             legal_basis: "《优化营商环境条例》".into(),
             expires_at: 1_803_776_000,
             state: GrantState::Revoked,
@@ -121,6 +122,7 @@ mod set_2026_12_01 {
                 reason: "grant g-000042 for purpose business-licensing".into(),
                 grant_id: "g-000042".into(),
                 served_sha256: String::new(),
+                withheld_until: 0,
             },
             AuditEvent {
                 time_ms: 1_796_000_600_456,
@@ -139,6 +141,7 @@ mod set_2026_12_01 {
                 reason: "no grant: js.rsj holds no grant on js.gongan/population; request one from the registry".into(),
                 grant_id: String::new(),
                 served_sha256: String::new(),
+                withheld_until: 0,
             },
         ]
     }

@@ -251,6 +251,7 @@ pub fn grant_to_pb(g: Grant, now: i64) -> pb::Grant {
         fields: g.fields,
         row_filter: g.row_filter,
         purposes: g.purposes,
+        investigative_purposes: g.investigative_purposes,
         legal_basis: g.legal_basis,
         expires_at: g.expires_at,
         reason: g.reason,
@@ -271,6 +272,7 @@ pub fn grant_request_from_pb(r: pb::RequestGrantRequest) -> GrantRequest {
         clear_fields: r.clear_fields,
         row_filter: r.row_filter,
         purposes: r.purposes,
+        investigative_purposes: r.investigative_purposes,
         legal_basis: r.legal_basis,
         expires_at: r.expires_at,
     }
@@ -316,6 +318,7 @@ pub fn grant_from_pb(g: pb::Grant) -> Result<Grant, ValidationError> {
         clear_fields: g.clear_fields,
         row_filter: g.row_filter,
         purposes: g.purposes,
+        investigative_purposes: g.investigative_purposes,
         legal_basis: g.legal_basis,
         expires_at: g.expires_at,
         state,

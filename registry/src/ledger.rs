@@ -168,5 +168,6 @@ pub fn event(time_ms: i64, principal: String, department: &str, operation: &str)
         reason: String::new(),
         grant_id: String::new(),
         served_sha256: String::new(),
+        withheld_until: 0,
     }
 }

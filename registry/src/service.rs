@@ -397,6 +397,7 @@ impl pb::registry_server::Registry for RegistryService {
                             legal_basis: read.legal_basis,
                             decision: e.decision.to_string(),
                             reason: e.reason,
+                            withheld_until: e.withheld_until,
                         }
                     })
                     .collect(),

@@ -21,6 +21,10 @@ pub(crate) enum GrantCommand {
         /// Purpose code; repeat for more, e.g. --purpose business-licensing.
         #[arg(long = "purpose", required = true)]
         purposes: Vec<String>,
+        /// A purpose (one of --purpose) that is investigative: reads for it may be withheld from
+        /// the access report until a date (`get --withhold-until`). Repeat for more.
+        #[arg(long = "investigative")]
+        investigative_purposes: Vec<String>,
         /// The law or document that allows this sharing.
         #[arg(long)]
         legal_basis: String,
@@ -96,7 +100,7 @@ pub(crate) enum GrantCommand {
 }
 
 /// Parses `90d`, `12h`, `2027-06-30` or an RFC 3339 time into Unix seconds.
-fn parse_expiry(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_expiry(s: &str) -> Result<i64, String> {
     let now = exchange_core::now();
     let bad = || format!("\"{s}\" is not an expiry; use 90d, 12h, 2027-06-30 or 2027-06-30T18:00:00+08:00");
     if let Some(days) = s.strip_suffix('d') {
@@ -156,6 +160,7 @@ pub(super) async fn run(command: GrantCommand, common: Common) -> anyhow::Result
             dataset,
             fields,
             purposes,
+            investigative_purposes,
             legal_basis,
             expires,
             filter,
@@ -168,6 +173,7 @@ pub(super) async fn run(command: GrantCommand, common: Common) -> anyhow::Result
                 fields,
                 row_filter: filter,
                 purposes,
+                investigative_purposes,
                 legal_basis,
                 expires_at: expires,
                 clear_fields: clear,

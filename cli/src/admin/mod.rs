@@ -8,6 +8,7 @@
 mod dataset;
 mod dept;
 mod grant;
+pub(crate) use grant::parse_expiry;
 mod schema;
 
 use clap::Subcommand;

@@ -46,6 +46,7 @@ fn event(node: &str, i: u64) -> AuditEvent {
             format!("g-{:06}", i % 5)
         },
         served_sha256: String::new(),
+        withheld_until: 0,
     }
 }
 

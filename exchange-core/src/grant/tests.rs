@@ -35,6 +35,7 @@ fn request() -> GrantRequest {
         clear_fields: vec![],
         row_filter: String::new(),
         purposes: vec!["business-licensing".into()],
+        investigative_purposes: vec![],
         legal_basis: "《优化营商环境条例》第三十七条".into(),
         expires_at: NOW + 30 * DAY,
     }
@@ -197,5 +198,20 @@ fn broken_grants_name_vanished_and_retyped_fields() {
             "field \"name\" would be removed",
             "field \"age\" changes type from integer to string"
         ]
+    );
+}
+
+#[test]
+fn investigative_purposes_are_among_the_grants_purposes() {
+    let mut r = request();
+    r.purposes = vec!["business-licensing".into(), "fraud-investigation".into()];
+    r.investigative_purposes = vec!["fraud-investigation".into()];
+    let g = grant(Classification::Conditional, r.clone()).unwrap();
+    assert_eq!(g.investigative_purposes, ["fraud-investigation"]);
+    r.investigative_purposes = vec!["tax-audit".into()];
+    let err = grant(Classification::Conditional, r).unwrap_err().to_string();
+    assert!(
+        err.contains("investigative_purposes") && err.contains("not one of the grant's purposes"),
+        "{err}"
     );
 }

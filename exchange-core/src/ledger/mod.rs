@@ -4,7 +4,8 @@
 //! # The log
 //! - **Leaves.** Leaf `i` (zero-based) is the canonical encoding of the `i`-th audit event: the
 //!   event as a JSON object in UTF-8, compact (no whitespace outside strings, so never a newline),
-//!   its fields in the order [`AuditEvent`] declares them. The writer encodes each event exactly
+//!   its fields in the order [`AuditEvent`] declares them, fields added later left out while they
+//!   hold their default (so old and new events read alike). The writer encodes each event exactly
 //!   once; everything after it (hashes, proofs, verification, shipping) works on those stored
 //!   bytes and never encodes the event again, so an event type that gains a field still proves
 //!   every old leaf.
@@ -98,6 +99,15 @@ pub struct AuditEvent {
     /// nothing was served, and in events written before receipts existed.
     #[serde(default)]
     pub served_sha256: String,
+    /// Unix seconds until which the reader asked that the read be withheld from the read
+    /// record's access report (an investigative purpose of its grant); 0, and then left out of
+    /// the encoding, when not withheld.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub withheld_until: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// At most this many keys are kept in one event; `count` says how many were served.

@@ -23,6 +23,7 @@ pub(crate) fn event(n: u64) -> AuditEvent {
         reason: "grant g-000001".into(),
         grant_id: "g-000001".into(),
         served_sha256: String::new(),
+        withheld_until: 0,
     }
 }
 

@@ -35,6 +35,7 @@ fn grant(id: &str, state: GrantState) -> Grant {
         clear_fields: vec![],
         row_filter: "region_code STARTS WITH \"3201\"".into(),
         purposes: vec!["business-licensing".into()],
+        investigative_purposes: vec![],
         legal_basis: "law".into(),
         expires_at: NOW + 1000,
         state,
@@ -332,4 +333,28 @@ fn fields_spread_over_two_grants_are_explained_not_denied_as_ungranted() {
         matches!(denial, Denial::UnknownField { .. }),
         "age is not in this schema: {denial}"
     );
+}
+
+#[test]
+fn a_read_is_withheld_only_for_an_investigative_purpose_and_not_for_ever() {
+    let mut g = grant("g-1", GrantState::Approved);
+    g.purposes.push("fraud-investigation".into());
+    g.investigative_purposes = vec!["fraud-investigation".into()];
+    assert!(check_withhold(Some(&g), "fraud-investigation", NOW + 86_400, NOW).is_ok());
+    let err = check_withhold(Some(&g), "business-licensing", NOW + 86_400, NOW)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("does not mark purpose \"business-licensing\" as investigative"),
+        "{err}"
+    );
+    assert!(
+        check_withhold(None, "fraud-investigation", NOW + 86_400, NOW).is_err(),
+        "the owner's reads are never withheld"
+    );
+    assert!(
+        check_withhold(Some(&g), "fraud-investigation", NOW, NOW).is_err(),
+        "ahead only"
+    );
+    assert!(check_withhold(Some(&g), "fraud-investigation", NOW + MAX_WITHHOLD_SECS + 1, NOW).is_err());
 }

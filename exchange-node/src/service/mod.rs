@@ -23,6 +23,7 @@ macro_rules! read_ask {
             keys: &[],
             purpose: &request.purpose,
             case_id: &request.case_id,
+            withhold_until: request.withhold_until,
         }
     }};
 }
@@ -92,6 +93,8 @@ struct ReadAsk<'a> {
     keys: &'a [String],
     purpose: &'a str,
     case_id: &'a str,
+    /// Unix seconds until which the read is withheld from the access report (0: it is not).
+    withhold_until: i64,
 }
 
 /// A decided read: the dataset, its latest schema version and how the read is served.
@@ -116,6 +119,7 @@ impl NodeService {
             reason,
             grant_id: String::new(),
             served_sha256: String::new(),
+            withheld_until: 0,
         }
     }
 
@@ -160,6 +164,13 @@ impl NodeService {
             filter: &request_filter,
         };
         let plan = authorize(who, &dataset.dataset, &latest.schema, &refs, &request, self.clock.now())?;
+        if ask.withhold_until != 0 {
+            let grant = plan
+                .grant_id
+                .as_ref()
+                .and_then(|id| refs.iter().find(|g| &g.id == id).copied());
+            exchange_core::policy::check_withhold(grant, ask.purpose, ask.withhold_until, self.clock.now())?;
+        }
         Ok((dataset, latest, plan))
     }
 
@@ -191,6 +202,7 @@ impl NodeService {
         event.keys = keys.iter().take(MAX_KEYS_PER_EVENT).cloned().collect();
         event.grant_id = plan.grant_id.clone().unwrap_or_default();
         event.served_sha256 = served_digest(served);
+        event.withheld_until = ask.withhold_until;
         let served_sha256 = event.served_sha256.clone();
         let indexes = self.writer.audit(vec![event]).await.map_err(to_status)?;
         Ok(pb::Receipt {

@@ -25,6 +25,7 @@ fn event(n: usize) -> AuditEvent {
         reason: String::new(),
         grant_id: String::new(),
         served_sha256: String::new(),
+        withheld_until: 0,
     }
 }
 

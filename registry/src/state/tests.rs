@@ -259,6 +259,7 @@ async fn every_change_is_an_event_in_the_registry_ledger_first() {
         fields: vec!["id".into()],
         clear_fields: vec![],
         purposes: vec!["business-licensing".into()],
+        investigative_purposes: vec![],
         legal_basis: "law".into(),
         row_filter: String::new(),
         expires_at: s.now() + 3600,

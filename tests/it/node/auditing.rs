@@ -246,3 +246,103 @@ async fn an_owner_answers_who_read_a_citizens_record() {
         "who read js.gongan's records",
     );
 }
+
+#[tokio::test]
+async fn a_withheld_read_appears_in_the_access_report_only_after_its_date() {
+    let (ex, node, keys, _) = setup().await;
+    // A second grant for js.scjg, whose fraud investigations may be withheld from the report.
+    let mut scjg = ex.client("js.scjg", Role::System).await;
+    let mut request = grant_request("js.gongan/population", &["name"]);
+    request.purposes = vec!["fraud-investigation".into(), "business-licensing".into()];
+    request.investigative_purposes = vec!["fraud-investigation".into()];
+    let g = scjg.request_grant(request).await.unwrap().into_inner();
+    assert_eq!(g.investigative_purposes, ["fraud-investigation"]);
+    let mut gongan = ex.client("js.gongan", Role::System).await;
+    let approved = gongan
+        .approve_grant(pb::DecideGrantRequest {
+            grant_id: g.id.clone(),
+            reason: "ok".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    node.wait_current(&ex, approved.revision).await;
+
+    let now = ex.clock.clock().now();
+    let mut consumer = node.client(&ex, "js.scjg", Role::System).await;
+    let mut withheld = get(&keys[..1], &["name"], "fraud-investigation");
+    withheld.withhold_until = now + 3600;
+    let receipt = consumer
+        .get(withheld.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .receipt
+        .unwrap();
+    // Only for an investigative purpose, and only ahead.
+    let mut not_investigative = get(&keys[..1], &["name"], "business-licensing");
+    not_investigative.withhold_until = now + 3600;
+    assert_status(
+        consumer.get(not_investigative).await,
+        Code::PermissionDenied,
+        "as investigative",
+    );
+    withheld.withhold_until = now - 1;
+    assert_status(consumer.get(withheld).await, Code::InvalidArgument, "withhold_until");
+
+    let report = |who: Role, dept: &'static str| {
+        let ex = &ex;
+        let key = keys[0].clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let mut client = ex.client(dept, who).await;
+                let mut auditor = ex.client("js.dsj", Role::Auditor).await;
+                // Wait until the read is shipped (the auditor sees it first).
+                let all = auditor
+                    .access_report(pb::AccessReportRequest {
+                        dataset_id: "js.gongan/population".into(),
+                        record_key: key.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .reads;
+                if all.iter().any(|r| r.index == receipt.index) || tokio::time::Instant::now() > deadline {
+                    return client
+                        .access_report(pb::AccessReportRequest {
+                            dataset_id: "js.gongan/population".into(),
+                            record_key: key.clone(),
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .reads;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let audited = report(Role::Auditor, "js.dsj").await;
+    let shown = audited
+        .iter()
+        .find(|r| r.index == receipt.index)
+        .expect("auditors always see it");
+    assert_eq!(shown.withheld_until, now + 3600);
+    let owner = report(Role::System, "js.gongan").await;
+    assert!(
+        owner.iter().all(|r| r.index != receipt.index),
+        "withheld from the owner's report"
+    );
+
+    // After its date, the owner's report shows it.
+    ex.clock.advance(Duration::from_secs(7200));
+    let owner = report(Role::System, "js.gongan").await;
+    let shown = owner
+        .iter()
+        .find(|r| r.index == receipt.index)
+        .expect("shown after its date");
+    assert_eq!(shown.purpose, "fraud-investigation");
+}

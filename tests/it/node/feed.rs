@@ -34,6 +34,7 @@ fn subscribe(after: u64) -> npb::SubscribeRequest {
         fields: vec!["name".into()],
         purpose: "business-licensing".into(),
         case_id: String::new(),
+        withhold_until: 0,
     }
 }
 

@@ -52,6 +52,7 @@ pub(super) fn get(keys: &[String], fields: &[&str], purpose: &str) -> npb::GetRe
         fields: fields.iter().map(|f| f.to_string()).collect(),
         purpose: purpose.into(),
         case_id: "case-42".into(),
+        withhold_until: 0,
     }
 }
 
@@ -140,6 +141,7 @@ pub(super) fn query(limit: u32, page_token: &str) -> npb::QueryRequest {
         case_id: String::new(),
         limit,
         page_token: page_token.into(),
+        withhold_until: 0,
     }
 }
 

@@ -55,6 +55,7 @@ async fn reads_are_projected_masked_and_filtered_by_the_grant() {
             case_id: String::new(),
             limit: 0,
             page_token: String::new(),
+            withhold_until: 0,
         })
         .await
         .unwrap()
