@@ -148,6 +148,7 @@ async fn bench(dir: &std::path::Path, args: &Args) -> anyhow::Result<()> {
         tls: tls("registry"),
         grants: registry::config::GrantConfig::default(),
         store: registry::config::StoreConfig::default(),
+        audit: Default::default(),
     };
     let mut stop = stop_rx.clone();
     let registry_task = tokio::spawn(registry::run(registry_config, registry_listener, async move {
@@ -166,6 +167,7 @@ async fn bench(dir: &std::path::Path, args: &Args) -> anyhow::Result<()> {
         },
         limits: exchange_node::config::Limits::default(),
         store: exchange_node::config::StoreConfig::default(),
+        audit: Default::default(),
     };
     let mut stop = stop_rx.clone();
     let node_task = tokio::spawn(exchange_node::run(node_config, node_listener, async move {

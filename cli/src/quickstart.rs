@@ -428,6 +428,7 @@ async fn start_node(
         },
         limits: exchange_node::config::Limits::default(),
         store: exchange_node::config::StoreConfig::default(),
+        audit: Default::default(),
     };
     let mut stop = stop;
     tasks.push(tokio::spawn(async move {
@@ -525,6 +526,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         },
         grants: registry::config::GrantConfig::default(),
         store: registry::config::StoreConfig::default(),
+        audit: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();

@@ -156,11 +156,16 @@ pub trait AuditIndex: Send + Sync {
     /// already held is left as it is (shipping again after a crash counts nothing twice).
     fn add(&self, node: &str, events: &[(u64, Vec<u8>)]) -> Result<(), StoreError>;
 
-    /// Up to `count` events of `node` from index `from`.
+    /// Up to `count` events of `node` with index `from` or more, in order (pruned ones are gone:
+    /// page on from the last index read, plus one).
     fn read(&self, node: &str, from: u64, count: usize) -> Result<Vec<Located>, StoreError>;
 
     /// One past the highest index held of `node` (0 when none).
     fn held(&self, node: &str) -> Result<u64, StoreError>;
+
+    /// Removes every event older than `before_ms` (retention) from the store and its indexes;
+    /// the counts stay. Returns how many were removed.
+    fn prune(&self, before_ms: i64) -> Result<u64, StoreError>;
 
     /// Matching events after `cursor` (a page's `next`), at most `limit`.
     fn search(&self, query: &AuditQuery, cursor: Option<&str>, limit: usize) -> Result<SearchPage, StoreError>;
@@ -194,6 +199,30 @@ fn time_text(time_ms: i64) -> String {
 
 fn suffix(event: &AuditEvent, node: &str, index: u64) -> String {
     format!("{}\0{node}\0{index:020}", time_text(event.time_ms))
+}
+
+/// Every index entry of an event: its time entry and one per field value.
+fn index_keys(event: &AuditEvent, node: &str, index: u64) -> Vec<Vec<u8>> {
+    let tail = suffix(event, node, index);
+    let decision = event.decision.to_string();
+    let mut fields: Vec<(&str, &str)> = vec![
+        ("c", &event.department),
+        ("p", node),
+        ("d", &event.dataset),
+        ("u", &event.purpose),
+        ("x", &decision),
+        ("g", &event.grant_id),
+        ("k", &event.case_id),
+    ];
+    fields.extend(event.keys.iter().map(|k| ("r", k.as_str())));
+    let mut keys = vec![format!("ai/t/{tail}").into_bytes()];
+    keys.extend(
+        fields
+            .into_iter()
+            .filter(|(_, value)| !value.is_empty())
+            .map(|(field, value)| format!("ai/{field}/{value}\0{tail}").into_bytes()),
+    );
+    keys
 }
 
 fn event_key(node: &str, index: u64) -> Vec<u8> {
@@ -253,25 +282,11 @@ impl<S: Store + ?Sized> AuditIndex for StoreAuditIndex<S> {
                 continue;
             }
             let event: AuditEvent = serde_json::from_slice(bytes).map_err(|e| corrupt(&key, e))?;
-            let tail = suffix(&event, node, *index);
             batch.put(key, bytes.clone());
-            batch.put(format!("ai/t/{tail}").into_bytes(), Vec::new());
-            let decision = event.decision.to_string();
-            let mut fields: Vec<(&str, &str)> = vec![
-                ("c", &event.department),
-                ("p", node),
-                ("d", &event.dataset),
-                ("u", &event.purpose),
-                ("x", &decision),
-                ("g", &event.grant_id),
-                ("k", &event.case_id),
-            ];
-            fields.extend(event.keys.iter().map(|k| ("r", k.as_str())));
-            for (field, value) in fields {
-                if !value.is_empty() {
-                    batch.put(format!("ai/{field}/{value}\0{tail}").into_bytes(), Vec::new());
-                }
+            for index_key in index_keys(&event, node, *index) {
+                batch.put(index_key, Vec::new());
             }
+            let decision = event.decision.to_string();
             let day = day_of(event.time_ms);
             for (dim, value) in [
                 ("c", event.department.as_str()),
@@ -299,6 +314,37 @@ impl<S: Store + ?Sized> AuditIndex for StoreAuditIndex<S> {
             batch.put(format!("ai/n/{node}").into_bytes(), held.to_string().into_bytes());
         }
         self.store.commit(batch)
+    }
+
+    fn prune(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let _adding = self.adding.lock().unwrap_or_else(|p| p.into_inner());
+        let end = format!("ai/t/{}", time_text(before_ms)).into_bytes();
+        let mut removed = 0;
+        loop {
+            let chunk = self.store.range(b"ai/t/", &end, 1000)?;
+            if chunk.is_empty() {
+                return Ok(removed);
+            }
+            let mut batch = Batch::default();
+            for (key, _) in &chunk {
+                let mut parts = key[b"ai/t/".len()..].split(|&b| b == 0).skip(1);
+                let (Some(node), Some(index)) = (parts.next(), parts.next()) else {
+                    return Err(corrupt(key, "not an index key"));
+                };
+                let node = std::str::from_utf8(node).map_err(|e| corrupt(key, e))?;
+                let index: u64 = std::str::from_utf8(index)
+                    .ok()
+                    .and_then(|i| i.parse().ok())
+                    .ok_or_else(|| corrupt(key, "not an index key"))?;
+                let found = self.located(node, index)?;
+                for index_key in index_keys(&found.event, node, index) {
+                    batch.delete(index_key);
+                }
+                batch.delete(event_key(node, index));
+                removed += 1;
+            }
+            self.store.commit(batch)?;
+        }
     }
 
     fn held(&self, node: &str) -> Result<u64, StoreError> {

@@ -13,7 +13,7 @@ pub struct Config {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// The node's data directory, created when missing: `store/` (sled: records, change feed,
-    /// the cached registry view) and `audit.ledger` (the audit ledger, one JSON entry a line).
+    /// the cached registry view), `ledger/` (the audit ledger) and `log.key` (its signing key).
     pub data_dir: PathBuf,
     /// The trust domain of identities.
     #[serde(default = "default_trust_domain")]
@@ -34,7 +34,13 @@ pub struct Config {
     /// How the store is run (its cache size).
     #[serde(default)]
     pub store: StoreConfig,
+    /// How long audit events are kept.
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
+
+/// How long audit events are kept, shared with the registry.
+pub use exchange_core::ledger::AuditConfig;
 
 /// The store's settings, shared with the registry.
 pub use exchange_core::store::StoreConfig;

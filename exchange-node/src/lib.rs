@@ -123,8 +123,13 @@ pub async fn run_with_clock(
     let ship_status = ship::SharedShip::default();
     let shipper = tokio::spawn(ship::run(
         registry_client.clone(),
-        writer.ledger().clone(),
-        ship_status.clone(),
+        ship::Shipper {
+            ledger: writer.ledger().clone(),
+            writer: writer.clone(),
+            clock: clock.clone(),
+            audit: config.audit,
+            status: ship_status.clone(),
+        },
         stopping.clone(),
     ));
     let follower = tokio::spawn(sync::follow(

@@ -7,11 +7,18 @@
 //! tie the batch and that checkpoint to what the registry accepted before, so the registry
 //! checks everything it takes. A refusal (another key pinned, or a history the registry says
 //! changed) is shown in `Status` and retried slowly; it needs people, not retries.
+//!
+//! **Retention.** Once the registry holds them, events older than `[audit] retention_days` are
+//! pruned from the node's ledger (their hashes stay, so the rest stays provable); the shipper
+//! does it after a batch is taken, and when it starts.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use exchange_core::ledger::LedgerReader;
+use exchange_core::clock::Clock;
+use exchange_core::ledger::{AuditConfig, AuditEvent, LedgerReader};
+
+use crate::writer::Writer;
 use exchange_proto::registry::v1 as pb;
 use exchange_proto::registry::v1::registry_client::RegistryClient;
 use exchange_transport::client::{connect, ClientConfig};
@@ -41,17 +48,55 @@ fn set(status: &SharedShip, update: impl FnOnce(&mut ShipStatus)) {
     update(&mut status.lock().unwrap_or_else(|p| p.into_inner()));
 }
 
+/// What shipping needs besides the registry's address: the ledger, and for retention the writer
+/// (which prunes) and the clock.
+pub(crate) struct Shipper {
+    pub(crate) ledger: LedgerReader,
+    pub(crate) writer: Writer,
+    pub(crate) clock: Clock,
+    pub(crate) audit: AuditConfig,
+    pub(crate) status: SharedShip,
+}
+
+impl Shipper {
+    /// Prunes the shipped events older than the retention period.
+    async fn prune(&self, shipped: u64) {
+        let Some(cutoff) = self.audit.cutoff_ms(self.clock.now_ms()) else {
+            return;
+        };
+        let mut before = self.ledger.pruned();
+        while before < shipped {
+            let Ok(leaves) = self.ledger.leaves(before, (shipped - before).min(1000)) else {
+                return;
+            };
+            let old = leaves
+                .iter()
+                .take_while(|leaf| serde_json::from_slice::<AuditEvent>(leaf).is_ok_and(|e| e.time_ms < cutoff))
+                .count() as u64;
+            before += old;
+            if old < leaves.len() as u64 || leaves.is_empty() {
+                break;
+            }
+        }
+        if before > self.ledger.pruned() {
+            match self.writer.prune(before).await {
+                Ok(pruned) => tracing::info!(
+                    pruned,
+                    "pruned audit events past their retention (the registry holds them)"
+                ),
+                Err(e) => tracing::error!(error = %e, "could not prune the audit ledger"),
+            }
+        }
+    }
+}
+
 /// Ships until `stop`.
-pub(crate) async fn run(
-    client: ClientConfig,
-    ledger: LedgerReader,
-    status: SharedShip,
-    mut stop: watch::Receiver<bool>,
-) {
+pub(crate) async fn run(client: ClientConfig, shipper: Shipper, mut stop: watch::Receiver<bool>) {
+    let status = shipper.status.clone();
     let mut backoff = Duration::from_millis(100);
     loop {
         let outcome = tokio::select! {
-            outcome = ship_once(&client, &ledger, &status) => outcome,
+            outcome = ship_once(&client, &shipper) => outcome,
             _ = stop.wait_for(|&s| s) => return,
         };
         let wait = match outcome {
@@ -78,7 +123,8 @@ pub(crate) async fn run(
     }
 }
 
-async fn ship_once(client: &ClientConfig, ledger: &LedgerReader, status: &SharedShip) -> Result<(), tonic::Status> {
+async fn ship_once(client: &ClientConfig, shipper: &Shipper) -> Result<(), tonic::Status> {
+    let (ledger, status) = (&shipper.ledger, &shipper.status);
     let channel = connect(client)
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
@@ -95,6 +141,7 @@ async fn ship_once(client: &ClientConfig, ledger: &LedgerReader, status: &Shared
         s.shipped = held.size;
         s.error.clear();
     });
+    shipper.prune(held.size).await;
     loop {
         let Some(checkpoint) = ledger.checkpoint().filter(|c| c.size > held.size) else {
             tokio::time::sleep(POLL).await;
@@ -135,5 +182,6 @@ async fn ship_once(client: &ClientConfig, ledger: &LedgerReader, status: &Shared
             s.shipped = held.size;
             s.error.clear();
         });
+        shipper.prune(held.size).await;
     }
 }

@@ -46,6 +46,8 @@ enum Job {
     },
     /// Sign a checkpoint of everything committed before it (the last one if nothing was).
     Checkpoint { reply: Reply<Checkpoint> },
+    /// Prune the ledger's leaves before an index (retention).
+    Prune { before: u64, reply: Reply<u64> },
     /// Finish what is queued before it, then exit (releasing the store and the ledger).
     Stop,
 }
@@ -194,6 +196,14 @@ impl Writer {
         counts.get(dataset).copied().unwrap_or(0)
     }
 
+    /// Prunes the ledger's leaves before `before` (only signed ones, never the last signed one);
+    /// returns how many are pruned in all.
+    pub(crate) async fn prune(&self, before: u64) -> Result<u64, CoreError> {
+        let (reply, done) = oneshot::channel();
+        self.submit(Job::Prune { before, reply }).await?;
+        done.await.map_err(|_| stopped())?
+    }
+
     /// The committed ledger: its size, root, last checkpoint, events and proofs.
     pub(crate) fn ledger(&self) -> &LedgerReader {
         &self.ledger
@@ -229,6 +239,8 @@ enum Staged {
     Audit(Result<Range<u64>, CoreError>),
     /// Answered after the commit.
     Checkpoint,
+    /// Answered after the commit.
+    Prune,
     Stop,
 }
 
@@ -333,6 +345,9 @@ impl WriterThread {
                 (Job::Checkpoint { reply }, Staged::Checkpoint) => {
                     let _ = reply.send(self.sign());
                 }
+                (Job::Prune { before, reply }, Staged::Prune) => {
+                    let _ = reply.send(self.ledger.prune(before).map_err(CoreError::from));
+                }
                 _ => {}
             }
         }
@@ -378,6 +393,7 @@ impl WriterThread {
                 Err(e) => Err(e.clone()),
             }),
             Job::Checkpoint { .. } => Staged::Checkpoint,
+            Job::Prune { .. } => Staged::Prune,
             Job::Stop => Staged::Stop,
         }
     }

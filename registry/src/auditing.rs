@@ -85,6 +85,49 @@ impl Auditing {
         Self { index, state }
     }
 
+    /// Removes the events older than `cutoff_ms` from the index (retention), recording that it
+    /// did; returns how many went.
+    pub async fn prune(&self, cutoff_ms: i64) -> Result<u64, CoreError> {
+        let index = self.index.clone();
+        let removed = tokio::task::spawn_blocking(move || index.prune(cutoff_ms))
+            .await
+            .map_err(|e| CoreError::Unavailable(format!("prune task failed: {e}")))??;
+        if removed > 0 {
+            let mut event = self.state.registry_event("prune_audit_events");
+            event.count = removed;
+            event.reason = format!("retention: events before {cutoff_ms} (Unix ms) removed from the index");
+            self.state.ledger().record(vec![event]).await?;
+            tracing::info!(
+                removed,
+                cutoff_ms,
+                "pruned audit events past their retention from the index"
+            );
+        }
+        Ok(removed)
+    }
+
+    /// Prunes at start and every hour until `stopping`, by `audit`'s retention.
+    pub fn spawn_retention(
+        self: &Arc<Self>,
+        audit: exchange_core::ledger::AuditConfig,
+        mut stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some(cutoff) = audit.cutoff_ms(this.state.clock_now_ms()) {
+                    if let Err(e) = this.prune(cutoff).await {
+                        tracing::error!(error = %e, "could not prune the audit index");
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+                    _ = stopping.wait_for(|&s| s) => return,
+                }
+            }
+        })
+    }
+
     async fn record(
         &self,
         who: &Principal,

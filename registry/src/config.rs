@@ -25,7 +25,13 @@ pub struct Config {
     /// How the store is run (its cache size).
     #[serde(default)]
     pub store: StoreConfig,
+    /// How long audit events are kept in the registry's index.
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
+
+/// How long audit events are kept, shared with the nodes.
+pub use exchange_core::ledger::AuditConfig;
 
 /// The store's settings, shared with the nodes.
 pub use exchange_core::store::StoreConfig;

@@ -92,6 +92,7 @@ pub async fn run_with_clock(
     )?;
     let signer = ledger.spawn_signer(server.stopping());
     let auditing = Arc::new(auditing::Auditing::new(index, state.clone()));
+    let retention = auditing.spawn_retention(config.audit, server.stopping());
     let service = service::RegistryService::new(
         state,
         shipping,
@@ -102,6 +103,7 @@ pub async fn run_with_clock(
     server.add_service(RegistryServer::new(service)).await;
     tracing::info!(trust_domain = %config.trust_domain, data_dir = %config.data_dir.display(), vkey = ledger.reader().verifier().text(), "registry starting");
     let served = server.serve(listener, shutdown).await;
+    let _ = retention.await;
     let _ = signer.await;
     served
 }

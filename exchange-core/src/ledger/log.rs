@@ -35,6 +35,32 @@ pub(crate) const HASHES: &str = "hashes";
 pub(crate) const OFFSETS: &str = "offsets";
 /// The last signed checkpoint.
 pub(crate) const CHECKPOINT: &str = "checkpoint";
+/// How many leaves from the start were pruned (retention): their bytes are gone from `events`
+/// (a hole punched in the file, so offsets stay), their hashes stay in `hashes`.
+pub(crate) const PRUNED: &str = "pruned";
+
+/// The frontier of the first `size` leaves of the ledger in `dir`, from its hash file, and
+/// where leaf `size` starts in `events` (for checking a ledger whose first leaves were pruned).
+pub(crate) fn start_after_pruned(dir: &Path, size: u64) -> Result<(Frontier, u64), LedgerError> {
+    let hashes = File::open(dir.join(HASHES)).map_err(|e| io(&dir.join(HASHES), e))?;
+    let offsets = File::open(dir.join(OFFSETS)).map_err(|e| io(&dir.join(OFFSETS), e))?;
+    let frontier = Frontier::read(size, &FileHashes(&hashes)).map_err(|e| io(&dir.join(HASHES), e))?;
+    let offset = read_u64(&offsets, size * 8).map_err(|e| io(&dir.join(OFFSETS), e))?;
+    Ok((frontier, offset))
+}
+
+/// Reads the `pruned` file (0 when nothing was pruned).
+pub(crate) fn read_pruned(dir: &Path) -> Result<u64, LedgerError> {
+    let path = dir.join(PRUNED);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| io(&path, format!("{:?} is not a number of pruned entries", text.trim()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io(&path, e)),
+    }
+}
 
 /// Re-derived hashes and offsets are written in chunks of this many leaves at open.
 const REDERIVE_CHUNK: u64 = 65_536;
@@ -78,6 +104,7 @@ struct Published {
     end: u64,
     root: tlog::Hash,
     checkpoint: Option<Checkpoint>,
+    pruned: u64,
 }
 
 /// What opening had to repair.
@@ -103,6 +130,7 @@ pub struct Ledger {
     broken: Option<String>,
     recovered: Recovered,
     published: Arc<RwLock<Published>>,
+    pruned: u64,
 }
 
 /// Leaves staged for one commit, numbered on from the ledger's size; nothing is on disk yet.
@@ -242,6 +270,7 @@ impl Ledger {
         let offsets = open_append(&offsets_path)?;
         let checkpoint = read_checkpoint(dir, &key)?;
         let signed = checkpoint.as_ref().map_or(0, |c| c.size);
+        let pruned = read_pruned(dir)?;
 
         // Derived data beyond the checkpoint may not have reached the disk before a crash: keep
         // what the checkpoint covers (it was synced before signing), derive the rest again.
@@ -249,6 +278,15 @@ impl Ledger {
         let have_hashes = len(&hashes, &hashes_path)? / 32;
         let trusted = if have_offsets >= signed && have_hashes >= tlog::stored_hash_count(signed) {
             signed
+        } else if pruned > 0 {
+            // Pruned leaves cannot be hashed again: their hashes are the only record of them.
+            return Err(io(
+                &hashes_path,
+                format!(
+                    "the ledger's first {pruned} entries were pruned and its hash file does not cover its \
+                     checkpoint; restore the hashes and offsets files from a backup"
+                ),
+            ));
         } else {
             0
         };
@@ -277,6 +315,7 @@ impl Ledger {
             end: start,
             root: tlog::EMPTY_HASH,
             checkpoint: checkpoint.clone(),
+            pruned,
         }));
         let mut ledger = Self {
             dir: dir.to_path_buf(),
@@ -291,6 +330,7 @@ impl Ledger {
             broken: None,
             recovered: Recovered::default(),
             published,
+            pruned,
         };
         ledger.rederive(events_len)?;
         if ledger.size < signed {
@@ -398,6 +438,7 @@ impl Ledger {
             end: self.end,
             root,
             checkpoint: self.checkpoint.clone(),
+            pruned: self.pruned,
         };
     }
 
@@ -513,6 +554,45 @@ impl Ledger {
         Ok(checkpoint)
     }
 
+    /// How many leaves from the start were pruned.
+    pub fn pruned(&self) -> u64 {
+        self.pruned
+    }
+
+    /// Prunes the leaves before `before` (retention): their bytes are removed from `events` (a
+    /// hole punched in the file, so every later offset stays), their hashes stay, so every
+    /// remaining leaf stays provable against every checkpoint. Only signed leaves, and never the
+    /// last signed one, are pruned (the caller also keeps what is not yet shipped). Returns how
+    /// many leaves are pruned now in all.
+    pub fn prune(&mut self, before: u64) -> Result<u64, LedgerError> {
+        self.check_writable()?;
+        let signed = self.checkpoint.as_ref().map_or(0, |c| c.size);
+        let before = before.min(signed.saturating_sub(1));
+        if before <= self.pruned {
+            return Ok(self.pruned);
+        }
+        // Everything the checkpoint covers is synced already; the prune record goes first, so a
+        // crash leaves the leaves counted as pruned before their bytes go.
+        let end = read_u64(&self.offsets, before * 8).map_err(|e| io(&self.dir.join(OFFSETS), e))?;
+        write_atomically(&self.dir.join(PRUNED), format!("{before}\n").as_bytes())?;
+        self.pruned = before;
+        self.publish();
+        rustix::fs::fallocate(
+            &self.events,
+            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+            0,
+            end,
+        )
+        .map_err(|e| {
+            io(
+                &self.dir.join(EVENTS),
+                format!("cannot free the pruned entries' space: {e}"),
+            )
+        })?;
+        self.events.sync_all().map_err(|e| io(&self.dir.join(EVENTS), e))?;
+        Ok(before)
+    }
+
     /// Moves the events of a first-form ledger (`audit.ledger`, a hash chain) into this one, as
     /// its first leaves byte for byte, and renames the old file `<name>.migrated`. Returns how
     /// many events moved (`None` when there is no old file). Refused when this ledger already
@@ -616,9 +696,20 @@ impl LedgerReader {
         Ok(())
     }
 
+    /// How many leaves from the start were pruned (retention); they cannot be read.
+    pub fn pruned(&self) -> u64 {
+        self.published.read().unwrap_or_else(|p| p.into_inner()).pruned
+    }
+
     /// Up to `count` leaves from index `from` (fewer at the end of the log).
     pub fn leaves(&self, from: u64, count: u64) -> Result<Vec<Vec<u8>>, LedgerError> {
         let published = self.published();
+        if from < published.pruned {
+            return Err(LedgerError::OutOfRange(format!(
+                "entries before {} were pruned (retention); entry {from} is gone, its hash remains",
+                published.pruned
+            )));
+        }
         let to = from.saturating_add(count).min(published.size);
         if from >= to {
             return Ok(Vec::new());

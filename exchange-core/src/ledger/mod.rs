@@ -110,6 +110,29 @@ fn is_zero(n: &i64) -> bool {
     *n == 0
 }
 
+/// How long audit events are kept: the `[audit]` table of a server's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Events older than this many days are pruned (a node's from its ledger once the registry
+    /// holds them, the registry's from its index); their hashes and the checkpoints stay, so
+    /// every remaining event stays provable. 0 keeps everything. Default 730 (two years).
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { retention_days: 730 }
+    }
+}
+
+impl AuditConfig {
+    /// The time before which events are pruned, in Unix milliseconds, or `None` to keep all.
+    pub fn cutoff_ms(&self, now_ms: i64) -> Option<i64> {
+        (self.retention_days > 0).then(|| now_ms - i64::from(self.retention_days) * 86_400_000)
+    }
+}
+
 /// At most this many keys are kept in one event; `count` says how many were served.
 pub const MAX_KEYS_PER_EVENT: usize = 1000;
 

@@ -357,3 +357,78 @@ fn a_first_form_ledger_migrates_into_the_log_byte_for_byte() {
     drop(ledger);
     assert_eq!(verify_dir(&dir.path().join("ledger"), &key.verifier()).unwrap().size, 6);
 }
+
+#[test]
+fn pruning_frees_old_entries_and_keeps_the_rest_provable() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let key = key();
+    let mut ledger = Ledger::open(dir.path(), key.clone()).unwrap();
+    // Big events, so the freed space is whole filesystem blocks.
+    let big = |n: u64| AuditEvent {
+        reason: "x".repeat(4000),
+        ..event(n)
+    };
+    let mut group = ledger.begin().unwrap();
+    group.stage(&(0..40).map(big).collect::<Vec<_>>()).unwrap();
+    ledger.commit(group).unwrap();
+    let early = ledger.checkpoint().unwrap();
+    let blocks_before = std::fs::metadata(dir.path().join(EVENTS)).unwrap().blocks();
+
+    // Only signed entries, never the last signed one: asking for more prunes 39 of 40.
+    assert_eq!(ledger.prune(1000).unwrap(), 39);
+    assert_eq!(ledger.prune(10).unwrap(), 39, "pruning never goes back");
+    commit(&mut ledger, 40..45);
+    let late = ledger.checkpoint().unwrap();
+    let reader = ledger.reader().unwrap();
+    assert!(
+        std::fs::metadata(dir.path().join(EVENTS)).unwrap().blocks() < blocks_before / 4,
+        "the space is freed"
+    );
+    assert!(matches!(reader.leaves(10, 1), Err(LedgerError::OutOfRange(_))));
+    assert_eq!(reader.pruned(), 39);
+
+    // The rest is provable against both checkpoints, and the two are consistent.
+    for index in 39..45 {
+        reader
+            .proof_file(index, &late)
+            .unwrap()
+            .verify(&key.verifier())
+            .unwrap();
+    }
+    let proof: Vec<_> = reader
+        .consistency_proof(early.size, late.size)
+        .unwrap()
+        .iter()
+        .map(|h| h.0)
+        .collect();
+    tlog::verify_consistency(early.size, late.size, &early.root.0, &late.root.0, &proof).unwrap();
+    // A pruned entry's inclusion is still provable from the hashes, by anyone who kept it.
+    let kept = encode(&big(5)).unwrap();
+    let proof: Vec<_> = reader
+        .inclusion_proof(5, late.size)
+        .unwrap()
+        .iter()
+        .map(|h| h.0)
+        .collect();
+    tlog::verify_inclusion(5, late.size, &tlog::leaf_hash(&kept).0, &proof, &late.root.0).unwrap();
+
+    // Reopening and verifying offline both work on the pruned ledger.
+    drop(reader);
+    drop(ledger);
+    let ledger = Ledger::open(dir.path(), key.clone()).unwrap();
+    assert_eq!((ledger.size(), ledger.pruned()), (45, 39));
+    let (verified, entries) = read_verified(dir.path(), &key.verifier()).unwrap();
+    assert_eq!((verified.size, verified.pruned), (45, 39));
+    assert_eq!(entries.first().map(|e| e.index), Some(39));
+    assert_eq!(entries.len(), 6);
+    // A changed entry after the pruned ones is still found.
+    drop(ledger);
+    let text = std::fs::read(dir.path().join(EVENTS)).unwrap();
+    let at = text.windows(6).rposition(|w| w == b"key-42").unwrap();
+    let mut changed = text.clone();
+    changed[at + 5] = b'9';
+    std::fs::write(dir.path().join(EVENTS), &changed).unwrap();
+    let err = verify_dir(dir.path(), &key.verifier()).unwrap_err().to_string();
+    assert!(err.contains("ledger entry 42: changed"), "{err}");
+}

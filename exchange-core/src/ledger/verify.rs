@@ -14,7 +14,7 @@ use std::path::Path;
 
 use crate::tlog::{self, Checkpoint, Frontier as Tree, LogVerifier};
 
-use super::log::{CHECKPOINT, EVENTS, HASHES};
+use super::log::{read_pruned, start_after_pruned, CHECKPOINT, EVENTS, HASHES};
 use super::{AuditEvent, Decision, LedgerError, VerifyError};
 
 /// What a verified ledger holds.
@@ -26,8 +26,10 @@ pub struct Verified {
     pub checkpoint: Option<Checkpoint>,
     /// Bytes of a torn last line (never acknowledged; the server cuts them off when it opens).
     pub torn_bytes: u64,
-    /// Entries that allowed a read (the rest denied one).
+    /// Entries that allowed a read (the rest denied one), of those not pruned.
     pub allowed: u64,
+    /// Entries pruned from the start (retention): their hashes were taken from the hash file.
+    pub pruned: u64,
 }
 
 fn fail(path: &Path, index: u64, why: impl Into<String>) -> LedgerError {
@@ -64,8 +66,19 @@ pub fn verify_dir(dir: &Path, log: &LogVerifier) -> Result<Verified, LedgerError
         Err(e) => return Err(io(&hashes_path, e)),
     };
 
-    let mut from_events = Tree::default();
-    let mut from_file = Tree::default();
+    // Pruned entries (retention) are gone: the tree over them is taken from the hash file, and a
+    // hash file that lies about them gives another root than the signed one.
+    let pruned = read_pruned(dir)?;
+    let (mut from_events, mut from_file) = (Tree::default(), Tree::default());
+    if pruned > 0 {
+        let (frontier, offset) = start_after_pruned(dir, pruned)?;
+        (from_events, from_file) = (frontier.clone(), frontier);
+        std::io::Seek::seek(&mut events, std::io::SeekFrom::Start(offset)).map_err(|e| io(&events_path, e))?;
+        if let Some(stored) = stored.as_mut() {
+            let at = tlog::stored_hash_index(0, pruned) * 32;
+            std::io::Seek::seek(stored, std::io::SeekFrom::Start(at)).map_err(|e| io(&hashes_path, e))?;
+        }
+    }
     let mut file_agrees = stored.is_some();
     let mut signed_roots: Option<(tlog::Hash, tlog::Hash)> = None;
     // Leaf hashes from the first disagreement with the hash file on, a few of each.
@@ -128,6 +141,7 @@ pub fn verify_dir(dir: &Path, log: &LogVerifier) -> Result<Verified, LedgerError
             checkpoint: None,
             torn_bytes,
             allowed,
+            pruned,
         });
     };
     if size < signed && first_difference.is_none() {
@@ -172,6 +186,7 @@ pub fn verify_dir(dir: &Path, log: &LogVerifier) -> Result<Verified, LedgerError
             checkpoint: Some(checkpoint),
             torn_bytes,
             allowed,
+            pruned,
         });
     }
     let index = first_difference.unwrap_or(0);
@@ -218,14 +233,19 @@ pub fn read_verified(dir: &Path, log: &LogVerifier) -> Result<(Verified, Vec<Ent
         path: path.clone(),
         message: e.to_string(),
     })?;
-    let entries = bytes
+    let start = match verified.pruned {
+        0 => 0,
+        n => start_after_pruned(dir, n)?.1 as usize,
+    };
+    let entries = bytes[start.min(bytes.len())..]
         .split(|&b| b == b'\n')
-        .take(verified.size as usize)
+        .take((verified.size - verified.pruned) as usize)
         .enumerate()
         .map(|(i, line)| {
+            let i = i as u64 + verified.pruned;
             serde_json::from_slice(line)
-                .map(|event| Entry { index: i as u64, event })
-                .map_err(|e| fail(&path, i as u64, format!("not an audit event ({e})")))
+                .map(|event| Entry { index: i, event })
+                .map_err(|e| fail(&path, i, format!("not an audit event ({e})")))
         })
         .collect::<Result<_, _>>()?;
     Ok((verified, entries))

@@ -207,6 +207,21 @@ impl State {
         })
     }
 
+    /// An event of `operation` by the registry itself (retention), now.
+    pub(crate) fn registry_event(&self, operation: &str) -> exchange_core::ledger::AuditEvent {
+        crate::ledger::event(
+            self.clock.now_ms(),
+            exchange_core::identity::registry_uri(&self.trust_domain),
+            crate::ledger::REGISTRY_NODE,
+            operation,
+        )
+    }
+
+    /// The time by the state's clock, Unix milliseconds.
+    pub fn clock_now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     /// The registry's ledger.
     pub fn ledger(&self) -> &Arc<RegistryLedger> {
         &self.ledger

@@ -55,6 +55,7 @@ pub fn registry_config(dir: &Path, listen: SocketAddr) -> registry::Config {
         },
         grants: registry::config::GrantConfig { max_days: 365 },
         store: registry::config::StoreConfig::default(),
+        audit: Default::default(),
     }
 }
 

@@ -50,6 +50,7 @@ impl TestNode {
                 ..Default::default()
             },
             store: exchange_node::config::StoreConfig::default(),
+            audit: Default::default(),
         };
         let mut node = Self {
             department: department.into(),
@@ -91,6 +92,11 @@ impl TestNode {
     pub async fn restart(&mut self) {
         self.stop().await;
         self.serve().await;
+    }
+
+    /// Changes how long the node keeps audit events (takes effect when it next starts).
+    pub fn set_retention_days(&mut self, days: u32) {
+        self.config.audit.retention_days = days;
     }
 
     /// Starts the node again after [`TestNode::stop`].

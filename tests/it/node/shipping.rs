@@ -39,7 +39,7 @@ async fn shipped(ex: &TestExchange) -> Vec<(u64, AuditEvent)> {
         let page = auditor
             .read_shipped_events(pb::ReadShippedEventsRequest {
                 department_id: "js.gongan".into(),
-                from_index: all.len() as u64,
+                from_index: all.last().map_or(0, |(i, _)| i + 1),
                 limit: 2,
             })
             .await
@@ -280,4 +280,63 @@ async fn another_log_key_is_refused_until_an_admin_rotates_the_pin() {
         .collect();
     assert_eq!(rotations.len(), 1);
     assert!(rotations[0].reason.starts_with("key replaced after a disk failure"));
+}
+
+#[tokio::test]
+async fn events_past_their_retention_are_pruned_once_shipped_and_the_rest_stays_provable() {
+    let (ex, mut node, keys, _) = setup().await;
+    node.stop().await;
+    node.set_retention_days(1);
+    node.serve_again().await;
+    node.wait_current(&ex, 1).await;
+    let mut consumer = node.client(&ex, "js.scjg", Role::System).await;
+    let mut old = Vec::new();
+    for _ in 0..3 {
+        let reply = consumer.get(get(&keys, &["name"], "business-licensing")).await.unwrap();
+        old.push(reply.into_inner().receipt.unwrap().index);
+    }
+    wait_shipped(&node, &ex).await;
+    // Two days on, a new read; once it is shipped the old ones are past their retention.
+    ex.clock.advance(Duration::from_secs(2 * 86_400));
+    let new = consumer
+        .get(get(&keys, &["name"], "business-licensing"))
+        .await
+        .unwrap()
+        .into_inner()
+        .receipt
+        .unwrap()
+        .index;
+    wait_shipped(&node, &ex).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match consumer.prove_event(npb::ProveEventRequest { index: old[0] }).await {
+            Err(status) if status.code() == Code::NotFound && status.message().contains("pruned") => break,
+            other => assert!(tokio::time::Instant::now() < deadline, "not pruned: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for index in &old {
+        assert_status(
+            consumer.prove_event(npb::ProveEventRequest { index: *index }).await,
+            Code::NotFound,
+            "were pruned (retention)",
+        );
+    }
+    // The new read is provable against the latest checkpoint, which extends the old ones.
+    let proof = consumer
+        .prove_event(npb::ProveEventRequest { index: new })
+        .await
+        .unwrap()
+        .into_inner();
+    let vkey = exchange_core::tlog::LogVerifier::parse(&node_status(&node, &ex).await.log_vkey).unwrap();
+    exchange_core::tlog::ProofFile::parse(&proof.proof_file)
+        .unwrap()
+        .verify(&vkey)
+        .unwrap();
+    // The node keeps counting them, and the registry (two years' retention) still holds them all.
+    assert_eq!(node_status(&node, &ex).await.audit_entries, 4);
+    assert_eq!(shipped(&ex).await.len(), 4);
+    // The pruned ledger still verifies offline.
+    let (verified, entries) = exchange_node::read_ledger_with(&node.data_dir, &vkey).unwrap();
+    assert_eq!((verified.pruned, entries.len()), (3, 1));
 }
