@@ -43,9 +43,9 @@ pub(crate) struct QueryArgs {
     /// The case id stated.
     #[arg(long)]
     case: Option<String>,
-    /// A record key read.
-    #[arg(long)]
-    key: Option<String>,
+    /// A record key read (e.g. an id number).
+    #[arg(long = "record")]
+    record: Option<String>,
     /// At most this many events (the registry pages; this follows its pages).
     #[arg(long, default_value_t = 100)]
     limit: usize,
@@ -82,7 +82,7 @@ pub(crate) enum Command {
         /// Dataset id.
         dataset: String,
         /// The record key (e.g. an id number).
-        key: String,
+        record: String,
     },
     /// Events per consumer, provider, dataset or decision, per day (auditors and admins).
     Counts {
@@ -106,6 +106,20 @@ pub(crate) enum Command {
         #[arg(long)]
         vkey: Option<String>,
     },
+    /// Check receipts: each names an audit event whose inclusion proof must verify and whose
+    /// digest must be that of the records received. Exits non-zero if any does not.
+    Receipt {
+        /// The receipts file written by `get` or `query` with `--receipts`.
+        #[arg(long)]
+        receipts: PathBuf,
+        /// The records those reads printed (one JSON object a line, in order).
+        #[arg(long)]
+        records: PathBuf,
+        /// The node's verifier key as the registry pinned it (default: the key the node reports,
+        /// which proves the bytes only to whoever trusts the node).
+        #[arg(long)]
+        vkey: Option<String>,
+    },
     /// The commands that ask a node.
     #[command(flatten)]
     Node(NodeCommand),
@@ -125,29 +139,15 @@ pub(crate) enum NodeCommand {
     /// offline (`audit verify`) or hand to someone outside. The node's own department, admins and
     /// auditors.
     Export {
-        /// The first index.
+        /// The first event index (not a time).
         #[arg(long, default_value_t = 0)]
         from: u64,
-        /// One past the last index (default: everything signed).
-        #[arg(long, default_value_t = 0)]
-        to: u64,
+        /// One past the last event index (not a time); default: everything signed.
+        #[arg(long)]
+        to: Option<u64>,
         /// Write here instead of standard output.
         #[arg(long, short)]
         out: Option<PathBuf>,
-    },
-    /// Check receipts: each names an audit event whose inclusion proof must verify and whose
-    /// digest must be that of the records received. Exits non-zero if any does not.
-    Receipt {
-        /// The receipts file written by `get` or `query` with `--receipts`.
-        #[arg(long)]
-        receipts: PathBuf,
-        /// The records those reads printed (one JSON object a line, in order).
-        #[arg(long)]
-        records: PathBuf,
-        /// The node's verifier key as the registry pinned it (default: the key the node reports,
-        /// which proves the bytes only to whoever trusts the node).
-        #[arg(long)]
-        vkey: Option<String>,
     },
 }
 
@@ -175,13 +175,24 @@ pub(crate) fn append_receipt(
         served_sha256: receipt.served_sha256.clone(),
         records,
     })?;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("cannot write receipts to {}", path.display()))?;
+    let mut file = private_file(path, true)?;
     writeln!(file, "{line}")?;
     Ok(())
+}
+
+/// A file only its owner reads (mode 0600): exports and receipts name people and records.
+fn private_file(path: &std::path::Path, append: bool) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).mode(0o600);
+    if append {
+        options.append(true);
+    } else {
+        options.write(true).truncate(true);
+    }
+    options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The digest a receipt names: each record's JSON followed by a newline.
@@ -198,7 +209,7 @@ fn digest(lines: &[String]) -> String {
 pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> {
     match command {
         Command::Query(args) => query(args, &common).await,
-        Command::WhoRead { dataset, key } => who_read(&dataset, &key, &common).await,
+        Command::WhoRead { dataset, record } => who_read(&dataset, &record, &common).await,
         Command::Counts { by, from_day, to_day } => {
             let mut registry = common.connect.registry().await?;
             let counts = registry
@@ -223,6 +234,11 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
             Ok(())
         }
         Command::Verify { file, vkey } => verify(&file, vkey.as_deref()),
+        Command::Receipt {
+            receipts,
+            records,
+            vkey,
+        } => receipt(&receipts, &records, vkey, &common).await,
         Command::Node(command) => node_command(command, common).await,
     }
 }
@@ -247,15 +263,14 @@ async fn node_command(command: NodeCommand, common: Common) -> anyhow::Result<()
             let mut stream = node
                 .export_ledger(npb::ExportLedgerRequest {
                     from_index: from,
-                    to_index: to,
+                    to_index: to.unwrap_or(0),
                 })
                 .await
                 .map_err(status_error)?
                 .into_inner();
             let mut sink: Box<dyn std::io::Write> = match &out {
-                Some(path) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
-                )),
+                // It names the people whose records were read: private to you.
+                Some(path) => Box::new(std::io::BufWriter::new(private_file(path, false)?)),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
             let mut lines = 0u64;
@@ -283,101 +298,112 @@ async fn node_command(command: NodeCommand, common: Common) -> anyhow::Result<()
             print!("{}", proof.proof_file);
             Ok(())
         }
-        NodeCommand::Receipt {
-            receipts,
-            records,
-            vkey,
-        } => {
-            let read_lines = |path: &PathBuf| -> anyhow::Result<Vec<String>> {
-                let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-                std::io::BufReader::new(file)
-                    .lines()
-                    .collect::<Result<_, _>>()
-                    .with_context(|| format!("cannot read {}", path.display()))
-            };
-            let receipts: Vec<ReceiptLine> = read_lines(&receipts)?
-                .iter()
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| serde_json::from_str(l).context("not a receipts file (one JSON receipt a line)"))
-                .collect::<anyhow::Result<_>>()?;
-            let records = read_lines(&records)?;
-            let (verifier, trusted) = match vkey {
-                Some(text) => (LogVerifier::parse(&text)?, true),
-                None => {
-                    let checkpoint = node
-                        .get_checkpoint(npb::GetCheckpointRequest {})
-                        .await
-                        .map_err(status_error)?
-                        .into_inner();
-                    (LogVerifier::parse(&checkpoint.vkey)?, false)
-                }
-            };
-            let mut table =
-                crate::output::Table::new(&["INDEX", "TIME", "READER", "PURPOSE", "GRANT", "RECORDS", "RESULT"]);
-            let mut failed = 0;
-            let mut at = 0usize;
-            for receipt in &receipts {
-                let mine = records.get(at..at + receipt.records).ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "the receipts cover {} records but the records file has {}",
-                        receipts.iter().map(|r| r.records).sum::<usize>(),
-                        records.len()
-                    )
-                })?;
-                at += receipt.records;
-                let proof = node
-                    .prove_event(npb::ProveEventRequest { index: receipt.index })
+    }
+}
+
+async fn receipt(receipts: &PathBuf, records: &PathBuf, vkey: Option<String>, common: &Common) -> anyhow::Result<()> {
+    {
+        let read_lines = |path: &PathBuf| -> anyhow::Result<Vec<String>> {
+            let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+            std::io::BufReader::new(file)
+                .lines()
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("cannot read {}", path.display()))
+        };
+        let receipts: Vec<ReceiptLine> = read_lines(receipts)?
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).context("not a receipts file (one JSON receipt a line)"))
+            .collect::<anyhow::Result<_>>()?;
+        let records = read_lines(records)?;
+        let Some(first) = receipts.first() else {
+            anyhow::bail!("the receipts file has no receipts");
+        };
+        if let Some(other) = receipts.iter().find(|r| r.node != first.node) {
+            anyhow::bail!(
+                "the receipts name two nodes ({} and {}); check each node's receipts on their own",
+                first.node,
+                other.node
+            );
+        }
+        // The node whose ledger holds the events, and which must prove it is that node.
+        let mut node = common.connect.node_of_department(&first.node).await?;
+        let (verifier, trusted) = match vkey {
+            Some(text) => (LogVerifier::parse(&text)?, true),
+            None => {
+                let checkpoint = node
+                    .get_checkpoint(npb::GetCheckpointRequest {})
                     .await
                     .map_err(status_error)?
                     .into_inner();
-                let file = ProofFile::parse(&proof.proof_file)?;
-                let checked = file.verify(&verifier).map_err(anyhow::Error::from).and_then(|_| {
-                    let event: AuditEvent = serde_json::from_slice(&file.leaf)?;
-                    Ok(event)
-                });
-                let (event, result) = match checked {
-                    Ok(event) if file.index != receipt.index => (Some(event), "proof is for another event".to_string()),
-                    Ok(event) if event.served_sha256 != digest(mine) => {
-                        (Some(event), "the records are not the ones served".to_string())
-                    }
-                    Ok(event) if event.served_sha256 != receipt.served_sha256 => {
-                        (Some(event), "the receipt names another digest".to_string())
-                    }
-                    Ok(event) => (Some(event), "proved".to_string()),
-                    Err(e) => (None, format!("proof does not verify: {e}")),
-                };
-                if result != "proved" {
-                    failed += 1;
+                (LogVerifier::parse(&checkpoint.vkey)?, false)
+            }
+        };
+        let mut table =
+            crate::output::Table::new(&["INDEX", "TIME", "READER", "PURPOSE", "GRANT", "RECORDS", "RESULT"]);
+        let mut failed = 0;
+        let mut at = 0usize;
+        for receipt in &receipts {
+            let mine = records.get(at..at + receipt.records).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the receipts cover {} records but the records file has {}",
+                    receipts.iter().map(|r| r.records).sum::<usize>(),
+                    records.len()
+                )
+            })?;
+            at += receipt.records;
+            let proof = node
+                .prove_event(npb::ProveEventRequest { index: receipt.index })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let file = ProofFile::parse(&proof.proof_file)?;
+            let checked = file.verify(&verifier).map_err(anyhow::Error::from).and_then(|_| {
+                let event: AuditEvent = serde_json::from_slice(&file.leaf)?;
+                Ok(event)
+            });
+            let (event, result) = match checked {
+                Ok(event) if file.index != receipt.index => (Some(event), "proof is for another event".to_string()),
+                Ok(event) if event.served_sha256 != digest(mine) => {
+                    (Some(event), "the records are not the ones served".to_string())
                 }
-                let e = event.as_ref();
-                table.row(vec![
-                    receipt.index.to_string(),
-                    e.map(|e| crate::output::time(e.time_ms / 1000)).unwrap_or_default(),
-                    e.map(|e| e.department.clone()).unwrap_or_default(),
-                    e.map(|e| e.purpose.clone()).unwrap_or_default(),
-                    e.map(|e| e.grant_id.clone()).unwrap_or_default(),
-                    receipt.records.to_string(),
-                    result,
-                ]);
+                Ok(event) if event.served_sha256 != receipt.served_sha256 => {
+                    (Some(event), "the receipt names another digest".to_string())
+                }
+                Ok(event) => (Some(event), "proved".to_string()),
+                Err(e) => (None, format!("proof does not verify: {e}")),
+            };
+            if result != "proved" {
+                failed += 1;
             }
-            print!("{}", table.render());
-            if at != records.len() {
-                anyhow::bail!(
-                    "the records file has {} records the receipts do not cover",
-                    records.len() - at
-                );
-            }
-            if !trusted {
-                println!(
-                    "checked against the key the node reports ({}); pass --vkey with the key the registry pinned",
-                    verifier.text()
-                );
-            }
-            if failed > 0 {
-                anyhow::bail!("{failed} of {} receipts did not prove the records", receipts.len());
-            }
-            Ok(())
+            let e = event.as_ref();
+            table.row(vec![
+                receipt.index.to_string(),
+                e.map(|e| crate::output::time(e.time_ms / 1000)).unwrap_or_default(),
+                e.map(|e| e.department.clone()).unwrap_or_default(),
+                e.map(|e| e.purpose.clone()).unwrap_or_default(),
+                e.map(|e| e.grant_id.clone()).unwrap_or_default(),
+                receipt.records.to_string(),
+                result,
+            ]);
         }
+        print!("{}", table.render());
+        if at != records.len() {
+            anyhow::bail!(
+                "the records file has {} records the receipts do not cover",
+                records.len() - at
+            );
+        }
+        if !trusted {
+            println!(
+                "checked against the key the node reports ({}); pass --vkey with the key the registry pinned",
+                verifier.text()
+            );
+        }
+        if failed > 0 {
+            anyhow::bail!("{failed} of {} receipts did not prove the records", receipts.len());
+        }
+        Ok(())
     }
 }
 
@@ -403,7 +429,7 @@ async fn query(args: QueryArgs, common: &Common) -> anyhow::Result<()> {
         decision: args.decision.map(|d| d.to_string()).unwrap_or_default(),
         grant_id: args.grant.unwrap_or_default(),
         case_id: args.case.unwrap_or_default(),
-        record_key: args.key.unwrap_or_default(),
+        record_key: args.record.unwrap_or_default(),
         limit: args.limit.clamp(1, 1000) as u32,
         page_token: String::new(),
     };
@@ -526,11 +552,18 @@ fn verify(file: &std::path::Path, vkey: Option<&str>) -> anyhow::Result<()> {
             std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?,
         ))
     };
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut open()?, &mut first)?;
+    if first.starts_with("c2sp.org/tlog-proof@v1") {
+        anyhow::bail!(
+            "{} is a tlog-proof file (one event's proof), not an export: check it with any C2SP tlog-proof \
+             verifier (tests/go-verify/main.go with Go), or `exchange audit receipt` for your reads",
+            file.display()
+        );
+    }
     let (verifier, trusted) = match vkey {
         Some(text) => (LogVerifier::parse(text)?, true),
         None => {
-            let mut first = String::new();
-            std::io::BufRead::read_line(&mut open()?, &mut first)?;
             let header: exchange_core::ledger::export::ExportHeader =
                 serde_json::from_str(&first).context("not an export file (its first line is not a header)")?;
             (LogVerifier::parse(&header.vkey)?, false)
@@ -547,6 +580,13 @@ fn verify(file: &std::path::Path, vkey: Option<&str>) -> anyhow::Result<()> {
         verified.checkpoint.size,
         verifier.text()
     );
+    // The header's range is not signed: what the file leaves out, it leaves out.
+    if verified.header.from > 0 || verified.header.to < verified.checkpoint.size {
+        println!(
+            "the log holds {} signed entries; this file has only {}..{}: check that is the range you asked for",
+            verified.checkpoint.size, verified.header.from, verified.header.to
+        );
+    }
     if !trusted {
         println!("checked against the key the file names: pass --vkey with the key the registry pinned to know it is the node's");
     }

@@ -32,7 +32,7 @@ pub(crate) struct ConnectArgs {
     /// The registry's URL, e.g. https://localhost:7400.
     #[arg(long, global = true, env = "EXCHANGE_REGISTRY")]
     pub(crate) registry: Option<String>,
-    /// A node's URL, e.g. https://node.gongan.example:7401 (for publish, get, query, subscribe, status).
+    /// A node's URL, e.g. https://node.gongan.example:7401 (for publish, get, query, subscribe, status, audit).
     #[arg(long, global = true, env = "EXCHANGE_NODE")]
     pub(crate) node: Option<String>,
     /// The exchange CA certificate (PEM).
@@ -140,6 +140,34 @@ impl ConnectArgs {
     /// A client of the node these flags name, for any department's node (e.g. `status`).
     pub(crate) async fn node(&self) -> anyhow::Result<NodeClient<Channel>> {
         let config = self.resolve(true)?;
+        Ok(NodeClient::new(connect(&config).await?).max_decoding_message_size(64 * 1024 * 1024))
+    }
+
+    /// A client of `department`'s node, which must prove it is that node: at `--node` when given
+    /// on the command line, otherwise where the registry says the department's node serves.
+    pub(crate) async fn node_of_department(&self, department: &str) -> anyhow::Result<NodeClient<Channel>> {
+        let mut config = match &self.node {
+            Some(_) => self.resolve(true)?,
+            None => {
+                let found = self
+                    .registry()
+                    .await?
+                    .get_department(exchange_proto::registry::v1::GetDepartmentRequest {
+                        id: department.to_string(),
+                    })
+                    .await
+                    .map_err(crate::output::status_error)?
+                    .into_inner();
+                if found.node_endpoint.is_empty() {
+                    anyhow::bail!("the registry knows no node endpoint for {department}; pass --node URL");
+                }
+                let mut config = self.resolve(false)?;
+                config.endpoint = found.node_endpoint;
+                config
+            }
+        };
+        config.server_identity = exchange_transport::auth::trust_domain_of(&config.tls.cert_pem)
+            .map(|td| Principal::new(department, Role::Node).uri(&td));
         Ok(NodeClient::new(connect(&config).await?).max_decoding_message_size(64 * 1024 * 1024))
     }
 

@@ -264,9 +264,12 @@ fn status_text(status: &npb::NodeStatus) -> String {
             status.registry_diverged
         ));
     }
+    let root = exchange_core::ledger::parse_hex(&status.audit_head)
+        .map(|h| exchange_core::tlog::base64(&h))
+        .unwrap_or_else(|| status.audit_head.clone());
     out.push_str(&format!(
-        "audit:    {} entries, root {}, {} signed\n",
-        status.audit_entries, status.audit_head, status.audit_signed
+        "audit:    {} entries, root {root}, {} signed\n",
+        status.audit_entries, status.audit_signed
     ));
     out.push_str(&format!("log vkey: {}\n", status.log_vkey));
     out.push_str(&format!(

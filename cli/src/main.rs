@@ -233,12 +233,24 @@ fn verify_ledger(path: &std::path::Path, vkey: Option<&str>) -> anyhow::Result<(
                 );
             }
         }
-        None => println!("no checkpoint signed yet: the entries were checked against each other only"),
+        None if verified.size == 0 => println!("the ledger is empty"),
+        None => anyhow::bail!(
+            "the ledger holds {} entries but no signed checkpoint (ledger/checkpoint is missing): nothing proves \
+             the entries were not changed or cut. A running node signs within a second; otherwise compare with \
+             the checkpoint the registry accepted (exchange dept ledger DEPT)",
+            verified.size
+        ),
     }
     if verified.torn_bytes > 0 {
         println!(
             "a torn last line of {} bytes was never acknowledged; the node cuts it off when it starts",
             verified.torn_bytes
+        );
+    }
+    if verified.pruned > 0 {
+        println!(
+            "the first {} entries were pruned (retention): their hashes, checked against the checkpoint, stand for them",
+            verified.pruned
         );
     }
     if vkey.is_none() {
@@ -296,5 +308,40 @@ mod tests {
     #[test]
     fn every_command_is_well_formed() {
         super::Cli::command().debug_assert();
+    }
+
+    /// An argument named like a global flag (`key`, `node`, `cert`, ...) clashes with it only when
+    /// both are read, which debug_assert does not see (`audit who-read DATASET KEY` panicked).
+    #[test]
+    fn no_argument_shadows_a_global_flag() {
+        use clap::Parser as _;
+        for args in [
+            &[
+                "exchange",
+                "--key",
+                "k.pem",
+                "audit",
+                "who-read",
+                "d/x",
+                "320102195001010012",
+            ][..],
+            &[
+                "exchange",
+                "--key",
+                "k.pem",
+                "audit",
+                "query",
+                "--record",
+                "320102195001010012",
+            ],
+            &["exchange", "--key", "k.pem", "get", "d/x", "k1", "--purpose", "p"],
+        ] {
+            let cli = super::Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(
+                cli.common.connect.key.as_deref(),
+                Some(std::path::Path::new("k.pem")),
+                "{args:?}"
+            );
+        }
     }
 }

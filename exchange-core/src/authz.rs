@@ -113,6 +113,17 @@ pub fn see_node_status(p: &Principal, node_department: &str) -> Result<(), Polic
     ))
 }
 
+/// Reading the whole of `department`'s audit ledger (an export, what the registry holds of it):
+/// that department, an admin or an auditor.
+pub fn see_node_ledger(p: &Principal, department: &str) -> Result<(), PolicyError> {
+    if p.department == department || p.role.is_exchange_wide() {
+        return Ok(());
+    }
+    deny(format!(
+        "{p} may not read {department}'s audit ledger; only {department} itself, an admin or an auditor may"
+    ))
+}
+
 /// Seeing an audit event of `node_department`'s ledger (with its proof): the department whose
 /// read it records (`reader`), the node's own department, an admin or an auditor. Others learn
 /// nothing of it, not even whether it exists.

@@ -54,6 +54,27 @@ fn token(next: Option<String>) -> String {
         .unwrap_or_default()
 }
 
+/// Whether `day` is a real calendar day written yyyy-mm-dd.
+fn is_day(day: &str) -> bool {
+    let parts: Vec<&str> = day.split('-').collect();
+    let [y, m, d] = parts[..] else { return false };
+    if y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        return false;
+    }
+    let (Ok(y), Ok(m), Ok(d)) = (y.parse::<u32>(), m.parse::<u32>(), d.parse::<u32>()) else {
+        return false;
+    };
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&d)
+}
+
 /// The query as one line for the ledger: the filters given, in a fixed order.
 pub fn describe(query: &AuditQuery) -> String {
     let mut parts = Vec::new();
@@ -128,6 +149,17 @@ impl Auditing {
         })
     }
 
+    /// A question refused: on the record too (who tried to see what), then the refusal.
+    async fn refused(&self, who: &Principal, operation: &str, what: String, error: CoreError) -> CoreError {
+        let mut event = self.state.event(who, operation);
+        event.decision = exchange_core::ledger::Decision::Deny;
+        event.reason = format!("{what}: {error}");
+        match self.state.ledger().record(vec![event]).await {
+            Ok(_) => error,
+            Err(e) => e,
+        }
+    }
+
     async fn record(
         &self,
         who: &Principal,
@@ -151,7 +183,11 @@ impl Auditing {
         page_token: &str,
         limit: usize,
     ) -> Result<Found, CoreError> {
-        authz::read_shipped_events(who)?;
+        if let Err(e) = authz::read_shipped_events(who) {
+            return Err(self
+                .refused(who, "search_audit_events", describe(&query), e.into())
+                .await);
+        }
         let after = cursor(page_token)?;
         let index = self.index.clone();
         let q = query.clone();
@@ -174,17 +210,20 @@ impl Auditing {
         from_day: &str,
         to_day: &str,
     ) -> Result<Vec<Count>, CoreError> {
-        authz::read_shipped_events(who)?;
+        if let Err(e) = authz::read_shipped_events(who) {
+            return Err(self
+                .refused(who, "count_audit_events", format!("by={by}"), e.into())
+                .await);
+        }
         for (field, day) in [("from_day", from_day), ("to_day", to_day)] {
-            let valid = day.is_empty()
-                || (day.len() == 10
-                    && day
-                        .chars()
-                        .enumerate()
-                        .all(|(i, c)| if i == 4 || i == 7 { c == '-' } else { c.is_ascii_digit() }));
-            if !valid {
-                return Err(ValidationError::new(field, format!("{day:?} is not a day (yyyy-mm-dd)")).into());
+            if !day.is_empty() && !is_day(day) {
+                return Err(
+                    ValidationError::new(field, format!("{day:?} is not a day of the calendar (yyyy-mm-dd)")).into(),
+                );
             }
+        }
+        if !from_day.is_empty() && !to_day.is_empty() && from_day > to_day {
+            return Err(ValidationError::new("from_day", format!("{from_day} is after to_day {to_day}")).into());
         }
         let counts = self.index.counts(by, from_day, to_day)?;
         let mut event = self.state.event(who, "count_audit_events");
@@ -208,7 +247,16 @@ impl Auditing {
         if dataset.is_empty() || record_key.is_empty() {
             return Err(ValidationError::new("record_key", "name the dataset and the record key").into());
         }
-        authz::access_report(who, catalog::owner_of(dataset))?;
+        if let Err(e) = authz::access_report(who, catalog::owner_of(dataset)) {
+            return Err(self
+                .refused(
+                    who,
+                    "access_report",
+                    format!("dataset={dataset} record_key={record_key}"),
+                    e.into(),
+                )
+                .await);
+        }
         let query = AuditQuery {
             dataset: Some(dataset.to_string()),
             record_key: Some(record_key.to_string()),
@@ -240,5 +288,26 @@ impl Auditing {
             })
             .collect();
         Ok((reads, token(page.next)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn days_are_days_of_the_calendar() {
+        for day in ["2026-12-01", "2024-02-29", "2000-02-29", "2026-12-31"] {
+            assert!(super::is_day(day), "{day}");
+        }
+        for day in [
+            "2026-12-32",
+            "2026-02-29",
+            "1900-02-29",
+            "2026-12-00",
+            "2026-13-01",
+            "2026-1-01",
+            "x",
+        ] {
+            assert!(!super::is_day(day), "{day}");
+        }
     }
 }

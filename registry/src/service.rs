@@ -280,6 +280,8 @@ impl pb::registry_server::Registry for RegistryService {
     async fn get_shipped_ledger(&self, request: Request<pb::GetShippedLedgerRequest>) -> Result<pb::ShippedLedger> {
         let me = caller(&request)?.principal;
         let department = request.into_inner().department_id;
+        // A department the registry does not know has no ledger here, rather than an empty one.
+        self.state.get_department(&department).map_err(to_status)?;
         ok(self.shipping.get(&me, &department).map(shipped_to_pb))
     }
 
@@ -408,6 +410,7 @@ impl pb::registry_server::Registry for RegistryService {
     async fn rotate_log_key(&self, request: Request<pb::RotateLogKeyRequest>) -> Result<pb::ShippedLedger> {
         let me = caller(&request)?.principal;
         let r = request.into_inner();
+        self.state.get_department(&r.department_id).map_err(to_status)?;
         ok(self
             .shipping
             .rotate(&me, &r.department_id, &r.vkey, &r.reason)

@@ -137,7 +137,7 @@ impl Shipping {
 
     /// [`Shipping::meta`] for a caller who may see it.
     pub fn get(&self, who: &Principal, department: &str) -> Result<ShipMeta, CoreError> {
-        authz::see_node_status(who, department)?;
+        authz::see_node_ledger(who, department)?;
         self.meta(department)
     }
 

@@ -117,7 +117,7 @@ pub fn verify_export(input: impl BufRead, log: &LogVerifier) -> Result<ExportVer
         fail(
             header.from,
             format!(
-                "its checkpoint is not signed by {} ({e}): not the key the registry pinned",
+                "its checkpoint does not verify with {} ({e}): it was altered, or another key signed it (is this the export of that log?)",
                 log.text()
             ),
         )
@@ -305,6 +305,6 @@ mod tests {
         check(&|l| l.push(l[7].clone()), 10, "beyond the export's range");
         let (other, _) = LogKey::generate("exchange.test/node/js.gongan").unwrap();
         let err = verify(&other, &lines).unwrap_err();
-        assert!(err.why.contains("not the key the registry pinned"), "{err}");
+        assert!(err.why.contains("another key signed it"), "{err}");
     }
 }

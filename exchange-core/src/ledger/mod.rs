@@ -217,8 +217,8 @@ pub enum LedgerError {
     Tampered {
         /// The file found wrong.
         path: std::path::PathBuf,
-        /// The first entry found wrong.
-        #[source]
+        /// The first entry found wrong (in the message already, so not a source: it would print
+        /// twice).
         error: VerifyError,
     },
     /// A proof or entry beyond the log was asked for.

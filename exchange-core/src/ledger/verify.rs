@@ -52,7 +52,10 @@ pub fn verify_dir(dir: &Path, log: &LogVerifier) -> Result<Verified, LedgerError
     let checkpoint = match std::fs::read(&checkpoint_path) {
         Ok(note) => Some(log.open_checkpoint(&note).map_err(|e| LedgerError::Io {
             path: checkpoint_path.clone(),
-            message: format!("{e}: signed by a key other than {}", log.text()),
+            message: format!(
+                "{e}: the checkpoint does not verify with {} (it was altered, or another key signed it)",
+                log.text()
+            ),
         })?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(io(&checkpoint_path, e)),

@@ -157,8 +157,13 @@ impl std::fmt::Debug for LogVerifier {
 impl LogVerifier {
     /// Parses verifier key text (`<name>+<key id>+<base64(type ‖ public key)>`).
     pub fn parse(vkey: &str) -> Result<Self, TlogError> {
-        let inner = StandardVerifier::new(vkey.trim())
-            .map_err(|e| TlogError::Key(format!("{:?} is not a verifier key ({e})", vkey.trim())))?;
+        let inner = StandardVerifier::new(vkey.trim()).map_err(|e| {
+            TlogError::Key(format!(
+                "{:?} is not a verifier key ({e}); a key reads <name>+<8 hex digits>+<base64>, as `exchange status` \
+                     prints it (log vkey) and `exchange dept ledger DEPT` shows the one the registry pinned",
+                vkey.trim()
+            ))
+        })?;
         Ok(Self {
             inner,
             text: vkey.trim().to_string(),

@@ -121,7 +121,7 @@ pub(super) async fn export_ledger(
 ) -> Result<Response<super::BoxStream<pb::ExportChunk>>> {
     let who = caller(&request)?.principal;
     // Every reader's events: the node's own business, and the auditors'.
-    authz::see_node_status(&who, &service.department).map_err(to_status)?;
+    authz::see_node_ledger(&who, &service.department).map_err(to_status)?;
     let r = request.into_inner();
     let ledger = service.writer.ledger().clone();
     let checkpoint = match ledger.checkpoint() {
@@ -129,12 +129,20 @@ pub(super) async fn export_ledger(
         _ => service.writer.checkpoint().await.map_err(to_status)?,
     };
     let to = if r.to_index == 0 { checkpoint.size } else { r.to_index };
-    if r.from_index > to || to > checkpoint.size {
+    if r.from_index > to {
+        return Err(to_status(exchange_core::ValidationError::new(
+            "from_index",
+            format!("export {}..{to}: the first index is after the last", r.from_index),
+        )));
+    }
+    if to > checkpoint.size {
         return Err(to_status(exchange_core::ValidationError::new(
             "to_index",
             format!(
-                "export {}..{to}: the ledger's latest checkpoint covers {} events",
-                r.from_index, checkpoint.size
+                "export {}..{to}: the ledger's latest checkpoint covers {} events (indexes 0 to {})",
+                r.from_index,
+                checkpoint.size,
+                checkpoint.size.saturating_sub(1)
             ),
         )));
     }

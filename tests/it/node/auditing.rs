@@ -176,7 +176,54 @@ async fn auditor_queries_return_exactly_the_matching_events_and_are_recorded() {
         "page_token",
     );
 
-    // Auditors are audited: each question is an event of the registry, found like any other.
+    assert_status(
+        auditor
+            .count_audit_events(pb::CountAuditEventsRequest {
+                by: "consumer".into(),
+                from_day: "2026-02-30".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "not a day of the calendar",
+    );
+    assert_status(
+        auditor
+            .get_shipped_ledger(pb::GetShippedLedgerRequest {
+                department_id: "js.nope".into(),
+            })
+            .await,
+        Code::NotFound,
+        "js.nope is not registered",
+    );
+
+    // Auditors are audited: each question is an event of the registry, found like any other,
+    // and so is a question refused.
+    let refused = auditor
+        .search_audit_events(request(
+            &AuditQuery {
+                provider: s("registry"),
+                consumer: s("js.scjg"),
+                decision: Some(Decision::Deny),
+                ..Default::default()
+            },
+            100,
+            "",
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let refused: Vec<AuditEvent> = refused
+        .iter()
+        .map(|e| serde_json::from_slice(&e.event).unwrap())
+        .collect();
+    assert!(
+        refused
+            .iter()
+            .any(|e| e.operation == "search_audit_events" && e.reason.contains("only admins and auditors")),
+        "{refused:?}"
+    );
     let asked = AuditQuery {
         provider: s("registry"),
         ..Default::default()

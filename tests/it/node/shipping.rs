@@ -153,7 +153,7 @@ async fn only_nodes_ship_and_only_auditors_and_admins_read_what_was_shipped() {
             })
             .await,
         Code::PermissionDenied,
-        "may not see the status",
+        "may not read js.gongan's audit ledger",
     );
     drop(node);
 }
