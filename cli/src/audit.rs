@@ -84,8 +84,10 @@ pub(crate) enum Command {
         /// The record key (e.g. an id number).
         record: String,
     },
-    /// Events per consumer, provider, dataset or decision, per day (auditors and admins).
-    Counts {
+    /// A report of events per consumer, provider, dataset or decision, per day (auditors and
+    /// admins).
+    #[command(alias = "counts")]
+    Report {
         /// consumer, provider, dataset or decision.
         #[arg(long, value_parser = crate::output::one_of::<exchange_core::audit_index::CountBy>())]
         by: exchange_core::audit_index::CountBy,
@@ -210,7 +212,7 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
     match command {
         Command::Query(args) => query(args, &common).await,
         Command::WhoRead { dataset, record } => who_read(&dataset, &record, &common).await,
-        Command::Counts { by, from_day, to_day } => {
+        Command::Report { by, from_day, to_day } => {
             let mut registry = common.connect.registry().await?;
             let counts = registry
                 .count_audit_events(pb::CountAuditEventsRequest {

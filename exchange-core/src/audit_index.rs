@@ -225,6 +225,20 @@ fn index_keys(event: &AuditEvent, node: &str, index: u64) -> Vec<Vec<u8>> {
     keys
 }
 
+/// The (node, index) an index entry names, from its `<time>\0<node>\0<index>` tail.
+fn event_of<'k>(key: &[u8], tail: &'k [u8]) -> Result<(&'k str, u64), StoreError> {
+    let mut parts = tail.split(|&b| b == 0).skip(1);
+    let (Some(node), Some(index)) = (parts.next(), parts.next()) else {
+        return Err(corrupt(key, "not an index key"));
+    };
+    let node = std::str::from_utf8(node).map_err(|e| corrupt(key, e))?;
+    let index = std::str::from_utf8(index)
+        .ok()
+        .and_then(|i| i.parse().ok())
+        .ok_or_else(|| corrupt(key, "not an index key"))?;
+    Ok((node, index))
+}
+
 fn event_key(node: &str, index: u64) -> Vec<u8> {
     format!("ai/e/{node}\0{index:020}").into_bytes()
 }
@@ -327,15 +341,7 @@ impl<S: Store + ?Sized> AuditIndex for StoreAuditIndex<S> {
             }
             let mut batch = Batch::default();
             for (key, _) in &chunk {
-                let mut parts = key[b"ai/t/".len()..].split(|&b| b == 0).skip(1);
-                let (Some(node), Some(index)) = (parts.next(), parts.next()) else {
-                    return Err(corrupt(key, "not an index key"));
-                };
-                let node = std::str::from_utf8(node).map_err(|e| corrupt(key, e))?;
-                let index: u64 = std::str::from_utf8(index)
-                    .ok()
-                    .and_then(|i| i.parse().ok())
-                    .ok_or_else(|| corrupt(key, "not an index key"))?;
+                let (node, index) = event_of(key, &key[b"ai/t/".len()..])?;
                 let found = self.located(node, index)?;
                 for index_key in index_keys(&found.event, node, index) {
                     batch.delete(index_key);
@@ -410,16 +416,7 @@ impl<S: Store + ?Sized> AuditIndex for StoreAuditIndex<S> {
             for (key, _) in &chunk {
                 scanned += 1;
                 let tail = &key[prefix.len()..];
-                let mut parts = tail.split(|&b| b == 0);
-                let (_, node, index) = (parts.next(), parts.next(), parts.next());
-                let (Some(node), Some(index)) = (node, index) else {
-                    return Err(corrupt(key, "not an index key"));
-                };
-                let node = std::str::from_utf8(node).map_err(|e| corrupt(key, e))?;
-                let index: u64 = std::str::from_utf8(index)
-                    .ok()
-                    .and_then(|i| i.parse().ok())
-                    .ok_or_else(|| corrupt(key, "not an index key"))?;
+                let (node, index) = event_of(key, tail)?;
                 let found = self.located(node, index)?;
                 if query.matches(node, &found.event) {
                     page.events.push(found);

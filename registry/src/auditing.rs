@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use exchange_core::audit_index::{AuditIndex, AuditQuery, Count, CountBy, Located};
+use exchange_core::audit_index::{AuditIndex, AuditQuery, Count, CountBy, Located, SearchPage};
 use exchange_core::catalog;
 use exchange_core::identity::Principal;
 use exchange_core::{authz, CoreError, ValidationError};
@@ -149,6 +149,18 @@ impl Auditing {
         })
     }
 
+    /// A page of the index (off the async threads: it reads the store).
+    async fn search_index(&self, query: &AuditQuery, page_token: &str, limit: usize) -> Result<SearchPage, CoreError> {
+        let after = cursor(page_token)?;
+        let index = self.index.clone();
+        let query = query.clone();
+        Ok(
+            tokio::task::spawn_blocking(move || index.search(&query, after.as_deref(), limit.clamp(1, MAX_PAGE)))
+                .await
+                .map_err(|e| CoreError::Unavailable(format!("search task failed: {e}")))??,
+        )
+    }
+
     /// A question refused: on the record too (who tried to see what), then the refusal.
     async fn refused(&self, who: &Principal, operation: &str, what: String, error: CoreError) -> CoreError {
         let mut event = self.state.event(who, operation);
@@ -188,12 +200,7 @@ impl Auditing {
                 .refused(who, "search_audit_events", describe(&query), e.into())
                 .await);
         }
-        let after = cursor(page_token)?;
-        let index = self.index.clone();
-        let q = query.clone();
-        let page = tokio::task::spawn_blocking(move || index.search(&q, after.as_deref(), limit.clamp(1, MAX_PAGE)))
-            .await
-            .map_err(|e| CoreError::Unavailable(format!("search task failed: {e}")))??;
+        let page = self.search_index(&query, page_token, limit).await?;
         self.record(who, "search_audit_events", &query, page.events.len())
             .await?;
         Ok(Found {
@@ -263,12 +270,7 @@ impl Auditing {
             provider: Some(catalog::owner_of(dataset).to_string()),
             ..AuditQuery::default()
         };
-        let after = cursor(page_token)?;
-        let index = self.index.clone();
-        let q = query.clone();
-        let page = tokio::task::spawn_blocking(move || index.search(&q, after.as_deref(), limit.clamp(1, MAX_PAGE)))
-            .await
-            .map_err(|e| CoreError::Unavailable(format!("search task failed: {e}")))??;
+        let page = self.search_index(&query, page_token, limit).await?;
         let now = self.state.now();
         let sees_withheld = who.role.is_exchange_wide();
         let events: Vec<Located> = page

@@ -53,6 +53,14 @@ fn ok<T>(value: std::result::Result<T, CoreError>) -> Result<T> {
     value.map(Response::new).map_err(to_status)
 }
 
+fn located_to_pb(e: exchange_core::audit_index::Located) -> pb::ShippedEvent {
+    pb::ShippedEvent {
+        node: e.node,
+        index: e.index,
+        event: e.bytes,
+    }
+}
+
 fn shipped_to_pb(meta: ShipMeta) -> pb::ShippedLedger {
     pb::ShippedLedger {
         department_id: meta.department,
@@ -296,14 +304,7 @@ impl pb::registry_server::Registry for RegistryService {
             .shipping
             .read(&me, &r.department_id, r.from_index, limit)
             .map(|events| pb::ReadShippedEventsResponse {
-                events: events
-                    .into_iter()
-                    .map(|e| pb::ShippedEvent {
-                        node: e.node,
-                        index: e.index,
-                        event: e.bytes,
-                    })
-                    .collect(),
+                events: events.into_iter().map(located_to_pb).collect(),
             }))
     }
 
@@ -336,15 +337,7 @@ impl pb::registry_server::Registry for RegistryService {
             .search(&me, query, &r.page_token, limit)
             .await
             .map(|found| pb::SearchAuditEventsResponse {
-                events: found
-                    .events
-                    .into_iter()
-                    .map(|e| pb::ShippedEvent {
-                        node: e.node,
-                        index: e.index,
-                        event: e.bytes,
-                    })
-                    .collect(),
+                events: found.events.into_iter().map(located_to_pb).collect(),
                 next_page_token: found.next_page_token,
             }))
     }

@@ -327,7 +327,7 @@ fn the_quickstart_sets_up_a_working_exchange_and_the_cli_uses_it() {
         ok && stdout.contains("js.rsj") && stdout.contains("js.gongan#"),
         "{stdout}{stderr}"
     );
-    let (ok, stdout, stderr) = with(auditor, &["audit", "counts", "--by", "consumer"]);
+    let (ok, stdout, stderr) = with(auditor, &["audit", "report", "--by", "consumer"]);
     assert!(ok && stdout.contains("js.scjg"), "{stdout}{stderr}");
     let (ok, stdout, stderr) = with(
         admin,

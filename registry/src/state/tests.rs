@@ -60,22 +60,7 @@ async fn changes_since_sends_each_object_once_in_its_latest_state() {
     let s = state();
     let admin = Principal::new("js.dsj", Role::Admin);
     s.register_department(&admin, dept("js.gongan")).await.unwrap();
-    let dataset = Dataset {
-        id: "js.gongan/population".into(),
-        title: "t".into(),
-        description: String::new(),
-        domain: String::new(),
-        classification: Classification::Open,
-        update_frequency: String::new(),
-        steward: String::new(),
-        key_field: "id".into(),
-        tags: vec![],
-        compatibility: compat::CompatMode::Backward,
-        latest_version: 0,
-        created_at: 0,
-        updated_at: 0,
-        revision: 0,
-    };
+    let dataset = open_dataset("js.gongan/population");
     s.register_dataset(&admin, dataset.clone()).await.unwrap();
     let schema = r#"{"type":"object","required":["id"],"properties":{"id":{"type":"string"}}}"#;
     s.publish_schema(&admin, &dataset.id, schema).await.unwrap();
