@@ -211,6 +211,49 @@ mod set_2026_12_01_2 {
     }
 }
 
+/// The set of 2026-12-01.3: grants gained investigative purposes and events `withheld_until`
+/// (both left out of the encoding while empty, so the earlier sets' forms are still written).
+mod set_2026_12_01_3 {
+    use super::*;
+
+    pub(super) const GRANT: &[u8] = include_bytes!("../fixtures/stored/2026-12-01.3/grant.json");
+    pub(super) const LEDGER_EVENTS: &[u8] = include_bytes!("../fixtures/stored/2026-12-01.3/ledger/events");
+
+    pub(super) fn grant() -> Grant {
+        let mut grant = super::set_2026_12_01::grant();
+        grant.purposes.push("fraud-investigation".into());
+        grant.investigative_purposes = vec!["fraud-investigation".into()];
+        grant
+    }
+
+    pub(super) fn events() -> Vec<AuditEvent> {
+        let mut events = super::set_2026_12_01_2::events();
+        events[0].purpose = "fraud-investigation".into();
+        events[0].withheld_until = 1_799_000_000;
+        events
+    }
+
+    pub(super) fn ledger_events() -> Vec<u8> {
+        let mut file = Vec::new();
+        for event in events() {
+            file.extend(ledger::encode(&event).unwrap());
+            file.push(b'\n');
+        }
+        file
+    }
+
+    #[test]
+    fn every_type_decodes_as_written() {
+        assert_eq!(serde_json::from_slice::<Grant>(GRANT).unwrap(), grant());
+        let events: Vec<AuditEvent> = LEDGER_EVENTS
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(events, self::events());
+    }
+}
+
 /// What today's code writes, byte for byte, must be the newest set: a type whose stored form
 /// changed needs a new set (see the module documentation).
 #[test]
@@ -245,5 +288,15 @@ fn the_newest_set_is_what_this_code_writes() {
         "ledger/events",
         set_2026_12_01_2::ledger_events(),
         set_2026_12_01_2::LEDGER_EVENTS,
+    );
+    check(
+        "2026-12-01.3/grant.json",
+        json(serde_json::to_vec(&set_2026_12_01_3::grant())),
+        set_2026_12_01_3::GRANT,
+    );
+    check(
+        "2026-12-01.3/ledger/events",
+        set_2026_12_01_3::ledger_events(),
+        set_2026_12_01_3::LEDGER_EVENTS,
     );
 }

@@ -378,3 +378,43 @@ fn refused(meta: &ShipMeta) -> CoreError {
         meta.department, meta.refused_at, meta.refused, meta.size
     ))
 }
+
+/// A node's shipping state as the code of 2026-12-01.2 (the set that introduced it) stores it:
+/// it decodes as written, and today's code still writes it so (ARCHITECTURE.md, "stored types
+/// evolve").
+#[cfg(test)]
+mod stored_fixtures {
+    use super::*;
+
+    const SHIP_META: &[u8] = include_bytes!("../fixtures/stored/2026-12-01.2/ship_meta.json");
+
+    fn ship_meta() -> ShipMeta {
+        ShipMeta {
+            department: "js.gongan".into(),
+            vkey: "exchange.example/node/js.gongan+c3a0a4e0+AbCsq3bWREVGCYfQXzt4KQPaUo8wYu1gWXMJCwiThwcP".into(),
+            size: 3,
+            frontier: "3 3:bjQLnP+zepicpUTmu3gKLHiQHT+zNzh2hRGjBhevoB0= 2:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=".into(),
+            checkpoint: "exchange.example/node/js.gongan\n3\nAQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=\n\n— exchange.example/node/js.gongan w6Ck4A==\n".into(),
+            checkpoint_size: 3,
+            checkpoint_root: "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=".into(),
+            refused: String::new(),
+            refused_at: 0,
+        }
+    }
+
+    #[test]
+    fn the_ship_meta_of_2026_12_01_2_decodes_and_is_what_this_code_writes() {
+        assert_eq!(serde_json::from_slice::<ShipMeta>(SHIP_META).unwrap(), ship_meta());
+        assert_eq!(
+            Frontier::from_text(&ship_meta().frontier).unwrap().size(),
+            3,
+            "a real frontier"
+        );
+        let today = encode(&ship_meta()).unwrap();
+        assert!(
+            today == SHIP_META,
+            "this code writes a ShipMeta the newest fixture set does not have; add a set with:\n{}",
+            String::from_utf8_lossy(&today)
+        );
+    }
+}
