@@ -132,6 +132,15 @@ pub(crate) enum Command {
 pub(crate) enum NodeCommand {
     /// Print a node's latest signed ledger checkpoint (a C2SP signed note).
     Checkpoint,
+    /// Print the consistency proof from the ledger's tree of OLD entries to its latest checkpoint's
+    /// (or NEW entries'), one base64 hash a line: what shows a later checkpoint extends an earlier
+    /// one (the Go checker in tests/go-verify takes it with both checkpoints).
+    Consistency {
+        /// The older size (a checkpoint's entries).
+        old: u64,
+        /// The newer size (default: the latest checkpoint's).
+        new: Option<u64>,
+    },
     /// Print one audit event's proof as a C2SP tlog-proof file (the event in its `extra` line).
     Proof {
         /// The event's index (a receipt's `index`).
@@ -286,6 +295,30 @@ async fn node_command(command: NodeCommand, common: Common) -> anyhow::Result<()
             if let Some(path) = &out {
                 eprintln!("wrote {} events to {}", lines.saturating_sub(1), path.display());
             }
+            Ok(())
+        }
+        NodeCommand::Consistency { old, new } => {
+            let proof = node
+                .prove_consistency(npb::ProveConsistencyRequest {
+                    old_size: old,
+                    new_size: new.unwrap_or(0),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if common.json {
+                return crate::output::print_json(&proof);
+            }
+            for hash in &proof.proof {
+                println!("{}", exchange_core::tlog::base64(hash));
+            }
+            eprintln!(
+                "from {} entries (root {}) to {} (root {})",
+                proof.old_size,
+                exchange_core::tlog::base64(&proof.old_root),
+                proof.new_size,
+                exchange_core::tlog::base64(&proof.new_root)
+            );
             Ok(())
         }
         NodeCommand::Proof { index } => {

@@ -307,6 +307,15 @@ fn the_local_deployment_runs_as_separate_processes_and_a_killed_node_loses_nothi
     .unwrap();
     let (ok, _, stderr) = run_cli(&["audit", "verify", export.to_str().unwrap(), "--vkey", &vkey]);
     assert!(!ok && stderr.contains("ledger entry 1: changed"), "{stderr}");
+    // The consistency proof from the first entry's tree to the latest checkpoint, a hash a line.
+    let proof = run(
+        "js.gongan-system",
+        &["--node", &gongan_url, "audit", "consistency", "1"],
+    );
+    assert!(
+        !proof.is_empty() && proof.lines().all(|l| l.len() == 44 && l.ends_with('=')),
+        "{proof}"
+    );
     let held = run("js.gongan-system", &["dept", "ledger", "js.gongan"]);
     assert!(
         held.contains("events:     3 held") && held.contains("log key:    exchange.local/node/js.gongan+"),
