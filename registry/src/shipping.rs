@@ -82,6 +82,11 @@ fn encode(meta: &ShipMeta) -> Result<Vec<u8>, CoreError> {
     serde_json::to_vec(meta).map_err(|e| CoreError::Store(StoreError::Engine(format!("cannot encode: {e}"))))
 }
 
+fn save(store: &dyn Store, meta: &ShipMeta, mut batch: Batch) -> Result<(), CoreError> {
+    batch.put(meta_key(&meta.department), encode(meta)?);
+    Ok(store.commit(batch)?)
+}
+
 /// The shipped ledgers.
 pub struct Shipping {
     store: Arc<dyn Store>,
@@ -165,9 +170,8 @@ impl Shipping {
         event
     }
 
-    fn save(&self, meta: &ShipMeta, mut batch: Batch) -> Result<(), CoreError> {
-        batch.put(meta_key(&meta.department), encode(meta)?);
-        Ok(self.store.commit(batch)?)
+    fn save(&self, meta: &ShipMeta, batch: Batch) -> Result<(), CoreError> {
+        save(&*self.store, meta, batch)
     }
 
     /// Takes one batch from the caller's node (see the module documentation); returns what the
@@ -253,13 +257,19 @@ impl Shipping {
         // The events first, then the size that says they are held: after a crash in between the
         // node ships them again, and the index takes each (node, index) once.
         let events: Vec<(u64, Vec<u8>)> = (meta.size..).zip(batch.events).collect();
-        self.index.add(&department, &events)?;
         meta.size = end;
         meta.frontier = frontier.to_text();
         meta.checkpoint_root = tlog::base64(&checkpoint.root.0);
         meta.checkpoint = checkpoint.note;
         meta.checkpoint_size = checkpoint.size;
-        self.save(&meta, Batch::default())?;
+        // Thousands of index entries and a flush: off the async threads, which serve everyone.
+        let (index, store, held) = (self.index.clone(), self.store.clone(), meta.clone());
+        tokio::task::spawn_blocking(move || -> Result<(), CoreError> {
+            index.add(&department, &events)?;
+            save(&*store, &held, Batch::default())
+        })
+        .await
+        .map_err(|e| CoreError::Unavailable(format!("shipping task failed: {e}")))??;
         Ok(meta)
     }
 
