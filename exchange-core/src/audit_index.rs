@@ -292,7 +292,9 @@ impl<S: Store + ?Sized> AuditIndex for StoreAuditIndex<S> {
         for (index, bytes) in events {
             held = held.max(index + 1);
             let key = event_key(node, *index);
-            if self.store.get(&key)?.is_some() {
+            // Only an index below what is held can have been added before (a node's events come
+            // in order): the look-up is for shipping again after a crash.
+            if *index < held_before && self.store.get(&key)?.is_some() {
                 continue;
             }
             let event: AuditEvent = serde_json::from_slice(bytes).map_err(|e| corrupt(&key, e))?;
