@@ -125,21 +125,31 @@ impl SledStore {
                 "store.cache_mib is 0: give sled's cache at least 1 MiB (the default is 64)".into(),
             ));
         }
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(config.cache_mib.saturating_mul(1024 * 1024))
-            .open()
-            .map_err(|e| match &e {
-                // sled locks its directory: another process has it open (sled says so only in
-                // its message).
-                sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock") => {
-                    StoreError::Engine(format!(
-                    "cannot open {}: another process has it open (is a server already running on this data directory?)",
-                    path.display()
-                ))
+        // sled's lock on its directory outlives the last handle for a moment (its flusher thread
+        // lets go of the files after the Db is dropped), so a store reopened in the same process
+        // (a server restarted in place) may find it still held: wait a little before saying
+        // another process has it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(path)
+                .cache_capacity(config.cache_mib.saturating_mul(1024 * 1024))
+                .open();
+            match opened {
+                Ok(db) => break db,
+                // sled says it is locked only in its message.
+                Err(sled::Error::Io(io)) if io.to_string().starts_with("could not acquire lock") => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Engine(format!(
+                            "cannot open {}: another process has it open (is a server already running on this data directory?)",
+                            path.display()
+                        )));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                _ => StoreError::Engine(format!("cannot open {}: {e}", path.display())),
-            })?;
+                Err(e) => return Err(StoreError::Engine(format!("cannot open {}: {e}", path.display()))),
+            }
+        };
         Ok(Self {
             db,
             flush_lock: Mutex::new(()),
