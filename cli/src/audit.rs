@@ -64,13 +64,6 @@ fn parse_time(flag: &str, text: &str) -> anyhow::Result<i64> {
     Ok(day.midnight().assume_utc().unix_timestamp() * 1000)
 }
 
-fn time_ms(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| ms.to_string())
-}
-
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Search every audit event the registry holds (auditors and admins): nodes' reads and the
@@ -204,17 +197,6 @@ fn private_file(path: &std::path::Path, append: bool) -> anyhow::Result<std::fs:
     options
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// The digest a receipt names: each record's JSON followed by a newline.
-fn digest(lines: &[String]) -> String {
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    for line in lines {
-        context.update(line.as_bytes());
-        context.update(b"\n");
-    }
-    let digest: [u8; 32] = context.finish().as_ref().try_into().expect("32 bytes");
-    exchange_core::ledger::hex(&digest)
 }
 
 pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> {
@@ -399,7 +381,10 @@ async fn receipt(receipts: &PathBuf, records: &PathBuf, vkey: Option<String>, co
             });
             let (event, result) = match checked {
                 Ok(event) if file.index != receipt.index => (Some(event), "proof is for another event".to_string()),
-                Ok(event) if event.served_sha256 != digest(mine) => {
+                Ok(event)
+                    if event.served_sha256
+                        != exchange_core::ledger::served_digest(mine.iter().map(|l| l.as_bytes())) =>
+                {
                     (Some(event), "the records are not the ones served".to_string())
                 }
                 Ok(event) if event.served_sha256 != receipt.served_sha256 => {
@@ -414,7 +399,7 @@ async fn receipt(receipts: &PathBuf, records: &PathBuf, vkey: Option<String>, co
             let e = event.as_ref();
             table.row(vec![
                 receipt.index.to_string(),
-                e.map(|e| crate::output::time(e.time_ms / 1000)).unwrap_or_default(),
+                e.map(|e| crate::output::time_ms(e.time_ms)).unwrap_or_default(),
                 e.map(|e| e.department.clone()).unwrap_or_default(),
                 e.map(|e| e.purpose.clone()).unwrap_or_default(),
                 e.map(|e| e.grant_id.clone()).unwrap_or_default(),
@@ -502,7 +487,7 @@ async fn query(args: QueryArgs, common: &Common) -> anyhow::Result<()> {
                 continue;
             }
             table.row(vec![
-                time_ms(event.time_ms),
+                crate::output::time_ms(event.time_ms),
                 format!("{}#{}", found.node, found.index),
                 event.department,
                 event.operation,
@@ -559,7 +544,7 @@ async fn who_read(dataset: &str, key: &str, common: &Common) -> anyhow::Result<(
                 continue;
             }
             table.row(vec![
-                time_ms(read.time_ms),
+                crate::output::time_ms(read.time_ms),
                 read.department_id.clone(),
                 read.operation.clone(),
                 read.purpose.clone(),

@@ -71,6 +71,14 @@ pub(crate) fn time(secs: i64) -> String {
         .unwrap_or_else(|| secs.to_string())
 }
 
+/// Unix milliseconds as RFC 3339 (audit events are stamped to the millisecond).
+pub(crate) fn time_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
 /// Turns a gRPC status into an error a person reads: the code in words, then the message.
 pub(crate) fn status_error(status: tonic::Status) -> anyhow::Error {
     // The server does not know the call at all: the URL points at the wrong kind of server.

@@ -272,14 +272,19 @@ impl<S: Store + ?Sized> StoreAuditIndex<S> {
             .store
             .get(&key)?
             .ok_or_else(|| corrupt(&key, "indexed but not stored"))?;
-        let event = serde_json::from_slice(&bytes).map_err(|e| corrupt(&key, e))?;
-        Ok(Located {
-            node: node.to_string(),
-            index,
-            bytes,
-            event,
-        })
+        decode(&key, node, index, bytes)
     }
+}
+
+/// A stored event, decoded, with where it is.
+fn decode(key: &[u8], node: &str, index: u64, bytes: Vec<u8>) -> Result<Located, StoreError> {
+    let event = serde_json::from_slice(&bytes).map_err(|e| corrupt(key, e))?;
+    Ok(Located {
+        node: node.to_string(),
+        index,
+        bytes,
+        event,
+    })
 }
 
 impl<S: Store + ?Sized> AuditIndex for StoreAuditIndex<S> {
@@ -375,13 +380,7 @@ impl<S: Store + ?Sized> AuditIndex for StoreAuditIndex<S> {
                     .next()
                     .and_then(|i| std::str::from_utf8(i).ok()?.parse().ok())
                     .ok_or_else(|| corrupt(&key, "not an event key"))?;
-                let event = serde_json::from_slice(&bytes).map_err(|e| corrupt(&key, e))?;
-                Ok(Located {
-                    node: node.to_string(),
-                    index,
-                    bytes,
-                    event,
-                })
+                decode(&key, node, index, bytes)
             })
             .collect()
     }

@@ -177,6 +177,24 @@ mod set_2026_12_01 {
     }
 }
 
+/// A ledger's `events` file of `events`: each one's leaf, then a newline.
+fn events_file(events: &[AuditEvent]) -> Vec<u8> {
+    let mut file = Vec::new();
+    for event in events {
+        file.extend(ledger::encode(event).unwrap());
+        file.push(b'\n');
+    }
+    file
+}
+
+/// The events an `events` file holds.
+fn events_of(file: &[u8]) -> Vec<AuditEvent> {
+    file.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect()
+}
+
 /// The set of 2026-12-01.2: the ledger became a Merkle log (`ledger/events`, one event a line)
 /// and events gained `served_sha256`.
 mod set_2026_12_01_2 {
@@ -192,22 +210,12 @@ mod set_2026_12_01_2 {
 
     /// The events file those events make.
     pub(super) fn ledger_events() -> Vec<u8> {
-        let mut file = Vec::new();
-        for event in events() {
-            file.extend(ledger::encode(&event).unwrap());
-            file.push(b'\n');
-        }
-        file
+        super::events_file(&events())
     }
 
     #[test]
     fn every_type_decodes_as_written() {
-        let events: Vec<AuditEvent> = LEDGER_EVENTS
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).unwrap())
-            .collect();
-        assert_eq!(events, self::events());
+        assert_eq!(super::events_of(LEDGER_EVENTS), self::events());
     }
 }
 
@@ -234,23 +242,13 @@ mod set_2026_12_01_3 {
     }
 
     pub(super) fn ledger_events() -> Vec<u8> {
-        let mut file = Vec::new();
-        for event in events() {
-            file.extend(ledger::encode(&event).unwrap());
-            file.push(b'\n');
-        }
-        file
+        super::events_file(&events())
     }
 
     #[test]
     fn every_type_decodes_as_written() {
         assert_eq!(serde_json::from_slice::<Grant>(GRANT).unwrap(), grant());
-        let events: Vec<AuditEvent> = LEDGER_EVENTS
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).unwrap())
-            .collect();
-        assert_eq!(events, self::events());
+        assert_eq!(super::events_of(LEDGER_EVENTS), self::events());
     }
 }
 

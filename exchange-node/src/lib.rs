@@ -174,15 +174,13 @@ pub async fn run_with_clock(
 /// first-form ledger into it.
 fn open_ledger(data_dir: &std::path::Path, trust_domain: &str, department: &str) -> Result<Ledger, RunError> {
     let origin = exchange_core::ledger::node_origin(trust_domain, department);
-    let (key, created) = exchange_core::tlog::LogKey::load_or_create(&data_dir.join(LOG_KEY_FILE), &origin)
-        .map_err(RunError::from_display)?;
+    let (mut ledger, created) = Ledger::open_in(data_dir, &origin).map_err(RunError::from_display)?;
     if created {
         tracing::info!(
-            vkey = key.vkey(),
-            "created the node's log key; the registry pins it when the node announces"
+            vkey = ledger.key().vkey(),
+            "created the node's log key; the registry pins it when the node first ships its ledger"
         );
     }
-    let mut ledger = Ledger::open(&data_dir.join(LEDGER_DIR), key).map_err(RunError::from_display)?;
     let recovered = ledger.recovered();
     if recovered.cut_bytes > 0 {
         tracing::warn!(dir = %ledger.dir().display(), cut = recovered.cut_bytes, "cut a torn, unacknowledged last ledger line");
@@ -213,11 +211,8 @@ fn owns(name: &str) -> bool {
 
 /// Under a node's `data_dir`: the sled store of records, change feed and registry view.
 pub const STORE_DIR: &str = "store";
-/// Under a node's `data_dir`: the audit ledger (see `exchange_core::ledger` for its files).
-pub const LEDGER_DIR: &str = "ledger";
-/// Under a node's `data_dir`: the Ed25519 key the ledger's checkpoints are signed with, as Go's
-/// private-key text (`PRIVATE+KEY+<origin>+<key id>+<base64>`), mode 0600.
-pub const LOG_KEY_FILE: &str = "log.key";
+/// Under a node's `data_dir`: the audit ledger and its signing key (see `exchange_core::ledger`).
+pub use exchange_core::ledger::{LEDGER_DIR, LOG_KEY_FILE};
 /// Under a node's `data_dir`: the first form of the ledger (a hash chain), moved into
 /// [`LEDGER_DIR`] at start and renamed `audit.ledger.migrated`.
 pub const LEGACY_LEDGER_FILE: &str = "audit.ledger";

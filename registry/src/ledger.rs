@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use exchange_core::audit_index::AuditIndex;
 use exchange_core::ledger::{AuditEvent, Decision, Ledger, LedgerReader};
-use exchange_core::tlog::{Checkpoint, LogKey};
+use exchange_core::tlog::Checkpoint;
 use exchange_core::CoreError;
 use tokio::sync::watch;
 
@@ -20,9 +20,7 @@ use tokio::sync::watch;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// Under the registry's `data_dir`: its ledger and its log key (beside sled's own files).
-pub const LEDGER_DIR: &str = "ledger";
-/// Under the registry's `data_dir`: the Ed25519 key its checkpoints are signed with.
-pub const LOG_KEY_FILE: &str = "log.key";
+pub use exchange_core::ledger::{LEDGER_DIR, LOG_KEY_FILE};
 
 struct Inner {
     ledger: Ledger,
@@ -43,12 +41,10 @@ impl RegistryLedger {
     /// Opens the ledger in `data_dir`, creating the log key named `origin` on first start, and
     /// indexes in `index` whatever of it a crash left unindexed.
     pub fn open(data_dir: &Path, origin: &str, index: Arc<dyn AuditIndex>) -> Result<Self, CoreError> {
-        let (key, created) = LogKey::load_or_create(&data_dir.join(LOG_KEY_FILE), origin)
-            .map_err(|e| CoreError::Unavailable(e.to_string()))?;
+        let (ledger, created) = Ledger::open_in(data_dir, origin)?;
         if created {
-            tracing::info!(vkey = key.vkey(), "created the registry's log key");
+            tracing::info!(vkey = ledger.key().vkey(), "created the registry's log key");
         }
-        let ledger = Ledger::open(&data_dir.join(LEDGER_DIR), key)?;
         if ledger.recovered().cut_bytes > 0 {
             tracing::warn!(
                 cut = ledger.recovered().cut_bytes,

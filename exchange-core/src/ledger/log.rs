@@ -25,7 +25,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::tlog::{self, Checkpoint, Frontier, HashReader, LogKey, ProofFile};
 
-use super::{encode, AuditEvent, LedgerError, VerifyError};
+use super::{encode, tampered, AuditEvent, LedgerError};
 
 /// Leaf `i` is line `i`.
 pub(crate) const EVENTS: &str = "events";
@@ -69,13 +69,6 @@ fn io(path: &Path, e: impl std::fmt::Display) -> LedgerError {
     LedgerError::Io {
         path: path.to_path_buf(),
         message: e.to_string(),
-    }
-}
-
-fn tampered(path: &Path, index: u64, why: impl Into<String>) -> LedgerError {
-    LedgerError::Tampered {
-        path: path.to_path_buf(),
-        error: VerifyError { index, why: why.into() },
     }
 }
 
@@ -257,7 +250,21 @@ fn read_checkpoint(dir: &Path, key: &LogKey) -> Result<Option<Checkpoint>, Ledge
     }
 }
 
+/// Under a server's `data_dir`: its ledger's directory.
+pub const LEDGER_DIR: &str = "ledger";
+/// Under a server's `data_dir`: the Ed25519 key its checkpoints are signed with, as Go's
+/// private-key text (`PRIVATE+KEY+<origin>+<key id>+<base64>`), mode 0600.
+pub const LOG_KEY_FILE: &str = "log.key";
+
 impl Ledger {
+    /// Opens the ledger a server keeps in `data_dir` ([`LEDGER_DIR`], signed with the key in
+    /// [`LOG_KEY_FILE`], created for `origin` on first start); says whether the key was created.
+    pub fn open_in(data_dir: &Path, origin: &str) -> Result<(Self, bool), LedgerError> {
+        let key_path = data_dir.join(LOG_KEY_FILE);
+        let (key, created) = LogKey::load_or_create(&key_path, origin).map_err(|e| io(&key_path, e))?;
+        Ok((Self::open(&data_dir.join(LEDGER_DIR), key)?, created))
+    }
+
     /// Opens (or creates, directory 0700 and files 0600: they name the people whose records were
     /// read) the ledger in `dir`, signed with `key`, recovering as the module describes.
     pub fn open(dir: &Path, key: LogKey) -> Result<Self, LedgerError> {
@@ -378,7 +385,7 @@ impl Ledger {
             line.pop();
             group.stage_leaves([line.as_slice()])?;
             if group.size - group.base >= REDERIVE_CHUNK {
-                self.apply_derived(std::mem::replace(&mut group, Group::empty()))?;
+                self.apply_derived(group)?;
                 group = self.group();
             }
         }
@@ -426,12 +433,8 @@ impl Ledger {
         }
     }
 
-    fn root(&self) -> Result<tlog::Hash, LedgerError> {
-        Ok(self.frontier.root())
-    }
-
     fn publish(&mut self) {
-        let root = self.root().unwrap_or(tlog::EMPTY_HASH);
+        let root = self.frontier.root();
         let mut published = self.published.write().unwrap_or_else(|p| p.into_inner());
         *published = Published {
             size: self.size,
@@ -546,7 +549,7 @@ impl Ledger {
         self.sync_derived()?;
         let checkpoint = self
             .key
-            .sign_checkpoint(self.size, self.root()?)
+            .sign_checkpoint(self.size, self.frontier.root())
             .map_err(|e| io(&self.dir, e))?;
         write_atomically(&self.dir.join(CHECKPOINT), checkpoint.note.as_bytes())?;
         self.checkpoint = Some(checkpoint.clone());
@@ -635,20 +638,6 @@ fn cut_off(events: &Path, signed: u64, have: u64) -> LedgerError {
         have,
         format!("cut off the end: the signed checkpoint covers {signed} entries, the file holds {have}"),
     )
-}
-
-impl Group {
-    fn empty() -> Self {
-        Self {
-            base: 0,
-            size: 0,
-            end: 0,
-            frontier: Frontier::default(),
-            events: Vec::new(),
-            hashes: Vec::new(),
-            offsets: Vec::new(),
-        }
-    }
 }
 
 /// Reads the committed log while its [`Ledger`] appends: leaves, roots, proofs.

@@ -42,7 +42,7 @@ mod verify;
 #[cfg(test)]
 pub(crate) use v1::read_events as v1_events;
 
-pub use log::{Group, Ledger, LedgerReader, Recovered};
+pub use log::{Group, Ledger, LedgerReader, Recovered, LEDGER_DIR, LOG_KEY_FILE};
 pub use verify::{read_verified, verify_dir, Entry, Verified};
 
 use serde::{Deserialize, Serialize};
@@ -141,6 +141,19 @@ pub fn encode(event: &AuditEvent) -> Result<Vec<u8>, LedgerError> {
     serde_json::to_vec(event).map_err(|e| LedgerError::Encode(e.to_string()))
 }
 
+/// The digest a receipt names (an event's `served_sha256`): lower-case hex SHA-256 over each
+/// served record's JSON followed by a newline, in the order served, which is what a consumer
+/// writing the records as JSON lines holds.
+pub fn served_digest<'a>(served: impl IntoIterator<Item = &'a [u8]>) -> String {
+    use sha2::Digest as _;
+    let mut digest = sha2::Sha256::new();
+    for json in served {
+        digest.update(json);
+        digest.update(b"\n");
+    }
+    hex(&digest.finalize().into())
+}
+
 /// The origin (and log key name) of a node's ledger.
 pub fn node_origin(trust_domain: &str, department: &str) -> String {
     format!("{trust_domain}/node/{department}")
@@ -176,6 +189,14 @@ pub struct VerifyError {
     pub index: u64,
     /// What is wrong with it.
     pub why: String,
+}
+
+/// The error for a file whose entry `index` is wrong, and how.
+pub(crate) fn tampered(path: &std::path::Path, index: u64, why: impl Into<String>) -> LedgerError {
+    LedgerError::Tampered {
+        path: path.to_path_buf(),
+        error: VerifyError { index, why: why.into() },
+    }
 }
 
 /// Why the ledger could not be read or written.

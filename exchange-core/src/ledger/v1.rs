@@ -9,7 +9,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::{parse_hex, Hash, LedgerError, VerifyError};
+use super::{parse_hex, Hash, LedgerError};
 
 /// An entry as read back from its line: the event's stored bytes are kept as they are.
 #[derive(serde::Deserialize)]
@@ -50,10 +50,7 @@ pub(crate) fn read_events(path: &Path) -> Result<Vec<Vec<u8>>, LedgerError> {
         }
         line.pop();
         let index = events.len() as u64;
-        let tampered = |why: String| LedgerError::Tampered {
-            path: path.to_path_buf(),
-            error: VerifyError { index, why },
-        };
+        let tampered = |why: String| super::tampered(path, index, why);
         let stored: StoredEntry<'_> =
             serde_json::from_slice(&line).map_err(|e| tampered(format!("not a ledger entry: {e}")))?;
         if stored.seq != index + 1 {

@@ -15,7 +15,7 @@ use std::path::Path;
 use crate::tlog::{self, Checkpoint, Frontier as Tree, LogVerifier};
 
 use super::log::{read_pruned, start_after_pruned, CHECKPOINT, EVENTS, HASHES};
-use super::{AuditEvent, Decision, LedgerError, VerifyError};
+use super::{tampered as fail, AuditEvent, Decision, LedgerError};
 
 /// What a verified ledger holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,13 +30,6 @@ pub struct Verified {
     pub allowed: u64,
     /// Entries pruned from the start (retention): their hashes were taken from the hash file.
     pub pruned: u64,
-}
-
-fn fail(path: &Path, index: u64, why: impl Into<String>) -> LedgerError {
-    LedgerError::Tampered {
-        path: path.to_path_buf(),
-        error: VerifyError { index, why: why.into() },
-    }
 }
 
 /// Verifies the ledger in `dir` against checkpoints signed by `log` (the key the registry

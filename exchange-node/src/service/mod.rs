@@ -201,7 +201,7 @@ impl NodeService {
         event.count = keys.len() as u64;
         event.keys = keys.iter().take(MAX_KEYS_PER_EVENT).cloned().collect();
         event.grant_id = plan.grant_id.clone().unwrap_or_default();
-        event.served_sha256 = served_digest(served);
+        event.served_sha256 = exchange_core::ledger::served_digest(served);
         event.withheld_until = ask.withhold_until;
         let served_sha256 = event.served_sha256.clone();
         let indexes = self.writer.audit(vec![event]).await.map_err(to_status)?;
@@ -228,18 +228,6 @@ impl NodeService {
             clock: self.clock.clone(),
         })
     }
-}
-
-/// The digest a receipt names: SHA-256 over each served record's JSON followed by a newline, in
-/// the order served (what a consumer writing the records as JSON lines holds).
-pub(crate) fn served_digest<'a>(served: impl IntoIterator<Item = &'a [u8]>) -> String {
-    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-    for json in served {
-        digest.update(json);
-        digest.update(b"\n");
-    }
-    let digest: [u8; 32] = digest.finish().as_ref().try_into().expect("SHA-256 is 32 bytes");
-    exchange_core::ledger::hex(&digest)
 }
 
 /// The record as the plan allows it to leave: `None` if the row filter hides it.

@@ -304,15 +304,7 @@ async fn a_withheld_read_appears_in_the_access_report_only_after_its_date() {
     request.investigative_purposes = vec!["fraud-investigation".into()];
     let g = scjg.request_grant(request).await.unwrap().into_inner();
     assert_eq!(g.investigative_purposes, ["fraud-investigation"]);
-    let mut gongan = ex.client("js.gongan", Role::System).await;
-    let approved = gongan
-        .approve_grant(pb::DecideGrantRequest {
-            grant_id: g.id.clone(),
-            reason: "ok".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let approved = approve(&ex, &g.id).await;
     node.wait_current(&ex, approved.revision).await;
 
     let now = ex.clock.clock().now();
@@ -339,34 +331,20 @@ async fn a_withheld_read_appears_in_the_access_report_only_after_its_date() {
 
     let report = |who: Role, dept: &'static str| {
         let ex = &ex;
-        let key = keys[0].clone();
+        let request = pb::AccessReportRequest {
+            dataset_id: "js.gongan/population".into(),
+            record_key: keys[0].clone(),
+            ..Default::default()
+        };
         async move {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             loop {
                 let mut client = ex.client(dept, who).await;
                 let mut auditor = ex.client("js.dsj", Role::Auditor).await;
                 // Wait until the read is shipped (the auditor sees it first).
-                let all = auditor
-                    .access_report(pb::AccessReportRequest {
-                        dataset_id: "js.gongan/population".into(),
-                        record_key: key.clone(),
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .reads;
+                let all = auditor.access_report(request.clone()).await.unwrap().into_inner().reads;
                 if all.iter().any(|r| r.index == receipt.index) || tokio::time::Instant::now() > deadline {
-                    return client
-                        .access_report(pb::AccessReportRequest {
-                            dataset_id: "js.gongan/population".into(),
-                            record_key: key.clone(),
-                            ..Default::default()
-                        })
-                        .await
-                        .unwrap()
-                        .into_inner()
-                        .reads;
+                    return client.access_report(request.clone()).await.unwrap().into_inner().reads;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

@@ -98,6 +98,19 @@ pub(super) fn records(response: &npb::GetResponse) -> Vec<Value> {
 /// A registry with the seeded datasets, js.gongan's node with people in Nanjing (3201xx) and
 /// Suzhou (3205xx), and an approved grant for js.scjg on name, region_code and phone for
 /// business-licensing, limited to Nanjing. Returns the keys and the grant id.
+/// js.gongan (the dataset owner) approves grant `id`.
+pub(super) async fn approve(ex: &TestExchange, id: &str) -> pb::Grant {
+    let mut gongan = ex.client("js.gongan", Role::System).await;
+    gongan
+        .approve_grant(pb::DecideGrantRequest {
+            grant_id: id.into(),
+            reason: "ok".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 pub(super) async fn setup() -> (TestExchange, TestNode, Vec<String>, String) {
     let ex = TestExchange::start().await;
     ex.seed().await;
@@ -105,15 +118,7 @@ pub(super) async fn setup() -> (TestExchange, TestNode, Vec<String>, String) {
     let mut request = grant_request("js.gongan/population", &["name", "region_code", "phone"]);
     request.row_filter = "region_code STARTS WITH \"3201\"".into();
     let g = scjg.request_grant(request).await.unwrap().into_inner();
-    let mut gongan = ex.client("js.gongan", Role::System).await;
-    let approved = gongan
-        .approve_grant(pb::DecideGrantRequest {
-            grant_id: g.id.clone(),
-            reason: "ok".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let approved = approve(&ex, &g.id).await;
     let node = TestNode::start(&ex, "js.gongan").await;
     let mut owner = node.client(&ex, "js.gongan", Role::System).await;
     node.wait_current(&ex, approved.revision).await;
