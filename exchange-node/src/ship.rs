@@ -67,10 +67,14 @@ impl Shipper {
             return;
         };
         let mut before = self.ledger.pruned();
+        // This runs after every shipped batch, and the oldest event kept is nearly always within
+        // its retention: one event read says so; only then are they read a thousand at a time.
+        let mut chunk = 1;
         while before < shipped {
-            let Ok(leaves) = self.ledger.leaves(before, (shipped - before).min(1000)) else {
+            let Ok(leaves) = self.ledger.leaves(before, (shipped - before).min(chunk)) else {
                 return;
             };
+            chunk = 1000;
             let old = leaves
                 .iter()
                 .take_while(|leaf| serde_json::from_slice::<AuditEvent>(leaf).is_ok_and(|e| e.time_ms < cutoff))
