@@ -72,6 +72,16 @@ pub async fn run_with_clock(
     shutdown: impl Future<Output = ()> + Send + 'static,
     clock: Clock,
 ) -> Result<(), RunError> {
+    serve(config, listener, shutdown, clock, bench::LedgerSwitch::default()).await
+}
+
+async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    clock: Clock,
+    ledger_switch: bench::LedgerSwitch,
+) -> Result<(), RunError> {
     if let Some(url) = &config.advertise {
         if !url.starts_with("https://") || url.len() == "https://".len() {
             return Err(RunError(format!(
@@ -158,6 +168,7 @@ pub async fn run_with_clock(
         policy_epoch: epoch_rx,
         shutdown: stopping,
         clock,
+        ledger_switch,
     };
     server
         .add_service(NodeServer::new(service).max_decoding_message_size(config.limits.max_message_bytes))
@@ -168,6 +179,50 @@ pub async fn run_with_clock(
     let _ = shipper.await;
     writer.stop().await;
     served
+}
+
+pub mod bench {
+    //! For `exchange bench` only: a node whose audit ledger can be switched off, to measure what
+    //! the ledger costs beside the same reads without it. No configuration reaches this:
+    //! `exchange node` and [`run`](super::run) always audit.
+
+    use std::future::Future;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use exchange_core::clock::Clock;
+    use tokio::net::TcpListener;
+
+    use crate::{Config, RunError};
+
+    /// Whether reads are written to the ledger (on unless the bench turns it off).
+    #[derive(Debug, Clone, Default)]
+    pub struct LedgerSwitch {
+        off: Arc<AtomicBool>,
+    }
+
+    impl LedgerSwitch {
+        /// Turns the ledger on or off for the reads that follow. Off, a read is decided, served
+        /// and its event built and hashed as always, but not written, so nothing is shipped
+        /// either; its receipt names index 0.
+        pub fn set_on(&self, on: bool) {
+            self.off.store(!on, Ordering::Relaxed);
+        }
+
+        pub(crate) fn is_on(&self) -> bool {
+            !self.off.load(Ordering::Relaxed)
+        }
+    }
+
+    /// [`run`](super::run) with the ledger under `switch`.
+    pub async fn run(
+        config: Config,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        switch: LedgerSwitch,
+    ) -> Result<(), RunError> {
+        super::serve(config, listener, shutdown, Clock::system(), switch).await
+    }
 }
 
 /// Opens the node's log key (creating it on first start) and its ledger, moving the events of a

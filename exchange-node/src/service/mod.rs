@@ -77,6 +77,8 @@ pub struct NodeService {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// The time grants expire by and events are stamped with.
     pub(crate) clock: Clock,
+    /// Always on, except in `exchange bench`'s ledger-off measurement.
+    pub(crate) ledger_switch: crate::bench::LedgerSwitch,
 }
 
 type Result<T> = std::result::Result<T, Status>;
@@ -128,7 +130,7 @@ impl NodeService {
     async fn deny(&self, who: &Principal, ask: &ReadAsk<'_>, error: impl Into<CoreError>) -> Status {
         let error = error.into();
         let event = self.event(who, ask, Decision::Deny, error.to_string());
-        if let Err(e) = self.writer.audit(vec![event]).await {
+        if let Err(e) = self.write_audit(event).await {
             return to_status(e);
         }
         tracing::info!(caller = %who, dataset = ask.dataset, operation = ask.operation, reason = %error, "read denied");
@@ -204,12 +206,20 @@ impl NodeService {
         event.served_sha256 = exchange_core::ledger::served_digest(served);
         event.withheld_until = ask.withhold_until;
         let served_sha256 = event.served_sha256.clone();
-        let indexes = self.writer.audit(vec![event]).await.map_err(to_status)?;
+        let index = self.write_audit(event).await.map_err(to_status)?;
         Ok(pb::Receipt {
             node: self.department.clone(),
-            index: indexes.start,
+            index,
             served_sha256,
         })
+    }
+
+    /// Writes one event to the ledger durably; returns its index.
+    async fn write_audit(&self, event: AuditEvent) -> std::result::Result<u64, CoreError> {
+        if !self.ledger_switch.is_on() {
+            return Ok(0);
+        }
+        Ok(self.writer.audit(vec![event]).await?.start)
     }
 
     fn clone_for_task(&self) -> Arc<NodeService> {
@@ -226,6 +236,7 @@ impl NodeService {
             policy_epoch: self.policy_epoch.clone(),
             shutdown: self.shutdown.clone(),
             clock: self.clock.clone(),
+            ledger_switch: self.ledger_switch.clone(),
         })
     }
 }
@@ -333,3 +344,4 @@ impl pb::node_server::Node for NodeService {
         ledger::export_ledger(self, request).await
     }
 }
+
