@@ -65,9 +65,9 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         count: usize,
     },
-    /// Measure audited reads per second through a node, beside a bare-call baseline.
-    #[command(subcommand)]
-    Bench(BenchCommand),
+    /// Measure every performance target beside its baseline on this machine (release build), and
+    /// write the table into BENCHMARKS.md.
+    Bench(bench::Args),
     /// Verify a node's (or the registry's) audit ledger offline: every entry rehashed, the Merkle tree rebuilt and
     /// checked against the signed checkpoint; names the first broken entry.
     VerifyLedger {
@@ -90,12 +90,6 @@ enum Command {
     /// A node's audit ledger: checkpoints, proofs, and checking receipts.
     #[command(subcommand)]
     Audit(audit::Command),
-}
-
-#[derive(Debug, Subcommand)]
-enum BenchCommand {
-    /// Audited, authorized Get calls against a bare call over the same connections.
-    Reads(bench::Args),
 }
 
 /// Writes sample records as NDJSON to standard output, one at a time (memory stays flat).
@@ -138,7 +132,7 @@ fn main() -> ExitCode {
                 config,
                 resync_registry_view,
             } => run_node(config, resync_registry_view).await,
-            Command::Bench(BenchCommand::Reads(args)) => bench::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
             Command::VerifyLedger { data_dir, vkey } => verify_ledger(&data_dir, vkey.as_deref()),
             Command::Samples { dataset, count } => write_samples(&dataset, count),
         }

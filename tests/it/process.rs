@@ -559,3 +559,76 @@ fn the_quickstart_sets_up_a_working_exchange_and_the_cli_uses_it() {
 
     server.kill();
 }
+
+/// `exchange bench` at a tiny size, so that it cannot rot: every row of the table is
+/// measured (a figure for each), whatever the speed; BENCHMARKS.md's other content is kept.
+#[test]
+fn the_bench_measures_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("BENCHMARKS.md");
+    std::fs::write(&report, "# Benchmarks\n\nEarlier runs, kept.\n").unwrap();
+    let json = dir.path().join("bench.json");
+    let (ok, stdout, stderr) = run_cli(&[
+        "--log",
+        "error",
+        "bench",
+        "--seconds",
+        "0.5",
+        "--records",
+        "2000",
+        "--events",
+        "3000",
+        "--watchers",
+        "3",
+        "--samples",
+        "3",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        "--json-report",
+        json.to_str().unwrap(),
+    ]);
+    assert!(ok, "bench failed:\n{stdout}\n{stderr}");
+    let rows: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = rows["rows"].as_array().unwrap();
+    let numbers: Vec<u64> = rows.iter().map(|r| r["number"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, (1..=9).collect::<Vec<_>>(), "{stdout}");
+    for row in rows {
+        let figures = row["figures"].as_object().unwrap();
+        assert!(!figures.is_empty(), "row {} has no figures", row["number"]);
+        for (name, value) in figures {
+            let value = value.as_f64().unwrap();
+            assert!(value.is_finite(), "row {} {name} = {value}", row["number"]);
+        }
+        assert!(!row["measured"].as_str().unwrap().is_empty());
+    }
+    // Rates were measured, not left at zero.
+    let figure = |row: usize, name: &str| rows[row - 1]["figures"][name].as_f64().unwrap();
+    for (row, name) in [
+        (1, "requests_per_s"),
+        (1, "baseline_requests_per_s"),
+        (2, "masked_records_per_s"),
+        (2, "baseline_records_per_s"),
+        (3, "records_per_s"),
+        (3, "baseline_records_per_s"),
+        (4, "ledger_off_requests_per_s"),
+        (5, "full_scan_ms"),
+        (6, "p99_ms"),
+        (7, "idle_mib"),
+        (8, "written_events_per_s"),
+        (9, "watched_p99_ms"),
+    ] {
+        assert!(figure(row, name) > 0.0, "row {row} {name} is 0:\n{stdout}");
+    }
+    let text = std::fs::read_to_string(&report).unwrap();
+    assert!(text.contains("| 9 | a grant decision"), "{text}");
+    assert!(text.trim_end().ends_with("Earlier runs, kept."), "{text}");
+    // The bench's data went with it.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with("exchange-bench-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
