@@ -5,13 +5,17 @@
 //! acknowledge after it (Architecture Invariant: nothing acknowledged is lost). Callers lay out
 //! their tables as key prefixes. Every engine passes [`conformance::run`].
 //!
-//! Engines: [`SledStore`] (the one deployed) and [`MemStore`] (tests and tools).
+//! Engines: [`SledStore`] (records, change feeds, the registry's state), [`LsmStore`] (fjall:
+//! the registry's index of shipped events) and [`MemStore`] (tests and tools).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, RwLock};
 
 pub mod conformance;
+mod lsm;
+
+pub use lsm::LsmStore;
 
 /// A storage failure. Nothing of a failed commit is visible or acknowledged.
 #[derive(Debug, Clone, thiserror::Error)]
