@@ -55,8 +55,20 @@ pub async fn run_with_clock(
         max_duration_secs: i64::from(config.grants.max_days) * 86_400,
     };
     let store: Arc<dyn exchange_core::store::Store> = Arc::new(store);
-    let index: Arc<dyn exchange_core::audit_index::AuditIndex> =
-        Arc::new(exchange_core::audit_index::StoreAuditIndex::new(store.clone()));
+    // Shipped events are indexed in an LSM tree of their own: a write-heavy table that outgrows
+    // any cache, which sled's B-tree pages handled at a few thousand events a second.
+    let index_store = exchange_core::store::LsmStore::open_with(&config.data_dir.join(AUDIT_INDEX_DIR), config.store)
+        .map_err(RunError::from_display)?;
+    let (index, moved) = exchange_core::audit_index::StoreAuditIndex::open_moving(Arc::new(index_store), &*store)
+        .map_err(RunError::from_display)?;
+    if moved > 0 {
+        tracing::info!(
+            events = moved,
+            dir = AUDIT_INDEX_DIR,
+            "moved the index of shipped events out of the registry's store into its own"
+        );
+    }
+    let index: Arc<dyn exchange_core::audit_index::AuditIndex> = Arc::new(index);
     let origin = exchange_core::ledger::registry_origin(&config.trust_domain);
     let ledger = Arc::new(
         ledger::RegistryLedger::open(&config.data_dir, &origin, index.clone()).map_err(RunError::from_display)?,
@@ -110,5 +122,8 @@ pub async fn run_with_clock(
 
 /// What the registry keeps in its `data_dir`: sled's files, its ledger and its log key.
 fn owns(name: &str) -> bool {
-    SledStore::owns(name) || name == ledger::LEDGER_DIR || name == ledger::LOG_KEY_FILE
+    SledStore::owns(name) || [ledger::LEDGER_DIR, ledger::LOG_KEY_FILE, AUDIT_INDEX_DIR].contains(&name)
 }
+
+/// Under the registry's `data_dir`: the index of shipped audit events (fjall).
+pub const AUDIT_INDEX_DIR: &str = "audit-index";

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use exchange_core::audit_index::{AuditIndex, AuditQuery, StoreAuditIndex};
 use exchange_core::ledger::{encode, AuditEvent, Decision};
-use exchange_core::store::{SledStore, StoreConfig};
+use exchange_core::store::{LsmStore, StoreConfig};
 
 use super::load::{percentiles, thousands};
 use super::Row;
@@ -149,7 +149,7 @@ fn first_pages(index: &dyn AuditIndex, queries: &[AuditQuery]) -> anyhow::Result
 
 /// Runs row 5 over `events` events in `dir`, `samples` queries per filter.
 pub(crate) fn run(dir: &std::path::Path, events: u64, samples: usize) -> anyhow::Result<Row> {
-    let store = Arc::new(SledStore::open_with(&dir.join("audit-index"), StoreConfig::default())?);
+    let store = Arc::new(LsmStore::open_with(&dir.join("audit-index"), StoreConfig::default())?);
     let index = StoreAuditIndex::new(store);
     let start_ms = exchange_core::now() * 1000 - DAYS * 86_400_000;
     let (fill_seconds, kept) = fill(&index, events, start_ms, samples)?;

@@ -1,0 +1,648 @@
+//! [`StoreAuditIndex`]: the shipped events and their indexes in a [`Store`], in chunks.
+//!
+//! Events are kept in chunks of up to [`CHUNK_EVENTS`] consecutive events of one node, spanning
+//! at most [`CHUNK_SPAN_MS`], as shipping delivers them; and each index holds one entry per
+//! chunk and value, naming the chunk's events that have it. A node shipping at full rate costs
+//! an entry per chunk for most fields instead of an entry per event and field; only the values
+//! that differ from event to event (record keys, often case ids) have about one each.
+//!
+//! Keys:
+//! - `ab/<node>\0<last:020>`: a chunk, keyed by its last index (see [`encode_chunk`]);
+//! - `aj/<f>/<value>\0<min_time:020>\0<node>\0<last:020>` for the time index (`f` = `t`, value
+//!   empty) and each field `f` (`c` consumer, `p` provider, `d` dataset, `u` purpose, `x`
+//!   decision, `g` grant, `k` case id, `r` one per record key): the chunk's latest event time
+//!   (8 bytes, big-endian) then the positions in the chunk of its events with that value (a byte
+//!   each);
+//! - `ac/<dim>/<value>\0<yyyy-mm-dd>`: how many events per value and day (UTC);
+//! - `ai/n/<node>`: one past the highest index held of the node.
+//!
+//! `<time>` is Unix milliseconds as 20 decimal digits. A search scans the index of its most
+//! selective filter in chunk order and merges: a chunk's events are final once a chunk starting
+//! later has been read, so results come in (time, node, index) order. Resuming from a cursor
+//! reads the index from [`CHUNK_SPAN_MS`] before it (chunks that began earlier may hold later
+//! events), skipping chunks that end before it by their latest time.
+//!
+//! The first layout (`ai/e/`, one index entry per event and field) is moved into this one by
+//! [`StoreAuditIndex::open_moving`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use super::{day_of, AuditIndex, AuditQuery, Count, CountBy, Located, SearchPage, SCAN_BUDGET};
+use crate::ledger::AuditEvent;
+use crate::store::{Batch, Store, StoreError};
+
+/// Events in a chunk at most (positions are one byte).
+pub const CHUNK_EVENTS: usize = 128;
+/// The most time between a chunk's earliest and latest event.
+pub const CHUNK_SPAN_MS: i64 = 2_000;
+/// Chunk encodings this build reads.
+const CHUNK_V1: u8 = 1;
+
+fn time_text(time_ms: i64) -> String {
+    format!("{:020}", time_ms.max(0))
+}
+
+fn chunk_key(node: &str, last: u64) -> Vec<u8> {
+    format!("ab/{node}\0{last:020}").into_bytes()
+}
+
+fn held_key(node: &str) -> Vec<u8> {
+    format!("ai/n/{node}").into_bytes()
+}
+
+pub(super) fn corrupt(key: &[u8], why: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        message: why.to_string(),
+    }
+}
+
+/// A chunk: a version byte, then per event its index (8 bytes, big-endian), its length (4
+/// bytes) and its leaf bytes, in index order.
+fn encode_chunk(events: &[(u64, &[u8])]) -> Vec<u8> {
+    let size: usize = events.iter().map(|(_, b)| 12 + b.len()).sum();
+    let mut out = Vec::with_capacity(1 + size);
+    out.push(CHUNK_V1);
+    for (index, bytes) in events {
+        out.extend_from_slice(&index.to_be_bytes());
+        out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
+/// The (index, leaf) entries of a chunk.
+fn decode_chunk<'a>(key: &[u8], bytes: &'a [u8]) -> Result<Vec<(u64, &'a [u8])>, StoreError> {
+    match bytes.first() {
+        Some(&CHUNK_V1) => {}
+        Some(other) => {
+            return Err(corrupt(
+                key,
+                format!("chunk encoding {other} is not one this build reads"),
+            ))
+        }
+        None => return Err(corrupt(key, "empty chunk")),
+    }
+    let mut entries = Vec::new();
+    let mut rest = &bytes[1..];
+    while !rest.is_empty() {
+        if rest.len() < 12 {
+            return Err(corrupt(key, "chunk entry cut short"));
+        }
+        let index = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+        let len = u32::from_be_bytes(rest[8..12].try_into().expect("4 bytes")) as usize;
+        let Some(leaf) = rest.get(12..12 + len) else {
+            return Err(corrupt(key, "chunk entry cut short"));
+        };
+        entries.push((index, leaf));
+        rest = &rest[12 + len..];
+    }
+    Ok(entries)
+}
+
+/// Where an event is in search order.
+type Pos = (i64, String, u64);
+
+fn pos_text(pos: &Pos) -> String {
+    format!("{}\0{}\0{:020}", time_text(pos.0), pos.1, pos.2)
+}
+
+fn parse_pos(text: &str) -> Option<Pos> {
+    let mut parts = text.split('\0');
+    let time = parts.next()?.parse().ok()?;
+    let node = parts.next()?.to_string();
+    let index = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((time, node, index))
+}
+
+/// The index entries of one chunk of `node`'s `events` (each decoded), keyed as stored, with
+/// their values.
+fn postings(node: &str, events: &[(u64, AuditEvent)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let min_time = events.iter().map(|(_, e)| e.time_ms).min().unwrap_or(0);
+    let max_time = events.iter().map(|(_, e)| e.time_ms).max().unwrap_or(0);
+    let last = events.last().map_or(0, |(i, _)| *i);
+    let mut lists: BTreeMap<(&str, &str), Vec<u8>> = BTreeMap::new();
+    let decisions: Vec<String> = events.iter().map(|(_, e)| e.decision.to_string()).collect();
+    for (position, ((_, event), decision)) in events.iter().zip(&decisions).enumerate() {
+        let position = position as u8;
+        let mut fields: Vec<(&str, &str)> = vec![
+            ("t", ""),
+            ("c", &event.department),
+            ("p", node),
+            ("d", &event.dataset),
+            ("u", &event.purpose),
+            ("x", decision),
+            ("g", &event.grant_id),
+            ("k", &event.case_id),
+        ];
+        fields.extend(event.keys.iter().map(|k| ("r", k.as_str())));
+        for (field, value) in fields {
+            if value.is_empty() && field != "t" {
+                continue;
+            }
+            let list = lists.entry((field, value)).or_default();
+            // An event naming one record key twice is listed once.
+            if list.last() != Some(&position) {
+                list.push(position);
+            }
+        }
+    }
+    let tail = format!("{}\0{node}\0{last:020}", time_text(min_time));
+    lists
+        .into_iter()
+        .map(|((field, value), positions)| {
+            let mut v = max_time.to_be_bytes().to_vec();
+            v.extend_from_slice(&positions);
+            (format!("aj/{field}/{value}\0{tail}").into_bytes(), v)
+        })
+        .collect()
+}
+
+/// Cuts a node's events (in index order) into chunks.
+fn chunks(events: Vec<(u64, AuditEvent, Vec<u8>)>) -> Vec<Vec<(u64, AuditEvent, Vec<u8>)>> {
+    let mut out: Vec<Vec<(u64, AuditEvent, Vec<u8>)>> = Vec::new();
+    let mut span = (i64::MAX, i64::MIN);
+    for event in events {
+        let time = event.1.time_ms;
+        let fits = out
+            .last()
+            .is_some_and(|chunk| chunk.len() < CHUNK_EVENTS && span.1.max(time) - span.0.min(time) <= CHUNK_SPAN_MS);
+        if fits {
+            span = (span.0.min(time), span.1.max(time));
+            out.last_mut().expect("a chunk").push(event);
+        } else {
+            span = (time, time);
+            out.push(vec![event]);
+        }
+    }
+    out
+}
+
+/// [`AuditIndex`] over a [`Store`] (sled at the registry).
+pub struct StoreAuditIndex<S: ?Sized> {
+    /// Events a search examines at most per call ([`SCAN_BUDGET`]; tests lower it).
+    budget: usize,
+    /// Adds and prunes are serialised: counters are read, added to and written back.
+    adding: Mutex<()>,
+    store: Arc<S>,
+}
+
+impl<S: Store + ?Sized> StoreAuditIndex<S> {
+    /// The index kept in `store`, which holds no index of the first layout (a new store, or
+    /// one [`open`](Self::open) has moved).
+    pub fn new(store: Arc<S>) -> Self {
+        Self {
+            budget: SCAN_BUDGET,
+            adding: Mutex::new(()),
+            store,
+        }
+    }
+
+    /// The index kept in `store`, first moving into it the index `previous` holds in the first
+    /// layout (one entry per event and field; the registry kept it in its own store before):
+    /// its events into chunks, its counts and held marks as they are. Returns the index and how
+    /// many events were moved. Stopped at any point, it goes on where it was when run again.
+    pub fn open_moving<P: Store + ?Sized>(store: Arc<S>, previous: &P) -> Result<(Self, u64), StoreError> {
+        let index = Self::new(store);
+        let moved = super::v1::migrate(previous, &*index.store, |node, events| index.write(node, events, false))?;
+        Ok((index, moved))
+    }
+
+    fn load(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.get(key)
+    }
+
+    /// The indexes held of `node` from `from` to before `to`.
+    fn held_between(&self, node: &str, from: u64, to: u64) -> Result<BTreeSet<u64>, StoreError> {
+        let mut found = BTreeSet::new();
+        let mut start = chunk_key(node, from);
+        let end = format!("ab/{node}\x01").into_bytes();
+        loop {
+            let page = self.store.range(&start, &end, 64)?;
+            let Some((last_key, _)) = page.last() else {
+                return Ok(found);
+            };
+            start = last_key.clone();
+            start.push(0);
+            for (key, bytes) in &page {
+                for (index, _) in decode_chunk(key, bytes)? {
+                    if index >= to {
+                        return Ok(found);
+                    }
+                    if index >= from {
+                        found.insert(index);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores `events` of `node` in chunks with their index entries (and counts them, unless
+    /// moving them from the first layout, whose counts stay as they are).
+    fn write(&self, node: &str, events: &[(u64, Vec<u8>)], count: bool) -> Result<(), StoreError> {
+        let mut batch = Batch::default();
+        let mut counts: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+        let held_before = self.held(node)?;
+        let low = events.iter().map(|(i, _)| *i).min().unwrap_or(0);
+        // Only an index below what is held can have been added before (a node's events come in
+        // order): the look-up is for shipping again after a crash.
+        let already = if low < held_before {
+            self.held_between(node, low, held_before)?
+        } else {
+            BTreeSet::new()
+        };
+        let mut fresh: BTreeMap<u64, (AuditEvent, Vec<u8>)> = BTreeMap::new();
+        for (index, bytes) in events {
+            if already.contains(index) {
+                continue;
+            }
+            let event: AuditEvent =
+                serde_json::from_slice(bytes).map_err(|e| corrupt(format!("event {index} of {node}").as_bytes(), e))?;
+            if count {
+                let decision = event.decision.to_string();
+                let day = day_of(event.time_ms);
+                for (dim, value) in [
+                    ("c", event.department.as_str()),
+                    ("p", node),
+                    ("d", &event.dataset),
+                    ("x", &decision),
+                ] {
+                    if !value.is_empty() {
+                        *counts
+                            .entry(format!("ac/{dim}/{value}\0{day}").into_bytes())
+                            .or_default() += 1;
+                    }
+                }
+            }
+            fresh.insert(*index, (event, bytes.clone()));
+        }
+        let held = events.iter().map(|(i, _)| i + 1).max().unwrap_or(0).max(held_before);
+        let fresh: Vec<_> = fresh.into_iter().map(|(i, (e, b))| (i, e, b)).collect();
+        for chunk in chunks(fresh) {
+            self.put_chunk(&mut batch, node, chunk);
+        }
+        for (key, added) in counts {
+            let before = match self.store.get(&key)? {
+                Some(bytes) => String::from_utf8_lossy(&bytes)
+                    .parse::<u64>()
+                    .map_err(|e| corrupt(&key, e))?,
+                None => 0,
+            };
+            batch.put(key, (before + added).to_string().into_bytes());
+        }
+        if held > held_before {
+            batch.put(held_key(node), held.to_string().into_bytes());
+        }
+        self.store.commit(batch)
+    }
+
+    fn put_chunk(&self, batch: &mut Batch, node: &str, chunk: Vec<(u64, AuditEvent, Vec<u8>)>) {
+        let Some(last) = chunk.last().map(|(i, _, _)| *i) else {
+            return;
+        };
+        let leaves: Vec<(u64, &[u8])> = chunk.iter().map(|(i, _, b)| (*i, b.as_slice())).collect();
+        batch.put(chunk_key(node, last), encode_chunk(&leaves));
+        let decoded: Vec<(u64, AuditEvent)> = chunk.into_iter().map(|(i, e, _)| (i, e)).collect();
+        for (key, value) in postings(node, &decoded) {
+            batch.put(key, value);
+        }
+    }
+
+    /// The chunk an index entry names, decoded: (index, leaf, event) per event.
+    fn chunk(&self, node: &str, last: u64) -> Result<Vec<(u64, Vec<u8>, AuditEvent)>, StoreError> {
+        let key = chunk_key(node, last);
+        let bytes = self
+            .load(&key)?
+            .ok_or_else(|| corrupt(&key, "indexed but not stored"))?;
+        decode_chunk(&key, &bytes)?
+            .into_iter()
+            .map(|(index, leaf)| {
+                let event = serde_json::from_slice(leaf).map_err(|e| corrupt(&key, e))?;
+                Ok((index, leaf.to_vec(), event))
+            })
+            .collect()
+    }
+}
+
+/// The (min_time, node, last) an index entry's tail names.
+fn entry_of<'k>(key: &[u8], tail: &'k [u8]) -> Result<(i64, &'k str, u64), StoreError> {
+    let text = std::str::from_utf8(tail).map_err(|e| corrupt(key, e))?;
+    let mut parts = text.split('\0');
+    let (Some(time), Some(node), Some(last), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(corrupt(key, "not an index entry"));
+    };
+    match (time.parse(), last.parse()) {
+        (Ok(time), Ok(last)) => Ok((time, node, last)),
+        _ => Err(corrupt(key, "not an index entry")),
+    }
+}
+
+/// An index entry's value: the chunk's latest time and the positions listed.
+fn entry_value<'v>(key: &[u8], value: &'v [u8]) -> Result<(i64, &'v [u8]), StoreError> {
+    if value.len() < 8 {
+        return Err(corrupt(key, "index entry value cut short"));
+    }
+    Ok((i64::from_be_bytes(value[..8].try_into().expect("8 bytes")), &value[8..]))
+}
+
+/// Moves buffered events before `before` (in search order) into `page`, up to `limit`; true
+/// when the page is full.
+fn emit(buffer: &mut BTreeMap<Pos, Located>, page: &mut SearchPage, limit: usize, before: Option<i64>) -> bool {
+    while let Some(entry) = buffer.first_entry() {
+        if before.is_some_and(|t| entry.key().0 >= t) {
+            return false;
+        }
+        let (pos, found) = entry.remove_entry();
+        page.events.push(found);
+        if page.events.len() == limit {
+            page.next = Some(pos_text(&pos));
+            return true;
+        }
+    }
+    false
+}
+
+impl<S: Store + ?Sized> AuditIndex for StoreAuditIndex<S> {
+    fn add(&self, node: &str, events: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        let _adding = self.adding.lock().unwrap_or_else(|p| p.into_inner());
+        self.write(node, events, true)
+    }
+
+    fn prune(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let _adding = self.adding.lock().unwrap_or_else(|p| p.into_inner());
+        let prefix = b"aj/t/\0".to_vec();
+        let mut end = prefix.clone();
+        end.extend_from_slice(time_text(before_ms).as_bytes());
+        let mut removed = 0;
+        loop {
+            let entries = self.store.range(&prefix, &end, 64)?;
+            if entries.is_empty() {
+                return Ok(removed);
+            }
+            let mut batch = Batch::default();
+            for (key, _) in &entries {
+                let (_, node, last) = entry_of(key, &key[prefix.len()..])?;
+                let chunk = self.chunk(node, last)?;
+                let decoded: Vec<(u64, AuditEvent)> = chunk.iter().map(|(i, _, e)| (*i, e.clone())).collect();
+                for (posting, _) in postings(node, &decoded) {
+                    batch.delete(posting);
+                }
+                batch.delete(chunk_key(node, last));
+                // What is left begins at or after the cut, so this scan does not meet it again.
+                let (gone, kept): (Vec<_>, Vec<_>) = chunk.into_iter().partition(|(_, _, e)| e.time_ms < before_ms);
+                removed += gone.len() as u64;
+                if !kept.is_empty() {
+                    let kept = kept.into_iter().map(|(i, b, e)| (i, e, b)).collect();
+                    self.put_chunk(&mut batch, node, kept);
+                }
+            }
+            self.store.commit(batch)?;
+        }
+    }
+
+    fn held(&self, node: &str) -> Result<u64, StoreError> {
+        let key = held_key(node);
+        match self.store.get(&key)? {
+            Some(bytes) => String::from_utf8_lossy(&bytes).parse().map_err(|e| corrupt(&key, e)),
+            None => Ok(0),
+        }
+    }
+
+    fn read(&self, node: &str, from: u64, count: usize) -> Result<Vec<Located>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = chunk_key(node, from);
+        let end = format!("ab/{node}\x01").into_bytes();
+        while out.len() < count {
+            let page = self.store.range(&start, &end, 16)?;
+            let Some((last_key, _)) = page.last() else {
+                break;
+            };
+            start = last_key.clone();
+            start.push(0);
+            for (key, bytes) in &page {
+                for (index, leaf) in decode_chunk(key, bytes)? {
+                    if index >= from && out.len() < count {
+                        let event = serde_json::from_slice(leaf).map_err(|e| corrupt(key, e))?;
+                        out.push(Located {
+                            node: node.to_string(),
+                            index,
+                            bytes: leaf.to_vec(),
+                            event,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn search(&self, query: &AuditQuery, cursor: Option<&str>, limit: usize) -> Result<SearchPage, StoreError> {
+        let after: Option<Pos> = match cursor {
+            Some(text) => Some(parse_pos(text).ok_or_else(|| corrupt(text.as_bytes(), "not a search cursor"))?),
+            None => None,
+        };
+        let prefix = match query.scan_field() {
+            Some((field, value)) => format!("aj/{field}/{value}\0"),
+            None => "aj/t/\0".to_string(),
+        };
+        // Events before `lower` are not wanted (the range, or the cursor).
+        let lower = query.from_ms.unwrap_or(0).max(after.as_ref().map_or(0, |p| p.0));
+        let mut start = format!("{prefix}{}", time_text(lower.saturating_sub(CHUNK_SPAN_MS))).into_bytes();
+        let end = match query.to_ms {
+            Some(t) => format!("{prefix}{}", time_text(t)).into_bytes(),
+            None => {
+                let mut end = prefix.clone().into_bytes();
+                end.push(0xff);
+                end
+            }
+        };
+        let limit = limit.max(1);
+        let mut page = SearchPage::default();
+        let mut buffer: BTreeMap<Pos, Located> = BTreeMap::new();
+        let mut examined = 0;
+        loop {
+            let entries = self.store.range(&start, &end, 256)?;
+            let Some((last_key, _)) = entries.last() else {
+                emit(&mut buffer, &mut page, limit, None);
+                return Ok(page);
+            };
+            start = last_key.clone();
+            start.push(0);
+            for (key, value) in &entries {
+                let (min_time, node, last) = entry_of(key, &key[prefix.len()..])?;
+                // Every chunk still to come begins at or after this one: what is buffered
+                // before it is final.
+                if emit(&mut buffer, &mut page, limit, Some(min_time)) {
+                    return Ok(page);
+                }
+                let (max_time, positions) = entry_value(key, value)?;
+                if max_time < lower {
+                    continue;
+                }
+                // Over budget, stop before a chunk that begins after where this call began, so
+                // that the next call starts later (it always makes progress).
+                if examined >= self.budget && min_time > lower {
+                    page.next = Some(pos_text(&(min_time, String::new(), 0)));
+                    return Ok(page);
+                }
+                let chunk = self.chunk(node, last)?;
+                for &position in positions {
+                    let Some((index, bytes, event)) = chunk.get(position as usize) else {
+                        return Err(corrupt(key, "names an event its chunk does not hold"));
+                    };
+                    examined += 1;
+                    let pos = (event.time_ms, node.to_string(), *index);
+                    if after.as_ref().is_some_and(|a| &pos <= a) || !query.matches(node, event) {
+                        continue;
+                    }
+                    buffer.insert(
+                        pos,
+                        Located {
+                            node: node.to_string(),
+                            index: *index,
+                            bytes: bytes.clone(),
+                            event: event.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn counts(&self, by: CountBy, from_day: &str, to_day: &str) -> Result<Vec<Count>, StoreError> {
+        let prefix = format!("ac/{}/", by.dim());
+        self.store
+            .scan_prefix(prefix.as_bytes())?
+            .into_iter()
+            .map(|(key, value)| {
+                let tail = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+                let (value_name, day) = tail.split_once('\0').ok_or_else(|| corrupt(&key, "not a count key"))?;
+                let count = String::from_utf8_lossy(&value).parse().map_err(|e| corrupt(&key, e))?;
+                Ok(Count {
+                    value: value_name.to_string(),
+                    day: day.to_string(),
+                    count,
+                })
+            })
+            .filter(|c| {
+                c.as_ref().map_or(true, |c| {
+                    (from_day.is_empty() || c.day.as_str() >= from_day)
+                        && (to_day.is_empty() || c.day.as_str() <= to_day)
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::ledger::Decision;
+    use crate::store::MemStore;
+
+    fn event(node: usize, i: u64) -> AuditEvent {
+        AuditEvent {
+            // Three nodes whose chunks overlap in time, each node's clock a little off.
+            time_ms: 1_796_000_000_000 + i as i64 * 300 + node as i64 * 170,
+            node: format!("js.n{node}"),
+            principal: String::new(),
+            department: format!("js.c{}", i % 4),
+            operation: "get".into(),
+            dataset: format!("js.n{node}/d"),
+            schema_version: 1,
+            fields: vec![],
+            keys: vec![format!("k{}", i % 97)],
+            count: 1,
+            purpose: "p".into(),
+            case_id: String::new(),
+            decision: if i % 50 == 7 { Decision::Deny } else { Decision::Allow },
+            reason: String::new(),
+            grant_id: String::new(),
+            served_sha256: String::new(),
+            withheld_until: 0,
+        }
+    }
+
+    /// Searches page by page on an index that examines only a few events per call: every page
+    /// is in order, nothing is missed or repeated, and paging always ends.
+    #[test]
+    fn a_search_over_budget_goes_on_where_it_stopped_and_always_makes_progress() {
+        let mut index = StoreAuditIndex::new(Arc::new(MemStore::new()));
+        index.budget = 40;
+        let mut all = Vec::new();
+        for node in 0..3 {
+            let events: Vec<(u64, Vec<u8>)> = (0..400u64)
+                .map(|i| (i, serde_json::to_vec(&event(node, i)).unwrap()))
+                .collect();
+            for batch in events.chunks(150) {
+                index.add(&format!("js.n{node}"), batch).unwrap();
+            }
+            all.extend((0..400u64).map(|i| (event(node, i), format!("js.n{node}"), i)));
+        }
+        for query in [
+            AuditQuery::default(),
+            AuditQuery {
+                decision: Some(Decision::Deny),
+                ..Default::default()
+            },
+            AuditQuery {
+                record_key: Some("k5".into()),
+                consumer: Some("js.c1".into()),
+                ..Default::default()
+            },
+            AuditQuery {
+                from_ms: Some(1_796_000_000_000 + 30_000),
+                to_ms: Some(1_796_000_000_000 + 60_000),
+                consumer: Some("js.c2".into()),
+                ..Default::default()
+            },
+        ] {
+            let mut want: Vec<(i64, String, u64)> = all
+                .iter()
+                .filter(|(e, node, _)| query.matches(node, e))
+                .map(|(e, node, i)| (e.time_ms, node.clone(), *i))
+                .collect();
+            want.sort();
+            for limit in [1, 7, 1000] {
+                let mut got = Vec::new();
+                let mut cursor: Option<String> = None;
+                let mut calls = 0;
+                loop {
+                    calls += 1;
+                    assert!(calls < 10_000, "{query:?}: paging never ended");
+                    let page = index.search(&query, cursor.as_deref(), limit).unwrap();
+                    got.extend(page.events.iter().map(|e| (e.event.time_ms, e.node.clone(), e.index)));
+                    match page.next {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                }
+                assert_eq!(got, want, "{query:?} in pages of {limit}");
+            }
+        }
+    }
+
+    #[test]
+    fn chunks_are_cut_by_count_and_by_time_span() {
+        let event = |time_ms: i64| AuditEvent {
+            time_ms,
+            ..self::event(0, 0)
+        };
+        let cut = |times: &[i64]| -> Vec<usize> {
+            let events = times
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (i as u64, event(*t), Vec::new()))
+                .collect();
+            chunks(events).iter().map(Vec::len).collect()
+        };
+        assert_eq!(cut(&vec![5; 300]), vec![128, 128, 44]);
+        assert_eq!(cut(&[0, 1000, 2000, 2001, 5000]), vec![3, 1, 1]);
+        // A clock stepping back stays within one chunk's span as long as it is short.
+        assert_eq!(cut(&[1000, 0, 1500, 2001]), vec![3, 1]);
+        assert!(cut(&[]).is_empty());
+    }
+}
