@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 pub mod conformance;
 mod lsm;
@@ -101,14 +101,76 @@ pub struct StoreConfig {
     /// The most memory, in MiB, sled keeps as its page cache (its own default is 1024). Default
     /// 64: enough to keep the keys and recent records of a busy node in memory, small enough to
     /// keep a node under 256 MiB while it imports or serves (see BENCHMARKS.md for what was
-    /// measured). Raise it for datasets read at random across more than that.
+    /// measured). Raise it for datasets read at random across more than that. The same
+    /// setting sizes fjall's block cache.
     pub cache_mib: u64,
+    /// The engine (nodes): unset, the one the store's directory already holds, and fjall for a
+    /// new store (it publishes, streams and idles better than sled: BENCHMARKS.md).
+    pub engine: Option<Engine>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { cache_mib: 64 }
+        Self {
+            cache_mib: 64,
+            engine: None,
+        }
     }
+}
+
+/// A store's engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// [`LsmStore`].
+    Fjall,
+    /// [`SledStore`].
+    Sled,
+}
+
+impl Engine {
+    fn name(self) -> &'static str {
+        match self {
+            Engine::Fjall => "fjall",
+            Engine::Sled => "sled",
+        }
+    }
+
+    /// The engine whose store is in directory `path`, if any.
+    pub fn in_dir(path: &Path) -> Option<Engine> {
+        if path.join("conf").exists() || path.join("db").exists() {
+            Some(Engine::Sled)
+        } else if path.join("version").exists() {
+            Some(Engine::Fjall)
+        } else {
+            None
+        }
+    }
+}
+
+/// Opens (or creates) the store in directory `path` with the engine `config` names, or the one
+/// the directory holds, or fjall for a new store; refuses an engine that is not the directory's.
+pub fn open(path: &Path, config: StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    let found = Engine::in_dir(path);
+    let engine = match (config.engine, found) {
+        (Some(wanted), Some(found)) if wanted != found => {
+            return Err(StoreError::Engine(format!(
+                "store.engine = \"{}\" but {} holds a {} store: remove the setting to go on with {} \
+                 (moving a store from one engine to another is not built yet)",
+                wanted.name(),
+                path.display(),
+                found.name(),
+                found.name()
+            )))
+        }
+        (Some(wanted), _) => wanted,
+        (None, Some(found)) => found,
+        (None, None) => Engine::Fjall,
+    };
+    Ok(match engine {
+        Engine::Fjall => Arc::new(LsmStore::open_with(path, config)?),
+        Engine::Sled => Arc::new(SledStore::open_with(path, config)?),
+    })
 }
 
 impl SledStore {
@@ -282,10 +344,47 @@ mod tests {
     #[test]
     fn a_store_with_no_cache_is_refused_saying_which_setting() {
         let dir = tempfile::tempdir().unwrap();
-        let err = SledStore::open_with(dir.path(), StoreConfig { cache_mib: 0 })
-            .err()
-            .unwrap();
+        let err = SledStore::open_with(
+            dir.path(),
+            StoreConfig {
+                cache_mib: 0,
+                ..StoreConfig::default()
+            },
+        )
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("store.cache_mib is 0"), "{err}");
+    }
+
+    #[test]
+    fn a_store_opens_with_the_engine_its_directory_holds_and_refuses_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |engine| StoreConfig {
+            engine,
+            ..StoreConfig::default()
+        };
+        let (new, old) = (dir.path().join("new"), dir.path().join("old"));
+        let put = |store: Arc<dyn Store>| {
+            let mut batch = Batch::default();
+            batch.put(b"k".to_vec(), b"v".to_vec());
+            store.commit(batch).unwrap();
+        };
+        // A new store is fjall; an existing sled store stays sled.
+        put(open(&new, with(None)).unwrap());
+        assert_eq!(Engine::in_dir(&new), Some(Engine::Fjall));
+        put(open(&old, with(Some(Engine::Sled))).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(Engine::in_dir(&old), Some(Engine::Sled));
+        assert_eq!(open(&old, with(None)).unwrap().get(b"k").unwrap(), Some(b"v".to_vec()));
+        let err = open(&new, with(Some(Engine::Sled))).err().unwrap().to_string();
+        assert!(
+            err.contains("store.engine = \"sled\"") && err.contains("holds a fjall store"),
+            "{err}"
+        );
+        assert_eq!(
+            open(&new, with(Some(Engine::Fjall))).unwrap().get(b"k").unwrap(),
+            Some(b"v".to_vec())
+        );
     }
 
     #[test]

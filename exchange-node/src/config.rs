@@ -12,7 +12,7 @@ pub struct Config {
     /// Address to listen on. Default `127.0.0.1:7401`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// The node's data directory, created when missing: `store/` (sled: records, change feed,
+    /// The node's data directory, created when missing: `store/` (fjall or sled: records, change feed,
     /// the cached registry view), `ledger/` (the audit ledger) and `log.key` (its signing key).
     pub data_dir: PathBuf,
     /// The trust domain of identities.

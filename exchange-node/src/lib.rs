@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use exchange_core::clock::Clock;
 use exchange_core::identity::{Principal, Role};
 use exchange_core::ledger::Ledger;
-use exchange_core::store::{SledStore, Store};
+use exchange_core::store::Store;
 use exchange_proto::node::v1::node_server::NodeServer;
 use exchange_transport::client::ClientConfig;
 use exchange_transport::server::{self, Server, ServingStatus};
@@ -93,7 +93,7 @@ async fn serve(
     let me = own_identity(&files.cert_pem, &config.trust_domain)?;
     server::prepare_data_dir(&config.data_dir, owns)?;
     let store: Arc<dyn Store> =
-        Arc::new(SledStore::open_with(&config.data_dir.join(STORE_DIR), config.store).map_err(RunError::from_display)?);
+        exchange_core::store::open(&config.data_dir.join(STORE_DIR), config.store).map_err(RunError::from_display)?;
     let catalog = Arc::new(catalog::Catalog::load(store.clone()).map_err(RunError::from_display)?);
     let page_tokens = Arc::new(page_token::PageTokens::load_or_create(&*store).map_err(RunError::from_display)?);
     let ledger = open_ledger(&config.data_dir, &config.trust_domain, &me.department)?;
@@ -278,8 +278,9 @@ pub const LEGACY_LEDGER_FILE: &str = "audit.ledger";
 /// and the audit ledger are kept.
 pub fn reset_registry_view(data_dir: &std::path::Path) -> Result<usize, RunError> {
     server::prepare_data_dir(data_dir, owns)?;
-    let store = SledStore::open(&data_dir.join(STORE_DIR)).map_err(RunError::from_display)?;
-    catalog::reset_view(&store).map_err(RunError::from_display)
+    let store =
+        exchange_core::store::open(&data_dir.join(STORE_DIR), Default::default()).map_err(RunError::from_display)?;
+    catalog::reset_view(&*store).map_err(RunError::from_display)
 }
 
 /// The verifier key of the node whose data directory this is (from its log key).

@@ -50,6 +50,11 @@ pub async fn run_with_clock(
     let files = config.tls.read().map_err(RunError::from_display)?;
     // The data directory is sled's, with the ledger and its key beside sled's files.
     server::prepare_data_dir(&config.data_dir, owns)?;
+    if config.store.engine == Some(exchange_core::store::Engine::Fjall) {
+        return Err(RunError(
+            "store.engine = \"fjall\": the registry keeps its state in sled (its index of shipped events is fjall already); the setting is for nodes".into(),
+        ));
+    }
     let store = SledStore::open_with(&config.data_dir, config.store).map_err(RunError::from_display)?;
     let limits = GrantLimits {
         max_duration_secs: i64::from(config.grants.max_days) * 86_400,

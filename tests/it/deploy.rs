@@ -40,6 +40,17 @@ fn person(n: u32) -> String {
 
 #[test]
 fn the_local_deployment_runs_as_separate_processes_and_a_killed_node_loses_nothing() {
+    // A new node's store is fjall.
+    local_deployment_with_a_killed_node(None);
+}
+
+#[test]
+fn a_killed_node_on_sled_loses_nothing_either() {
+    local_deployment_with_a_killed_node(Some("sled"));
+}
+
+/// The local deployment, js.gongan's node on `engine` (its default when `None`).
+fn local_deployment_with_a_killed_node(engine: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
     // The configs as shipped, with free ports instead of 7500-7503 so tests can run in parallel.
@@ -48,6 +59,10 @@ fn the_local_deployment_runs_as_separate_processes_and_a_killed_node_loses_nothi
         let mut text = std::fs::read_to_string(repo().join("deploy/local").join(name)).unwrap();
         for (i, port) in ports.iter().enumerate() {
             text = text.replace(&format!(":{}", 7500 + i), &format!(":{port}"));
+        }
+        if let (Some(engine), "node-gongan.toml") = (engine, name) {
+            assert!(!text.contains("[store]"), "the test adds the [store] table");
+            text.push_str(&format!("\n[store]\nengine = \"{engine}\"\n"));
         }
         std::fs::write(work.join(name), text).unwrap();
     }
@@ -354,4 +369,8 @@ fn the_local_deployment_runs_as_separate_processes_and_a_killed_node_loses_nothi
             ("js.gongan".into(), "Allow".into())
         ]
     );
+    // The store is the engine's it was meant to be.
+    let store = work.join("data/node-gongan/store");
+    let marker = if engine == Some("sled") { "conf" } else { "version" };
+    assert!(store.join(marker).exists(), "{} has no {marker}", store.display());
 }

@@ -77,7 +77,7 @@ fn escape(cell: &str) -> String {
 /// The run as markdown: its facts, then one line per row.
 pub(crate) fn table(run: &Run, rows: &[Row]) -> String {
     let mut out = format!(
-        "Run of {} from commit {}, {:.1} minutes: `{}`\n\nMachine: {}.\nCores: {}.\n\n",
+        "Run of {} from commit {}, {:.1} minutes: `{}`\n\nMachine: {}.\nCores: {}.\nStores: the node's records in fjall (a new node's default), the registry's state in sled, its index of shipped events in fjall; 64 MiB caches.\n\n",
         run.date, run.commit, run.minutes, run.command, run.machine, run.cores
     );
     out.push_str("| # | what | measured | baseline in the same run | target | outcome |\n");
