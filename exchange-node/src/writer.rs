@@ -87,7 +87,7 @@ const GROUP_LIMIT: usize = 4096;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// What a write after the writer stopped gets (the node is shutting down): nothing was done.
-fn stopped() -> CoreError {
+pub(crate) fn stopped() -> CoreError {
     CoreError::Unavailable("the node is stopping; nothing was written: try again when it is back".into())
 }
 
@@ -173,9 +173,18 @@ impl Writer {
 
     /// Appends audit events to the ledger durably; returns their indexes.
     pub(crate) async fn audit(&self, events: Vec<AuditEvent>) -> Result<Range<u64>, CoreError> {
+        self.queue_audit(events).await?.await.map_err(|_| stopped())?
+    }
+
+    /// Queues audit events behind everything queued before; the receiver answers once they are
+    /// durable (with their indexes). For a caller with more to do before it needs the answer.
+    pub(crate) async fn queue_audit(
+        &self,
+        events: Vec<AuditEvent>,
+    ) -> Result<oneshot::Receiver<Result<Range<u64>, CoreError>>, CoreError> {
         let (reply, done) = oneshot::channel();
         self.submit(Job::Audit { events, reply }).await?;
-        done.await.map_err(|_| stopped())?
+        Ok(done)
     }
 
     /// A checkpoint of everything committed so far, signed now if events came since the last.

@@ -198,6 +198,20 @@ impl NodeService {
         keys: &[String],
         served: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<pb::Receipt> {
+        let event = self.allowed_event(who, ask, plan, version, keys, served);
+        self.queue_allowed(event).await?.receipt().await
+    }
+
+    /// The event of an allowed read of `keys`, serving the record JSON `served`.
+    fn allowed_event<'a>(
+        &self,
+        who: &Principal,
+        ask: &ReadAsk<'_>,
+        plan: &ReadPlan,
+        version: u32,
+        keys: &[String],
+        served: impl IntoIterator<Item = &'a [u8]>,
+    ) -> AuditEvent {
         let mut event = self.event(who, ask, Decision::Allow, plan.reason.clone());
         event.fields = plan.fields.clone();
         event.schema_version = version;
@@ -206,12 +220,21 @@ impl NodeService {
         event.grant_id = plan.grant_id.clone().unwrap_or_default();
         event.served_sha256 = exchange_core::ledger::served_digest(served);
         event.withheld_until = ask.withhold_until;
+        event
+    }
+
+    /// Queues an allowed read's event in the ledger, in order; the receipt comes once it is
+    /// durable.
+    async fn queue_allowed(&self, event: AuditEvent) -> Result<Queued> {
         let served_sha256 = event.served_sha256.clone();
-        let index = self.write_audit(event).await.map_err(to_status)?;
-        Ok(pb::Receipt {
+        let done = match self.ledger_switch.is_on() {
+            true => Some(self.writer.queue_audit(vec![event]).await.map_err(to_status)?),
+            false => None,
+        };
+        Ok(Queued {
             node: self.department.clone(),
-            index,
             served_sha256,
+            done,
         })
     }
 
@@ -238,6 +261,34 @@ impl NodeService {
             shutdown: self.shutdown.clone(),
             clock: self.clock.clone(),
             ledger_switch: self.ledger_switch.clone(),
+        })
+    }
+}
+
+/// An allowed read's event, queued in the ledger.
+struct Queued {
+    node: String,
+    served_sha256: String,
+    /// Answers once the event is durable (none with the bench's ledger off).
+    done: Option<tokio::sync::oneshot::Receiver<std::result::Result<std::ops::Range<u64>, CoreError>>>,
+}
+
+impl Queued {
+    /// The read's receipt, once its event is durable.
+    async fn receipt(self) -> Result<pb::Receipt> {
+        let index = match self.done {
+            Some(done) => {
+                done.await
+                    .map_err(|_| to_status(crate::writer::stopped()))?
+                    .map_err(to_status)?
+                    .start
+            }
+            None => 0,
+        };
+        Ok(pb::Receipt {
+            node: self.node,
+            index,
+            served_sha256: self.served_sha256,
         })
     }
 }

@@ -73,6 +73,15 @@ struct QueryRun {
     after: Option<String>,
 }
 
+/// A message ready to go once its audit event is durable.
+struct Pending {
+    queued: super::Queued,
+    records: Vec<pb::Record>,
+    next_page_token: String,
+    /// The last key it holds: where to go on from once it is delivered.
+    after: Option<String>,
+}
+
 /// What a page token is bound to: the dataset, the reading department, and the query's
 /// purpose, fields and filter (going on with another query from its position makes no sense).
 fn page_scope(request: &pb::QueryRequest, who: &Principal) -> String {
@@ -122,13 +131,45 @@ impl QueryRun {
         let mut page: Vec<pb::Record> = Vec::with_capacity(CHUNK);
         let mut exhausted = false;
         let mut first = true;
+        // The message whose event is being written while the next one is read: each is sent only
+        // once its own event is durable, in order, but reading the next page need not wait.
+        let mut pending: Option<Pending> = None;
+        macro_rules! deliver {
+            ($pending:expr) => {
+                if let Some(p) = $pending {
+                    let message = pb::QueryResponse {
+                        records: p.records,
+                        next_page_token: p.next_page_token,
+                        receipt: Some(p.queued.receipt().await?),
+                    };
+                    if !send_unless_stopping(tx, Ok(message), &mut shutdown).await {
+                        return match *shutdown.borrow() {
+                            true => Err(stopping(&delivered)),
+                            false => Ok(()),
+                        };
+                    }
+                    // Not read again after the last message.
+                    #[allow(unused_assignments)]
+                    {
+                        delivered = p.after;
+                    }
+                }
+            };
+        }
         loop {
             if *shutdown.borrow() {
                 return Err(stopping(&delivered));
             }
-            // Decide again before every message, so a revocation or an expiry stops the query.
+            // Decide again before every message, so a revocation or an expiry stops the query
+            // (what was decided and recorded before it still goes out).
             if !first {
-                self.decided = svc.plan(&self.who, &ask, &r.filter).await?;
+                match svc.plan(&self.who, &ask, &r.filter).await {
+                    Ok(decided) => self.decided = decided,
+                    Err(status) => {
+                        deliver!(pending.take());
+                        return Err(status);
+                    }
+                }
             }
             first = false;
             let (dataset, latest, plan) = &self.decided;
@@ -157,6 +198,7 @@ impl QueryRun {
             let limit_hit = served + page.len() >= self.limit;
             let last = exhausted || limit_hit;
             if page.is_empty() {
+                deliver!(pending.take());
                 // A query that matched nothing is on the record too, with a count of 0.
                 if !audited_any {
                     svc.audit_allowed(&self.who, &ask, plan, latest.version, &[], [])
@@ -166,16 +208,15 @@ impl QueryRun {
             }
             // The ledger names the real keys; the caller gets them as its grant allows.
             let keys: Vec<String> = page.iter().map(|p| p.key.clone()).collect();
-            let receipt = svc
-                .audit_allowed(
-                    &self.who,
-                    &ask,
-                    plan,
-                    latest.version,
-                    &keys,
-                    page.iter().map(|p| p.json.as_slice()),
-                )
-                .await?;
+            let event = svc.allowed_event(
+                &self.who,
+                &ask,
+                plan,
+                latest.version,
+                &keys,
+                page.iter().map(|p| p.json.as_slice()),
+            );
+            let queued = svc.queue_allowed(event).await?;
             audited_any = true;
             served += page.len();
             let mut records = std::mem::replace(&mut page, Vec::with_capacity(CHUNK));
@@ -190,19 +231,15 @@ impl QueryRun {
                     .map_err(|e| to_status(CoreError::Unavailable(e)))?,
                 _ => String::new(),
             };
-            let message = pb::QueryResponse {
+            let previous = pending.replace(Pending {
+                queued,
                 records,
                 next_page_token,
-                receipt: Some(receipt),
-            };
-            if !send_unless_stopping(tx, Ok(message), &mut shutdown).await {
-                return match *shutdown.borrow() {
-                    true => Err(stopping(&delivered)),
-                    false => Ok(()),
-                };
-            }
-            delivered.clone_from(&after);
+                after: after.clone(),
+            });
+            deliver!(previous);
             if last {
+                deliver!(pending.take());
                 return Ok(());
             }
         }
