@@ -109,6 +109,18 @@ pub struct StoreConfig {
     pub engine: Option<Engine>,
 }
 
+impl StoreConfig {
+    /// Refuses settings no engine can run with.
+    fn check(&self) -> Result<(), StoreError> {
+        if self.cache_mib == 0 {
+            return Err(StoreError::Engine(
+                "store.cache_mib is 0: give the store's cache at least 1 MiB (the default is 64)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
@@ -186,11 +198,7 @@ impl SledStore {
 
     /// Opens (or creates) the store in directory `path`.
     pub fn open_with(path: &Path, config: StoreConfig) -> Result<Self, StoreError> {
-        if config.cache_mib == 0 {
-            return Err(StoreError::Engine(
-                "store.cache_mib is 0: give sled's cache at least 1 MiB (the default is 64)".into(),
-            ));
-        }
+        config.check()?;
         // sled's lock on its directory outlives the last handle for a moment (its flusher thread
         // lets go of the files after the Db is dropped), so a store reopened in the same process
         // (a server restarted in place) may find it still held: wait a little before saying

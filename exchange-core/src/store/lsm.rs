@@ -23,11 +23,7 @@ impl LsmStore {
     /// Opens (or creates) the store in directory `path`; `config.cache_mib` is fjall's block
     /// cache (its memtable adds up to 16 MiB before it is flushed).
     pub fn open_with(path: &Path, config: StoreConfig) -> Result<Self, StoreError> {
-        if config.cache_mib == 0 {
-            return Err(StoreError::Engine(
-                "store.cache_mib is 0: give the store's cache at least 1 MiB (the default is 64)".into(),
-            ));
-        }
+        config.check()?;
         let db = Database::builder(path)
             .cache_size(config.cache_mib << 20)
             // One thread flushes and compacts in the background. With two, fjall 3.1's first
