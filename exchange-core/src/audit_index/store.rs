@@ -39,7 +39,7 @@ pub const CHUNK_SPAN_MS: i64 = 2_000;
 /// Chunk encodings this build reads.
 const CHUNK_V1: u8 = 1;
 
-fn time_text(time_ms: i64) -> String {
+pub(super) fn time_text(time_ms: i64) -> String {
     format!("{:020}", time_ms.max(0))
 }
 
@@ -209,33 +209,45 @@ impl<S: Store + ?Sized> StoreAuditIndex<S> {
         Ok((index, moved))
     }
 
-    fn load(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.store.get(key)
+    /// Calls `visit` with each event of `node` held from index `from` on, in index order, as
+    /// (index, leaf), until it returns false.
+    fn walk(
+        &self,
+        node: &str,
+        from: u64,
+        mut visit: impl FnMut(u64, &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        // Chunks are keyed by their last index: the first at or after `from` holds it or what follows.
+        let mut start = chunk_key(node, from);
+        let end = format!("ab/{node}\x01").into_bytes();
+        loop {
+            let page = self.store.range(&start, &end, 16)?;
+            let Some((last_key, _)) = page.last() else {
+                return Ok(());
+            };
+            start = last_key.clone();
+            start.push(0);
+            for (key, bytes) in &page {
+                for (index, leaf) in decode_chunk(key, bytes)? {
+                    if index >= from && !visit(index, leaf)? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
     }
 
     /// The indexes held of `node` from `from` to before `to`.
     fn held_between(&self, node: &str, from: u64, to: u64) -> Result<BTreeSet<u64>, StoreError> {
         let mut found = BTreeSet::new();
-        let mut start = chunk_key(node, from);
-        let end = format!("ab/{node}\x01").into_bytes();
-        loop {
-            let page = self.store.range(&start, &end, 64)?;
-            let Some((last_key, _)) = page.last() else {
-                return Ok(found);
-            };
-            start = last_key.clone();
-            start.push(0);
-            for (key, bytes) in &page {
-                for (index, _) in decode_chunk(key, bytes)? {
-                    if index >= to {
-                        return Ok(found);
-                    }
-                    if index >= from {
-                        found.insert(index);
-                    }
-                }
+        self.walk(node, from, |index, _| {
+            if index >= to {
+                return Ok(false);
             }
-        }
+            found.insert(index);
+            Ok(true)
+        })?;
+        Ok(found)
     }
 
     /// Stores `events` of `node` in chunks with their index entries (and counts them, unless
@@ -309,20 +321,28 @@ impl<S: Store + ?Sized> StoreAuditIndex<S> {
         }
     }
 
-    /// The chunk an index entry names, decoded: (index, leaf, event) per event.
-    fn chunk(&self, node: &str, last: u64) -> Result<Vec<(u64, Vec<u8>, AuditEvent)>, StoreError> {
+    /// The stored bytes of the chunk an index entry names, and its key.
+    fn chunk_bytes(&self, node: &str, last: u64) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
         let key = chunk_key(node, last);
         let bytes = self
-            .load(&key)?
+            .store
+            .get(&key)?
             .ok_or_else(|| corrupt(&key, "indexed but not stored"))?;
+        Ok((key, bytes))
+    }
+
+    /// The chunk an index entry names, every event decoded: (index, leaf, event) per event.
+    fn chunk(&self, node: &str, last: u64) -> Result<Vec<(u64, Vec<u8>, AuditEvent)>, StoreError> {
+        let (key, bytes) = self.chunk_bytes(node, last)?;
         decode_chunk(&key, &bytes)?
             .into_iter()
-            .map(|(index, leaf)| {
-                let event = serde_json::from_slice(leaf).map_err(|e| corrupt(&key, e))?;
-                Ok((index, leaf.to_vec(), event))
-            })
+            .map(|(index, leaf)| Ok((index, leaf.to_vec(), parse(&key, leaf)?)))
             .collect()
     }
+}
+
+fn parse(key: &[u8], leaf: &[u8]) -> Result<AuditEvent, StoreError> {
+    serde_json::from_slice(leaf).map_err(|e| corrupt(key, e))
 }
 
 /// The (min_time, node, last) an index entry's tail names.
@@ -411,29 +431,18 @@ impl<S: Store + ?Sized> AuditIndex for StoreAuditIndex<S> {
 
     fn read(&self, node: &str, from: u64, count: usize) -> Result<Vec<Located>, StoreError> {
         let mut out = Vec::new();
-        let mut start = chunk_key(node, from);
-        let end = format!("ab/{node}\x01").into_bytes();
-        while out.len() < count {
-            let page = self.store.range(&start, &end, 16)?;
-            let Some((last_key, _)) = page.last() else {
-                break;
-            };
-            start = last_key.clone();
-            start.push(0);
-            for (key, bytes) in &page {
-                for (index, leaf) in decode_chunk(key, bytes)? {
-                    if index >= from && out.len() < count {
-                        let event = serde_json::from_slice(leaf).map_err(|e| corrupt(key, e))?;
-                        out.push(Located {
-                            node: node.to_string(),
-                            index,
-                            bytes: leaf.to_vec(),
-                            event,
-                        });
-                    }
-                }
-            }
+        if count == 0 {
+            return Ok(out);
         }
+        self.walk(node, from, |index, leaf| {
+            out.push(Located {
+                node: node.to_string(),
+                index,
+                bytes: leaf.to_vec(),
+                event: parse(&chunk_key(node, index), leaf)?,
+            });
+            Ok(out.len() < count)
+        })?;
         Ok(out)
     }
 
@@ -486,23 +495,26 @@ impl<S: Store + ?Sized> AuditIndex for StoreAuditIndex<S> {
                     page.next = Some(pos_text(&(min_time, String::new(), 0)));
                     return Ok(page);
                 }
-                let chunk = self.chunk(node, last)?;
+                // Only the events the entry lists are parsed.
+                let (chunk_key, bytes) = self.chunk_bytes(node, last)?;
+                let entries = decode_chunk(&chunk_key, &bytes)?;
                 for &position in positions {
-                    let Some((index, bytes, event)) = chunk.get(position as usize) else {
+                    let Some(&(index, leaf)) = entries.get(position as usize) else {
                         return Err(corrupt(key, "names an event its chunk does not hold"));
                     };
                     examined += 1;
-                    let pos = (event.time_ms, node.to_string(), *index);
-                    if after.as_ref().is_some_and(|a| &pos <= a) || !query.matches(node, event) {
+                    let event = parse(&chunk_key, leaf)?;
+                    let pos = (event.time_ms, node.to_string(), index);
+                    if after.as_ref().is_some_and(|a| &pos <= a) || !query.matches(node, &event) {
                         continue;
                     }
                     buffer.insert(
                         pos,
                         Located {
                             node: node.to_string(),
-                            index: *index,
-                            bytes: bytes.clone(),
-                            event: event.clone(),
+                            index,
+                            bytes: leaf.to_vec(),
+                            event,
                         },
                     );
                 }

@@ -5,15 +5,11 @@
 use crate::ledger::AuditEvent;
 use crate::store::{Batch, Store, StoreError};
 
-use super::store::corrupt;
+use super::store::{corrupt, time_text};
 
 const EVENTS: &[u8] = b"ai/e/";
 /// Events moved per commit.
 const STEP: usize = 2_000;
-
-fn time_text(time_ms: i64) -> String {
-    format!("{:020}", time_ms.max(0))
-}
 
 /// Every first-layout key of an event: the event's, its time entry, one per field value.
 pub(super) fn keys(event: &AuditEvent, node: &str, index: u64) -> Vec<Vec<u8>> {
