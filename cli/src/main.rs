@@ -57,13 +57,22 @@ enum Command {
         #[arg(long)]
         resync_registry_view: bool,
     },
-    /// Write generated sample records of a quickstart dataset as NDJSON, to publish at scale.
-    Samples {
-        /// js.gongan/population, js.scjg/legal-persons or js.zrzy/places.
+    /// Generate valid sample records of a quickstart dataset (correct check digits, every key
+    /// different, the same records on every run) as NDJSON or CSV, to publish at scale.
+    #[command(alias = "samples")]
+    Gen {
+        /// population, legal-persons or places (or js.gongan/population, js.scjg/legal-persons,
+        /// js.zrzy/places).
         dataset: String,
-        /// How many records (each with its own key).
+        /// How many records.
         #[arg(long, default_value_t = 1000)]
         count: usize,
+        /// Write to this file instead of standard output (CSV when it ends in .csv).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Write CSV (a header row of field names) instead of NDJSON.
+        #[arg(long)]
+        csv: bool,
     },
     /// Measure every performance target beside its baseline on this machine (release build), and
     /// write the table into BENCHMARKS.md.
@@ -93,21 +102,21 @@ enum Command {
 }
 
 /// Writes sample records as NDJSON to standard output, one at a time (memory stays flat).
-fn write_samples(dataset: &str, count: usize) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let records = samples::records(dataset, count).ok_or_else(|| {
-        anyhow::anyhow!(
-            "no samples for {dataset}; there are samples for {}",
-            samples::DATASETS.join(", ")
-        )
-    })?;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for record in records {
-        serde_json::to_writer(&mut out, &record)?;
-        out.write_all(b"\n")?;
+fn write_samples(dataset: &str, count: usize, out: Option<PathBuf>, csv: bool) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    match out {
+        None => samples::write(dataset, count, csv, std::io::stdout().lock()),
+        Some(path) => {
+            let csv = csv
+                || path
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+            let file = std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
+            samples::write(dataset, count, csv, file)?;
+            eprintln!("{count} records of {dataset} written to {}", path.display());
+            Ok(())
+        }
     }
-    out.flush()?;
-    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -134,7 +143,12 @@ fn main() -> ExitCode {
             } => run_node(config, resync_registry_view).await,
             Command::Bench(args) => bench::run(args).await,
             Command::VerifyLedger { data_dir, vkey } => verify_ledger(&data_dir, vkey.as_deref()),
-            Command::Samples { dataset, count } => write_samples(&dataset, count),
+            Command::Gen {
+                dataset,
+                count,
+                out,
+                csv,
+            } => write_samples(&dataset, count, out, csv),
         }
     });
     match result {

@@ -76,10 +76,17 @@ pub(crate) fn people(count: usize) -> impl Iterator<Item = Value> {
 
 const USCC_CHARS: &[u8] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
 
-fn uscc(region: &str, s: &mut Seq) -> String {
-    let org: String = (0..9)
-        .map(|_| USCC_CHARS[s.next(USCC_CHARS.len() as u64) as usize] as char)
-        .collect();
+/// The `i`th company's code: its 9-character organisation code is `i` (shifted) times a number
+/// prime to 31, modulo 31^9, in base 31, so codes look scattered and never repeat (for 26 trillion).
+fn uscc(region: &str, i: u64) -> String {
+    const SPACE: u64 = 31u64.pow(9);
+    let mut n = ((u128::from(i % SPACE) + 1_000_003) * 7_777_777_777 % u128::from(SPACE)) as u64;
+    let mut org = [b'0'; 9];
+    for slot in org.iter_mut().rev() {
+        *slot = USCC_CHARS[(n % 31) as usize];
+        n /= 31;
+    }
+    let org = String::from_utf8_lossy(&org);
     let first17 = format!("91{region}{org}");
     let check = uscc_check_char(&first17).unwrap_or('0');
     format!("{first17}{check}")
@@ -89,13 +96,13 @@ fn uscc(region: &str, s: &mut Seq) -> String {
 pub(crate) fn companies(count: usize) -> impl Iterator<Item = Value> {
     let mut s = Seq(32);
     let trades = ["科技", "贸易", "餐饮", "建筑", "物流", "文化传媒"];
-    (0..count)
-        .map(move |_| {
+    (0..count as u64)
+        .map(move |i| {
             let (region, area) = *s.pick(DISTRICTS);
             let city = &area[..9];
             let (year, month, day) = (1995 + s.next(30), 1 + s.next(12), 1 + s.next(28));
             json!({
-                "uscc": uscc(region, &mut s),
+                "uscc": uscc(region, i),
                 "name": format!("{city}{}{}有限公司", name(&mut s), s.pick(&trades)),
                 "legal_representative": name(&mut s),
                 "legal_rep_id_number": id_number(region, 1960 + s.next(40), 1 + s.next(12), 1 + s.next(28), s.next(1000)),
@@ -137,14 +144,57 @@ pub(crate) fn places(count: usize) -> impl Iterator<Item = Value> {
 /// The datasets samples can be made for.
 pub(crate) const DATASETS: [&str; 3] = ["js.gongan/population", "js.scjg/legal-persons", "js.zrzy/places"];
 
-/// `count` sample records of `dataset` (one of [`DATASETS`]).
+/// `count` sample records of `dataset`: one of [`DATASETS`], or its name without the department
+/// (`population`).
 pub(crate) fn records(dataset: &str, count: usize) -> Option<Box<dyn Iterator<Item = Value>>> {
-    Some(match dataset {
-        "js.gongan/population" => Box::new(people(count)),
-        "js.scjg/legal-persons" => Box::new(companies(count)),
-        "js.zrzy/places" => Box::new(places(count)),
+    let name = dataset.rsplit('/').next().unwrap_or(dataset);
+    if dataset.contains('/') && !DATASETS.contains(&dataset) {
+        return None;
+    }
+    Some(match name {
+        "population" => Box::new(people(count)),
+        "legal-persons" => Box::new(companies(count)),
+        "places" => Box::new(places(count)),
         _ => return None,
     })
+}
+
+/// Writes `count` sample records of `dataset` as NDJSON, or as CSV (a header row of the fields,
+/// in the order of the first record).
+pub(crate) fn write(dataset: &str, count: usize, csv: bool, out: impl std::io::Write) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let records = records(dataset, count).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no generator for {dataset}; there are: population, legal-persons and places ({})",
+            DATASETS.join(", ")
+        )
+    })?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+    if !csv {
+        for record in records {
+            serde_json::to_writer(&mut out, &record)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        return Ok(());
+    }
+    let mut writer = csv::Writer::from_writer(out);
+    let mut header: Option<Vec<String>> = None;
+    for record in records {
+        let Value::Object(fields) = record else { continue };
+        let header = header.get_or_insert_with(|| {
+            let names: Vec<String> = fields.keys().cloned().collect();
+            let _ = writer.write_record(&names);
+            names
+        });
+        writer.write_record(header.iter().map(|name| match fields.get(name) {
+            Some(Value::String(text)) => text.clone(),
+            Some(Value::Null) | None => String::new(),
+            Some(other) => other.to_string(),
+        }))?;
+    }
+    writer.flush()?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -162,7 +212,7 @@ mod tests {
             (
                 include_str!("../../schemas/legal-persons.json"),
                 "uscc",
-                companies(50).collect(),
+                companies(20_000).collect(),
             ),
             (
                 include_str!("../../schemas/places.json"),
@@ -177,9 +227,34 @@ mod tests {
                 assert!(errors.is_empty(), "{record}: {errors:?}");
             }
             let mut keys: Vec<&str> = records.iter().map(|r| r[key].as_str().unwrap()).collect();
+            assert!(keys.iter().all(|k| k.chars().last().is_some_and(|c| c.is_ascii_alphanumeric())));
             keys.sort();
             keys.dedup();
             assert_eq!(keys.len(), records.len(), "keys are unique");
         }
+    }
+
+    #[test]
+    fn company_codes_never_repeat_and_their_check_characters_hold() {
+        let mut codes: Vec<String> = (0..200_000).map(|i| uscc("320102", i)).collect();
+        for code in &codes[..1000] {
+            let check = uscc_check_char(&code[..17]).unwrap();
+            assert_eq!(code.chars().last(), Some(check), "{code}");
+        }
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), 200_000);
+    }
+
+    #[test]
+    fn generated_csv_has_a_header_and_a_row_a_record() {
+        let mut out = Vec::new();
+        write("population", 3, true, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].split(',').any(|c| c == "id_number"), "{}", lines[0]);
+        assert!(write("nothing", 1, false, Vec::new()).is_err());
+        assert!(write("js.other/population", 1, false, Vec::new()).is_err());
     }
 }
