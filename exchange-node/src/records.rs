@@ -5,6 +5,7 @@
 //! - `rec/<dataset>\0<key>` → [`StoredRecord`] (sequence, schema version, JSON)
 //! - `chg/<dataset>\0<sequence: 8 bytes big-endian>` → [`StoredChange`]
 //! - `seq/<dataset>` → the dataset's [`Counters`]: last sequence number and record count
+//! - `imp/<dataset>\0<import id>` → the import's [`ImportMark`]: the last batch it stored
 //!
 //! The audit ledger is not in the store: it is a file of its own (`exchange_core::ledger::Ledger`).
 
@@ -74,6 +75,27 @@ pub(crate) struct StoredChange {
     pub(crate) schema_version: u32,
     pub(crate) after: Option<String>,
     pub(crate) before: Option<String>,
+}
+
+/// Where a resumable import stands, committed in the same batch as each of its batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ImportMark {
+    /// The last batch stored (batches count from 1).
+    pub(crate) batch: u64,
+}
+
+impl ImportMark {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<Self, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| corrupt(key, e))
+    }
+}
+
+pub(crate) fn import_key(dataset: &str, import_id: &str) -> Vec<u8> {
+    format!("imp/{dataset}\0{import_id}").into_bytes()
 }
 
 pub(crate) fn record_key(dataset: &str, key: &str) -> Vec<u8> {

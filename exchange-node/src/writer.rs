@@ -26,19 +26,39 @@ use exchange_core::tlog::Checkpoint;
 use exchange_core::CoreError;
 use tokio::sync::{oneshot, watch};
 
-use crate::records::{change_key, corrupt, record_key, seq_key, Counters, NewChange, StoredChange, StoredRecord};
+use crate::records::{
+    change_key, corrupt, import_key, record_key, seq_key, Counters, ImportMark, NewChange, StoredChange, StoredRecord,
+};
 
 type Reply<T> = oneshot::Sender<Result<T, CoreError>>;
 
 /// The first and last sequence numbers a publish was given.
 pub(crate) type Sequences = (u64, u64);
 
+/// A batch's place in a resumable import: the mark committed with its changes, so a batch sent
+/// again after a lost acknowledgement is recognised.
+#[derive(Debug, Clone)]
+pub(crate) struct ImportStep {
+    pub(crate) id: String,
+    pub(crate) batch: u64,
+}
+
+/// What a publish job did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Committed {
+    /// Its changes are durable under these sequence numbers ((0, 0) when it had none).
+    Stored(Sequences),
+    /// Its import had stored this batch before: nothing was written.
+    AlreadyStored,
+}
+
 enum Job {
     Publish {
         dataset: String,
         schema_version: u32,
         changes: Vec<NewChange>,
-        reply: Reply<Sequences>,
+        import: Option<ImportStep>,
+        reply: Reply<Committed>,
     },
     Audit {
         events: Vec<AuditEvent>,
@@ -160,15 +180,35 @@ impl Writer {
         if changes.is_empty() {
             return Ok((0, 0));
         }
+        match self.queue_publish(dataset, schema_version, changes, None).await?.await {
+            Ok(Ok(Committed::Stored(sequences))) => Ok(sequences),
+            Ok(Ok(Committed::AlreadyStored)) => Ok((0, 0)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(stopped()),
+        }
+    }
+
+    /// Queues changes of one dataset behind everything queued before (so jobs queued one after
+    /// another commit in that order); the receiver answers once they are durable. With an
+    /// import step, the batch's mark is committed with them, and a batch the import stored
+    /// before is answered [`Committed::AlreadyStored`] without writing anything.
+    pub(crate) async fn queue_publish(
+        &self,
+        dataset: &str,
+        schema_version: u32,
+        changes: Vec<NewChange>,
+        import: Option<ImportStep>,
+    ) -> Result<oneshot::Receiver<Result<Committed, CoreError>>, CoreError> {
         let (reply, done) = oneshot::channel();
         self.submit(Job::Publish {
             dataset: dataset.to_string(),
             schema_version,
             changes,
+            import,
             reply,
         })
         .await?;
-        done.await.map_err(|_| stopped())?
+        Ok(done)
     }
 
     /// Appends audit events to the ledger durably; returns their indexes.
@@ -240,11 +280,13 @@ struct Staging {
     overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Datasets whose feeds and counts move when the group commits.
     touched: Vec<String>,
+    /// Import marks written earlier in this group: the last batch of each import.
+    marks: HashMap<Vec<u8>, u64>,
 }
 
 /// How a job staged: what it will be answered if its part of the commit succeeds.
 enum Staged {
-    Publish(Result<Sequences, CoreError>),
+    Publish(Result<Committed, CoreError>),
     Audit(Result<Range<u64>, CoreError>),
     /// Answered after the commit.
     Checkpoint,
@@ -313,6 +355,7 @@ impl WriterThread {
             audit: self.ledger.begin().map_err(CoreError::from),
             overlay: HashMap::new(),
             touched: Vec::new(),
+            marks: HashMap::new(),
         };
         let staged: Vec<Staged> = group.iter().map(|job| self.stage(&mut staging, job)).collect();
 
@@ -369,8 +412,17 @@ impl WriterThread {
                 dataset,
                 schema_version,
                 changes,
+                import,
                 ..
             } => {
+                let mark = match import {
+                    None => None,
+                    Some(step) => match self.import_mark(staging, dataset, step) {
+                        Ok(Some(mark)) => Some(mark),
+                        Ok(None) => return Staged::Publish(Ok(Committed::AlreadyStored)),
+                        Err(e) => return Staged::Publish(Err(e)),
+                    },
+                };
                 let saved = self.seqs.get(dataset).copied();
                 let mut publish = PublishStaging {
                     store: &*self.store,
@@ -383,10 +435,14 @@ impl WriterThread {
                 let PublishStaging { mut batch, written, .. } = publish;
                 match staged {
                     Ok(range) => {
+                        if let Some((key, batch)) = mark {
+                            staging.batch.put(key.clone(), ImportMark { batch }.encode());
+                            staging.marks.insert(key, batch);
+                        }
                         staging.overlay.extend(written);
                         staging.batch.writes.append(&mut batch.writes);
                         staging.touched.push(dataset.clone());
-                        Staged::Publish(Ok(range))
+                        Staged::Publish(Ok(Committed::Stored(range)))
                     }
                     Err(e) => {
                         match saved {
@@ -405,6 +461,36 @@ impl WriterThread {
             Job::Prune { .. } => Staged::Prune,
             Job::Stop => Staged::Stop,
         }
+    }
+
+    /// The mark an import's batch commits (its key and batch number), or `None` when the
+    /// import holds this batch already; a batch that skips one is refused.
+    fn import_mark(
+        &self,
+        staging: &Staging,
+        dataset: &str,
+        step: &ImportStep,
+    ) -> Result<Option<(Vec<u8>, u64)>, CoreError> {
+        let key = import_key(dataset, &step.id);
+        let last = match staging.marks.get(&key) {
+            Some(&batch) => batch,
+            None => match self.store.get(&key)? {
+                Some(bytes) => ImportMark::decode(&key, &bytes)?.batch,
+                None => 0,
+            },
+        };
+        if step.batch <= last {
+            return Ok(None);
+        }
+        if step.batch != last + 1 {
+            return Err(CoreError::FailedPrecondition(format!(
+                "import {} of {dataset}: batch {} came after batch {last}; send batch {} next (resume from the last batch acknowledged)",
+                step.id,
+                step.batch,
+                last + 1
+            )));
+        }
+        Ok(Some((key, step.batch)))
     }
 
     /// After a commit: the feeds and counts of the datasets it wrote.

@@ -7,6 +7,7 @@
 //! - this module: [`NodeService`], deciding a read and auditing it, shaping records as the
 //!   plan allows them to leave.
 //! - `publish`: Publish and PublishStream.
+//! - `import`: Import, the resumable bulk load.
 //! - `get`, `query`, `subscribe`: the reads.
 //! - `status`: Status.
 //! - `ledger`: GetCheckpoint, ProveEvent, ProveConsistency and ExportLedger: the audit ledger's
@@ -29,6 +30,7 @@ macro_rules! read_ask {
 }
 
 mod get;
+mod import;
 mod ledger;
 mod publish;
 mod query;
@@ -394,6 +396,15 @@ impl pb::node_server::Node for NodeService {
         request: Request<tonic::Streaming<pb::PublishRequest>>,
     ) -> Result<Response<pb::PublishResponse>> {
         publish::publish_stream(self, request).await
+    }
+
+    type ImportStream = BoxStream<pb::ImportAck>;
+
+    async fn import(
+        &self,
+        request: Request<tonic::Streaming<pb::ImportBatch>>,
+    ) -> Result<Response<Self::ImportStream>> {
+        import::import(self, request).await
     }
 
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>> {

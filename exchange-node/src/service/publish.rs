@@ -15,7 +15,7 @@ use crate::config::Limits;
 use crate::records::NewChange;
 
 /// How many rejections one reply lists; the count covers them all.
-const MAX_REJECTIONS_LISTED: usize = 1000;
+pub(super) const MAX_REJECTIONS_LISTED: usize = 1000;
 
 /// Checks one change against the schema; a rejection lists every error.
 fn check_change(
@@ -96,20 +96,51 @@ fn check_change(
     }
 }
 
-/// Running totals of a publish (one request, or a whole stream).
-#[derive(Default)]
-struct PublishTotals {
-    response: pb::PublishResponse,
-    position: u64,
+/// A batch of changes checked against the schema: what to store, and what was refused.
+pub(super) struct Checked {
+    pub(super) accepted: Vec<NewChange>,
+    pub(super) rejected: u64,
+    /// The rejections listed (as many as there was room for).
+    pub(super) rejections: Vec<pb::RejectedChange>,
+}
+
+/// Checks every change of a batch; rejection positions start at `first_position`, and at most
+/// `room` rejections are listed (all are counted).
+pub(super) fn check_changes(
+    compiled: &Compiled,
+    key_field: &str,
+    limits: &Limits,
+    changes: Vec<pb::Change>,
+    first_position: u64,
+    room: usize,
+) -> Checked {
+    let mut checked = Checked {
+        accepted: Vec::with_capacity(changes.len()),
+        rejected: 0,
+        rejections: Vec::new(),
+    };
+    for (position, change) in (first_position..).zip(changes) {
+        match check_change(compiled, key_field, limits, change) {
+            Ok(change) => checked.accepted.push(change),
+            Err((key, errors)) => {
+                checked.rejected += 1;
+                if checked.rejections.len() < room {
+                    checked.rejections.push(pb::RejectedChange { position, key, errors });
+                }
+            }
+        }
+    }
+    checked
 }
 
 impl NodeService {
-    async fn publish_one(
+    /// The dataset and schema version a publish request validates against, once the caller may
+    /// publish to it.
+    pub(super) fn publish_target(
         &self,
         who: &Principal,
-        request: pb::PublishRequest,
-        totals: &mut PublishTotals,
-    ) -> Result<()> {
+        request: &pb::PublishRequest,
+    ) -> Result<(std::sync::Arc<crate::catalog::NodeDataset>, std::sync::Arc<Compiled>)> {
         let dataset = self.served(&request.dataset_id).map_err(to_status)?;
         authz::publish_records(who, &request.dataset_id).map_err(to_status)?;
         let compiled = if request.schema_version == 0 {
@@ -133,24 +164,40 @@ impl NodeService {
                 )
             }))
         })?;
-        let mut accepted = Vec::new();
-        let mut rejected = 0u64;
-        for change in request.changes {
-            let position = totals.position;
-            totals.position += 1;
-            match check_change(&compiled, &dataset.dataset.key_field, &self.limits, change) {
-                Ok(change) => accepted.push(change),
-                Err((key, errors)) => {
-                    rejected += 1;
-                    if totals.response.rejections.len() < MAX_REJECTIONS_LISTED {
-                        totals
-                            .response
-                            .rejections
-                            .push(pb::RejectedChange { position, key, errors });
-                    }
-                }
-            }
-        }
+        Ok((dataset, compiled))
+    }
+}
+
+/// Running totals of a publish (one request, or a whole stream).
+#[derive(Default)]
+struct PublishTotals {
+    response: pb::PublishResponse,
+    position: u64,
+}
+
+impl NodeService {
+    async fn publish_one(
+        &self,
+        who: &Principal,
+        request: pb::PublishRequest,
+        totals: &mut PublishTotals,
+    ) -> Result<()> {
+        let (dataset, compiled) = self.publish_target(who, &request)?;
+        let count = request.changes.len() as u64;
+        let Checked {
+            accepted,
+            rejected,
+            mut rejections,
+        } = check_changes(
+            &compiled,
+            &dataset.dataset.key_field,
+            &self.limits,
+            request.changes,
+            totals.position,
+            MAX_REJECTIONS_LISTED.saturating_sub(totals.response.rejections.len()),
+        );
+        totals.position += count;
+        totals.response.rejections.append(&mut rejections);
         totals.response.rejected += rejected;
         totals.response.schema_version = compiled.version;
         if request.atomic && rejected > 0 {

@@ -78,6 +78,7 @@ struct Pending {
     queued: super::Queued,
     records: Vec<pb::Record>,
     next_page_token: String,
+    resume_token: String,
     /// The last key it holds: where to go on from once it is delivered.
     after: Option<String>,
 }
@@ -140,6 +141,7 @@ impl QueryRun {
                     let message = pb::QueryResponse {
                         records: p.records,
                         next_page_token: p.next_page_token,
+                        resume_token: p.resume_token,
                         receipt: Some(p.queued.receipt().await?),
                     };
                     if !send_unless_stopping(tx, Ok(message), &mut shutdown).await {
@@ -224,17 +226,24 @@ impl QueryRun {
                 let key = std::mem::take(&mut record.key);
                 record.key = served_key(&svc.page_tokens, &key_scope, plan, key_field, key);
             }
-            let next_page_token = match (limit_hit && !exhausted, &after) {
-                (true, Some(last)) => svc
-                    .page_tokens
+            let seal = |last: &str| {
+                svc.page_tokens
                     .seal(&scope, last)
-                    .map_err(|e| to_status(CoreError::Unavailable(e)))?,
-                _ => String::new(),
+                    .map_err(|e| to_status(CoreError::Unavailable(e)))
+            };
+            let resume_token = match &after {
+                Some(last) => seal(last)?,
+                None => String::new(),
+            };
+            let next_page_token = match limit_hit && !exhausted {
+                true => resume_token.clone(),
+                false => String::new(),
             };
             let previous = pending.replace(Pending {
                 queued,
                 records,
                 next_page_token,
+                resume_token,
                 after: after.clone(),
             });
             deliver!(previous);

@@ -170,3 +170,62 @@ async fn a_failed_ledger_write_fails_audits_as_an_audit_failure_and_records_stil
         (1, 1)
     );
 }
+
+#[tokio::test]
+async fn an_import_stores_each_batch_once_and_refuses_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    let writer = Writer::start(store.clone(), Ledger::open(&dir.path().join("ledger"), key()).unwrap()).unwrap();
+    let step = |batch| {
+        Some(ImportStep {
+            id: "load-1".into(),
+            batch,
+        })
+    };
+    let ds = "js.gongan/population";
+    // Batches 1 and 2 queued back to back commit in order, possibly in one group.
+    let one = writer
+        .queue_publish(ds, 1, vec![change("a", Some(r#"{"k":"a","v":1}"#))], step(1))
+        .await
+        .unwrap();
+    let two = writer
+        .queue_publish(ds, 1, vec![change("a", Some(r#"{"k":"a","v":2}"#))], step(2))
+        .await
+        .unwrap();
+    assert_eq!(one.await.unwrap().unwrap(), Committed::Stored((1, 1)));
+    assert_eq!(two.await.unwrap().unwrap(), Committed::Stored((2, 2)));
+    // Batch 2 again (its acknowledgement lost): recognised, nothing written.
+    let again = writer
+        .queue_publish(ds, 1, vec![change("a", Some(r#"{"k":"a","v":2}"#))], step(2))
+        .await
+        .unwrap();
+    assert_eq!(again.await.unwrap().unwrap(), Committed::AlreadyStored);
+    assert_eq!(get_record(&*store, ds, "a").unwrap().unwrap().sequence, 2);
+    // Batch 4 skips 3: refused, and says what to send.
+    let gap = writer
+        .queue_publish(ds, 1, vec![change("b", Some(r#"{"k":"b"}"#))], step(4))
+        .await
+        .unwrap();
+    let error = gap.await.unwrap().unwrap_err().to_string();
+    assert!(error.contains("send batch 3 next"), "{error}");
+    assert!(get_record(&*store, ds, "b").unwrap().is_none());
+    // Another import of the same dataset counts its own batches.
+    let other = writer
+        .queue_publish(
+            ds,
+            1,
+            vec![change("b", Some(r#"{"k":"b"}"#))],
+            Some(ImportStep {
+                id: "load-2".into(),
+                batch: 1,
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(other.await.unwrap().unwrap(), Committed::Stored((3, 3)));
+    writer.stop().await;
+    // The marks are in the store: a restarted writer still knows batch 2 is stored.
+    let writer = Writer::start(store.clone(), Ledger::open(&dir.path().join("ledger"), key()).unwrap()).unwrap();
+    let again = writer.queue_publish(ds, 1, vec![], step(2)).await.unwrap();
+    assert_eq!(again.await.unwrap().unwrap(), Committed::AlreadyStored);
+}
