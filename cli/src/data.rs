@@ -1,14 +1,13 @@
 //! Node commands: publish records from NDJSON or CSV, get, query and subscribe (JSON lines), and
 //! a node's status.
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::{Path, PathBuf};
+use std::io::Write as _;
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Subcommand;
 use exchange_proto::node::v1 as npb;
-use exchange_proto::registry::v1 as pb;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::connect::Common;
 use crate::output::status_error;
@@ -16,22 +15,33 @@ use crate::output::status_error;
 /// Node commands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Publish records to your node from an NDJSON or CSV file.
+    /// Publish records to your node from an NDJSON or CSV file of any size, streamed in batches
+    /// with several in flight; an interrupted import goes on with --resume.
     Publish {
         /// Dataset id.
         dataset: String,
         /// The file: .ndjson/.jsonl (one JSON object a line; {"$delete": "<key>"} deletes) or .csv
         /// (a header row of field names; values typed by the dataset's schema, empty cells left out).
         file: PathBuf,
-        /// Schema version to validate against (default: the latest).
+        /// Schema version to validate against (default: the latest when the import begins).
         #[arg(long, default_value_t = 0)]
         schema_version: u32,
-        /// Records per request.
-        #[arg(long, default_value_t = 500)]
+        /// Records per batch (at most 1000).
+        #[arg(long, default_value_t = 1000)]
         batch: usize,
+        /// Batches sent ahead of the node's acknowledgements.
+        #[arg(long, default_value_t = 4)]
+        in_flight: usize,
         /// Where to write rejected lines with their errors (default: <file>.rejects.ndjson).
         #[arg(long)]
         rejects: Option<PathBuf>,
+        /// Go on with an interrupted import of this file from its last acknowledged line (the
+        /// state is in <file>.import-state.json).
+        #[arg(long, conflicts_with = "restart")]
+        resume: bool,
+        /// Forget an interrupted import of this file and begin again from its first line.
+        #[arg(long)]
+        restart: bool,
     },
     /// Read records by key; prints one JSON object a line.
     Get {
@@ -59,6 +69,33 @@ pub(crate) enum Command {
         #[command(flatten)]
         read: ReadArgs,
     },
+    /// Write every record a query matches into an NDJSON or CSV file, following page tokens;
+    /// an interrupted export goes on with --resume.
+    Export {
+        /// Dataset id.
+        dataset: String,
+        /// The file to write (CSV when it ends in .csv); its state is in <out>.export-state.json
+        /// until the export ends.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Write CSV (a header row, then a row a record) whatever the file's name.
+        #[arg(long)]
+        csv: bool,
+        /// Row filter over string fields.
+        #[arg(long, default_value = "")]
+        filter: String,
+        /// Records per query (0: the node's maximum); the export goes on with each page token.
+        #[arg(long, default_value_t = 0)]
+        page: u32,
+        /// Go on with an interrupted export into this file from its last written record.
+        #[arg(long, conflicts_with = "restart")]
+        resume: bool,
+        /// Forget an interrupted export into this file and begin again.
+        #[arg(long)]
+        restart: bool,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
     /// Follow a dataset's changes after a cursor; prints one JSON object a line.
     Subscribe {
         /// Dataset id.
@@ -66,6 +103,12 @@ pub(crate) enum Command {
         /// Resume after this sequence number (the `cursor` of the last line you processed).
         #[arg(long, default_value_t = 0)]
         after: u64,
+        /// Append the changes to this file instead of printing them.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// With --out: go on after the last complete line of the file (its cursor).
+        #[arg(long, requires = "out", conflicts_with = "after")]
+        resume: bool,
         /// Row filter.
         #[arg(long, default_value = "")]
         filter: String,
@@ -85,21 +128,21 @@ pub(crate) enum Command {
 pub(crate) struct ReadArgs {
     /// Why you read: a purpose code of your grant, e.g. business-licensing.
     #[arg(long)]
-    purpose: String,
+    pub(crate) purpose: String,
     /// The case the read is for (recorded in the audit ledger).
     #[arg(long, default_value = "")]
-    case: String,
+    pub(crate) case: String,
     /// Fields, comma-separated (default: every field your grant allows).
     #[arg(long, value_delimiter = ',')]
-    fields: Vec<String>,
+    pub(crate) fields: Vec<String>,
     /// Withhold the read from the access report of the records read until this time (a date,
     /// end of that day UTC, or RFC 3339): only for a purpose your grant marks investigative.
     #[arg(long, value_parser = crate::admin::parse_expiry)]
-    withhold_until: Option<i64>,
+    pub(crate) withhold_until: Option<i64>,
     /// Append each response's receipt (its audit event) to this file, one JSON line each, to
     /// prove later what was received (`exchange audit receipt`).
     #[arg(long)]
-    receipts: Option<std::path::PathBuf>,
+    pub(crate) receipts: Option<std::path::PathBuf>,
 }
 
 /// The record's JSON exactly as served (one line: the node sends it compact), so that a receipt's
@@ -119,8 +162,23 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
             file,
             schema_version,
             batch,
+            in_flight,
             rejects,
-        } => publish(&common, &dataset, &file, schema_version, batch.max(1), rejects).await,
+            resume,
+            restart,
+        } => {
+            let args = crate::import::Args {
+                dataset,
+                file,
+                schema_version,
+                batch,
+                in_flight,
+                rejects,
+                resume,
+                restart,
+            };
+            crate::import::publish(&common, args).await
+        }
         Command::Get { dataset, keys, read } => {
             let mut node = common.connect.node_of(&dataset).await?;
             let response = node
@@ -189,12 +247,47 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
             }
             Ok(())
         }
+        Command::Export {
+            dataset,
+            out,
+            csv,
+            filter,
+            page,
+            resume,
+            restart,
+            read,
+        } => {
+            let args = crate::export::Args {
+                dataset,
+                out,
+                csv,
+                filter,
+                fields: read.fields,
+                purpose: read.purpose,
+                case_id: read.case,
+                withhold_until: read.withhold_until.unwrap_or(0),
+                page,
+                receipts: read.receipts,
+                resume,
+                restart,
+            };
+            crate::export::run(&common, args).await
+        }
         Command::Subscribe {
             dataset,
             after,
+            out,
+            resume,
             filter,
             read,
         } => {
+            let (after, mut file) = match &out {
+                None => (after, None),
+                Some(path) => {
+                    let (cursor, file) = feed_file(path, resume)?;
+                    (cursor.unwrap_or(after), Some(file))
+                }
+            };
             let mut node = common.connect.node_of(&dataset).await?;
             let mut stream = node
                 .subscribe(npb::SubscribeRequest {
@@ -210,7 +303,7 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
                 .map_err(status_error)?
                 .into_inner();
             while let Some(batch) = stream.message().await.map_err(status_error)? {
-                let mut out = std::io::stdout().lock();
+                let mut text = String::new();
                 for event in &batch.events {
                     let line = match &event.change {
                         Some(npb::change_event::Change::Upsert(json)) => {
@@ -219,9 +312,19 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
                         }
                         _ => json!({"cursor": event.sequence, "key": event.key, "removed": true}),
                     };
-                    writeln!(out, "{line}")?;
+                    text.push_str(&line.to_string());
+                    text.push('\n');
                 }
-                out.flush()?;
+                // A batch goes out whole: a file cut by a crash ends at most in a partial line,
+                // which --resume drops.
+                match &mut file {
+                    Some(file) => file.write_all(text.as_bytes())?,
+                    None => {
+                        let mut out = std::io::stdout().lock();
+                        out.write_all(text.as_bytes())?;
+                        out.flush()?;
+                    }
+                }
             }
             Ok(())
         }
@@ -243,6 +346,65 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
             Ok(())
         }
     }
+}
+
+/// Opens a subscription's output file. Resuming, a partial last line (cut by a crash) is
+/// dropped and the cursor of the last complete one returned; otherwise the file must not hold
+/// changes already (appending a second subscription to it would repeat them).
+fn feed_file(path: &std::path::Path, resume: bool) -> anyhow::Result<(Option<u64>, std::fs::File)> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let length = file.metadata()?.len();
+    if !resume {
+        anyhow::ensure!(
+            length == 0,
+            "{} holds changes already: go on after its last one with --resume, or write to a new file",
+            path.display()
+        );
+        return Ok((None, file));
+    }
+    // The last complete line is within the file's tail: read back until a newline before it.
+    let mut tail = Vec::new();
+    let mut start = length;
+    let (complete, cursor) = loop {
+        let step = 64 * 1024;
+        let from = start.saturating_sub(step);
+        let mut chunk = vec![0u8; (start - from) as usize];
+        file.seek(SeekFrom::Start(from))?;
+        file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&tail);
+        tail = chunk;
+        start = from;
+        let end = match tail.iter().rposition(|&b| b == b'\n') {
+            Some(end) => end,
+            None if start == 0 => break (0, None),
+            None => continue,
+        };
+        let line_start = tail[..end].iter().rposition(|&b| b == b'\n').map(|i| i + 1);
+        if line_start.is_none() && start > 0 {
+            continue;
+        }
+        let line = &tail[line_start.unwrap_or(0)..end];
+        let cursor = serde_json::from_slice::<Value>(line)
+            .ok()
+            .and_then(|v| v["cursor"].as_u64())
+            .with_context(|| {
+                format!(
+                    "{}: its last line has no cursor; is it a subscription's output?",
+                    path.display()
+                )
+            })?;
+        break (start + end as u64 + 1, Some(cursor));
+    };
+    file.set_len(complete)?;
+    file.seek(SeekFrom::End(0))?;
+    Ok((cursor, file))
 }
 
 /// A node's status for people.
@@ -371,215 +533,6 @@ fn prometheus_text(status: &npb::NodeStatus) -> String {
     out
 }
 
-/// A line of the input, ready to send.
-struct Line {
-    number: usize,
-    text: String,
-    change: npb::Change,
-}
-
-/// The JSON types of each top-level property of the dataset's schema, for typing CSV cells.
-async fn property_types(common: &Common, dataset: &str, version: u32) -> anyhow::Result<Map<String, Value>> {
-    let mut registry = common.connect.registry().await?;
-    let schema = registry
-        .get_schema(pb::GetSchemaRequest {
-            dataset_id: dataset.to_string(),
-            version,
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    let schema: Value = serde_json::from_str(&schema.schema_json)?;
-    Ok(schema["properties"].as_object().cloned().unwrap_or_default())
-}
-
-fn csv_cell(types: &Map<String, Value>, field: &str, cell: &str) -> Value {
-    let declared = exchange_core::schema::types_of(types.get(field).unwrap_or(&Value::Null));
-    let has = |t: &str| declared.iter().any(|d| d == t);
-    if has("integer") {
-        if let Ok(i) = cell.parse::<i64>() {
-            return json!(i);
-        }
-    }
-    if has("number") {
-        // As written: "2500000" stays an integer, not 2500000.0.
-        if let Ok(n @ Value::Number(_)) = serde_json::from_str::<Value>(cell.trim()) {
-            return n;
-        }
-        // "007" or "1." are numbers to a person, not to JSON.
-        if let Some(n) = cell.trim().parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
-            return Value::Number(n);
-        }
-    }
-    if has("boolean") {
-        if let Ok(b) = cell.parse::<bool>() {
-            return json!(b);
-        }
-    }
-    // Anything else stays a string: the node's validation will say what is wrong with it.
-    json!(cell)
-}
-
-/// The lines of a file as changes to send, and the lines refused before sending (reject-file
-/// entries), such as a CSV row with the wrong number of cells.
-fn read_lines(path: &Path, types: Option<&Map<String, Value>>) -> anyhow::Result<(Vec<Line>, Vec<Value>)> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut lines = Vec::new();
-    let mut refused = Vec::new();
-    if let Some(types) = types {
-        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
-        let headers = reader.headers()?.clone();
-        // A misspelt header would fail every row the same way: say it once.
-        let unknown: Vec<&str> = headers.iter().filter(|h| !types.contains_key(*h)).collect();
-        if !unknown.is_empty() {
-            anyhow::bail!(
-                "{}: unknown columns {}; the dataset's fields are {}",
-                path.display(),
-                unknown.join(", "),
-                types.keys().cloned().collect::<Vec<_>>().join(", ")
-            );
-        }
-        for (i, row) in reader.records().enumerate() {
-            let row = row.with_context(|| format!("{}: line {}", path.display(), i + 2))?;
-            let number = row.position().map_or(i + 2, |p| p.line() as usize);
-            if row.len() != headers.len() {
-                refused.push(json!({
-                    "line": number,
-                    "key": "",
-                    "errors": [{"pointer": "", "message": format!("the row has {} cells; the header has {}", row.len(), headers.len())}],
-                    "input": row.iter().collect::<Vec<_>>().join(","),
-                }));
-                continue;
-            }
-            let mut record = Map::new();
-            for (field, cell) in headers.iter().zip(row.iter()) {
-                if !cell.is_empty() {
-                    record.insert(field.to_string(), csv_cell(types, field, cell));
-                }
-            }
-            let text = serde_json::to_string(&record)?;
-            lines.push(Line {
-                number,
-                change: npb::Change {
-                    op: Some(npb::change::Op::Upsert(text.clone().into_bytes())),
-                },
-                text,
-            });
-        }
-        return Ok((lines, refused));
-    }
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let text = line.with_context(|| format!("{}: line {}", path.display(), i + 1))?;
-        if text.trim().is_empty() {
-            continue;
-        }
-        let delete = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v.get("$delete").and_then(Value::as_str).map(str::to_string));
-        let op = match delete {
-            Some(key) => npb::change::Op::DeleteKey(key),
-            // Sent as written: the node says exactly what is wrong with a bad line.
-            None => npb::change::Op::Upsert(text.clone().into_bytes()),
-        };
-        lines.push(Line {
-            number: i + 1,
-            change: npb::Change { op: Some(op) },
-            text,
-        });
-    }
-    Ok((lines, refused))
-}
-
-async fn publish(
-    common: &Common,
-    dataset: &str,
-    file: &Path,
-    schema_version: u32,
-    batch: usize,
-    rejects: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let is_csv = file
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-    let types = if is_csv {
-        Some(property_types(common, dataset, schema_version).await?)
-    } else {
-        None
-    };
-    let (lines, refused) = read_lines(file, types.as_ref())?;
-    let mut node = common.connect.node_of(dataset).await?;
-    let progress = indicatif::ProgressBar::new(lines.len() as u64);
-    progress.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records {per_sec} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let rejects_path = rejects.unwrap_or_else(|| {
-        let mut name = file.as_os_str().to_owned();
-        name.push(".rejects.ndjson");
-        PathBuf::from(name)
-    });
-    let (mut accepted, mut rejected) = (0u64, refused.len() as u64);
-    let mut rejected_lines = refused;
-    for chunk in lines.chunks(batch) {
-        let response = node
-            .publish(npb::PublishRequest {
-                dataset_id: dataset.to_string(),
-                schema_version,
-                changes: chunk.iter().map(|l| l.change.clone()).collect(),
-                atomic: false,
-            })
-            .await
-            .map_err(status_error)?
-            .into_inner();
-        accepted += response.accepted;
-        rejected += response.rejected;
-        for r in response.rejections {
-            let Some(line) = chunk.get(r.position as usize) else {
-                continue;
-            };
-            let errors: Vec<Value> = r
-                .errors
-                .iter()
-                .map(|e| json!({"pointer": e.pointer, "message": e.message}))
-                .collect();
-            rejected_lines.push(json!({"line": line.number, "key": r.key, "errors": errors, "input": line.text}));
-        }
-        progress.inc(chunk.len() as u64);
-        progress.set_message(format!("{rejected} rejected"));
-    }
-    progress.finish_and_clear();
-    rejected_lines.sort_by_key(|l| l["line"].as_u64());
-    if !rejected_lines.is_empty() {
-        // The rejected lines are records, with the personal data in them: for their writer only.
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut out = options
-            .open(&rejects_path)
-            .with_context(|| format!("cannot write {}", rejects_path.display()))?;
-        for line in &rejected_lines {
-            writeln!(out, "{line}")?;
-        }
-    }
-    println!(
-        "{dataset}: {accepted} stored, {rejected} rejected, from {}",
-        file.display()
-    );
-    if rejected > 0 {
-        println!("rejected lines and their errors: {}", rejects_path.display());
-        if let Some(first) = rejected_lines.first() {
-            println!("first: line {}: {}", first["line"], first["errors"]);
-        }
-        match rejected {
-            1 => anyhow::bail!("1 record was rejected"),
-            n => anyhow::bail!("{n} records were rejected"),
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -593,6 +546,32 @@ mod tests {
             registry_diverged: "the registry's history does not match this node's view".into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_resumed_feed_goes_on_after_its_last_complete_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("feed.ndjson");
+        let line = |n: u64| {
+            format!(
+                "{{\"cursor\":{n},\"key\":\"k{n}\",\"record\":{{\"pad\":\"{}\"}}}}\n",
+                "x".repeat(300)
+            )
+        };
+        // Longer than one read back from the end, and cut inside its last line.
+        let mut text: String = (1..=400).map(line).collect();
+        text.push_str("{\"cursor\":401,\"key\"");
+        std::fs::write(&path, &text).unwrap();
+        let (cursor, _) = feed_file(&path, true).unwrap();
+        assert_eq!(cursor, Some(400));
+        let kept = std::fs::read_to_string(&path).unwrap();
+        assert!(kept.ends_with("}}\n") && kept.lines().count() == 400);
+        // Without --resume, a file that holds changes is not appended to.
+        let error = feed_file(&path, false).unwrap_err().to_string();
+        assert!(error.contains("--resume"), "{error}");
+        // An empty file resumes from nothing.
+        let empty = dir.path().join("empty.ndjson");
+        assert_eq!(feed_file(&empty, true).unwrap().0, None);
     }
 
     #[test]

@@ -6,6 +6,8 @@ mod audit;
 mod bench;
 mod connect;
 mod data;
+mod export;
+mod import;
 mod output;
 mod pki;
 mod quickstart;
@@ -107,10 +109,7 @@ fn write_samples(dataset: &str, count: usize, out: Option<PathBuf>, csv: bool) -
     match out {
         None => samples::write(dataset, count, csv, std::io::stdout().lock()),
         Some(path) => {
-            let csv = csv
-                || path
-                    .extension()
-                    .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+            let csv = csv || path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
             let file = std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
             samples::write(dataset, count, csv, file)?;
             eprintln!("{count} records of {dataset} written to {}", path.display());

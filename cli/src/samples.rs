@@ -227,7 +227,9 @@ mod tests {
                 assert!(errors.is_empty(), "{record}: {errors:?}");
             }
             let mut keys: Vec<&str> = records.iter().map(|r| r[key].as_str().unwrap()).collect();
-            assert!(keys.iter().all(|k| k.chars().last().is_some_and(|c| c.is_ascii_alphanumeric())));
+            assert!(keys
+                .iter()
+                .all(|k| k.chars().last().is_some_and(|c| c.is_ascii_alphanumeric())));
             keys.sort();
             keys.dedup();
             assert_eq!(keys.len(), records.len(), "keys are unique");

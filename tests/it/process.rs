@@ -12,6 +12,15 @@ use crate::harness::*;
 pub struct Server(Child);
 
 impl Server {
+    pub fn new(child: Child) -> Self {
+        Self(child)
+    }
+
+    /// Whether the process has not exited yet.
+    pub fn running(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+
     /// SIGKILLs the process and reaps it.
     pub fn kill(&mut self) {
         let _ = self.0.kill();
@@ -239,6 +248,28 @@ pub fn run_cli(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Serves the quickstart set up in `qs`; returns it with the registry's URL, once it serves.
+pub fn serve_quickstart(qs: &std::path::Path) -> (Server, String) {
+    let mut child = Command::new(exchange_bin())
+        .args(["quickstart", "--port", "0", "--dir"])
+        .arg(qs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let server = Server(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let endpoint = loop {
+        let line = lines.next().expect("quickstart exited").unwrap();
+        if let Some(rest) = line.strip_prefix("Exchange quickstart: a registry is serving mutual TLS on ") {
+            break rest.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (server, endpoint)
+}
+
 #[test]
 fn the_quickstart_sets_up_a_working_exchange_and_the_cli_uses_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -275,22 +306,7 @@ fn the_quickstart_sets_up_a_working_exchange_and_the_cli_uses_it() {
     }
 
     // Serve it again (state is kept) and use the CLI with the written profiles.
-    let mut child = Command::new(exchange_bin())
-        .args(["quickstart", "--dir", qs_str, "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut server = Server(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let endpoint = loop {
-        let line = lines.next().expect("quickstart exited").unwrap();
-        if let Some(rest) = line.strip_prefix("Exchange quickstart: a registry is serving mutual TLS on ") {
-            break rest.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (mut server, endpoint) = serve_quickstart(&qs);
     let admin = qs.join("profiles/admin.toml");
     let admin = admin.to_str().unwrap();
     let with = |profile: &str, args: &[&str]| {

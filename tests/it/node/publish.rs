@@ -146,3 +146,122 @@ async fn a_publish_stream_counts_positions_across_its_messages() {
         "has no schema version 9; known versions: 1; the messages before this one were stored: 1 changes accepted",
     );
 }
+
+fn import_batch(id: &str, batch: u64, changes: Vec<npb::Change>) -> npb::ImportBatch {
+    npb::ImportBatch {
+        import_id: id.into(),
+        batch,
+        publish: Some(publish_request(changes)),
+    }
+}
+
+/// Sends `batches` on one Import stream; returns the acknowledgements and the status it ended with.
+async fn import(client: &mut Node, batches: Vec<npb::ImportBatch>) -> (Vec<npb::ImportAck>, Option<tonic::Status>) {
+    let mut stream = match client.import(tokio_stream::iter(batches)).await {
+        Ok(stream) => stream.into_inner(),
+        Err(status) => return (Vec::new(), Some(status)),
+    };
+    let mut acks = Vec::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(ack)) => acks.push(ack),
+            Ok(None) => return (acks, None),
+            Err(status) => return (acks, Some(status)),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_import_sent_again_after_a_lost_acknowledgement_stores_each_batch_once() {
+    let (ex, node, _, _) = setup().await;
+    let mut owner = node.client(&ex, "js.gongan", Role::System).await;
+    let batch = |b: u64| -> Vec<npb::Change> {
+        (0..50)
+            .map(|i| upsert(&person("320102", (b * 50 + i) as u32 % 1000, "甲")))
+            .collect()
+    };
+    let mut with_bad = batch(2);
+    let mut bad = person("320102", 999, "坏");
+    bad["age"] = json!("thirty");
+    with_bad[7] = upsert(&bad);
+    let (acks, ended) = import(
+        &mut owner,
+        vec![
+            import_batch("load-a", 1, batch(1)),
+            import_batch("load-a", 2, with_bad.clone()),
+        ],
+    )
+    .await;
+    assert!(ended.is_none(), "{ended:?}");
+    let summary: Vec<(u64, bool, u64, u64)> = acks
+        .iter()
+        .map(|a| {
+            let r = a.result.as_ref().unwrap();
+            (a.batch, a.already_stored, r.accepted, r.rejected)
+        })
+        .collect();
+    assert_eq!(summary, vec![(1, false, 50, 0), (2, false, 49, 1)]);
+    let second = acks[1].result.as_ref().unwrap();
+    assert_eq!(second.rejections[0].position, 7, "positions count within the batch");
+    // What the setup published came before.
+    let base = acks[0].result.as_ref().unwrap().first_sequence - 1;
+    assert_eq!((second.first_sequence, second.last_sequence), (base + 51, base + 99));
+
+    // The client never saw batch 2's acknowledgement and resumes from batch 2: it is
+    // recognised (its rejection listed again), and batch 3 is stored after it.
+    let (acks, ended) = import(
+        &mut owner,
+        vec![import_batch("load-a", 2, with_bad), import_batch("load-a", 3, batch(3))],
+    )
+    .await;
+    assert!(ended.is_none(), "{ended:?}");
+    assert!(acks[0].already_stored);
+    assert_eq!(acks[0].result.as_ref().unwrap().rejections[0].position, 7);
+    assert_eq!(
+        acks[0].result.as_ref().unwrap().first_sequence,
+        0,
+        "nothing stored again"
+    );
+    assert!(!acks[1].already_stored);
+    assert_eq!(acks[1].result.as_ref().unwrap().first_sequence, base + 100);
+    let mut owner_node = owner;
+    let status = owner_node.status(npb::StatusRequest {}).await.unwrap().into_inner();
+    let population = &status.datasets[0];
+    assert_eq!(
+        population.last_sequence,
+        base + 149,
+        "every change of the three batches once"
+    );
+
+    // A gap is refused, with what to send; so is a second import on the same stream.
+    let (acks, ended) = import(&mut owner_node, vec![import_batch("load-a", 5, batch(5))]).await;
+    assert!(acks.is_empty());
+    assert_status(
+        Err::<(), _>(ended.unwrap()),
+        Code::FailedPrecondition,
+        "batch 5 came after batch 3; send batch 4 next",
+    );
+    let (acks, ended) = import(
+        &mut owner_node,
+        vec![import_batch("load-b", 1, batch(6)), import_batch("load-c", 2, batch(7))],
+    )
+    .await;
+    assert_eq!(acks.len(), 1, "the first batch is acknowledged before the error");
+    assert_status(
+        Err::<(), _>(ended.unwrap()),
+        Code::InvalidArgument,
+        "one import a stream",
+    );
+    let (_, ended) = import(&mut owner_node, vec![import_batch("no spaces", 1, batch(8))]).await;
+    assert_status(Err::<(), _>(ended.unwrap()), Code::InvalidArgument, "import_id");
+
+    // Only the owner imports.
+    let mut other = node.client(&ex, "js.scjg", Role::System).await;
+    let (acks, ended) = import(&mut other, vec![import_batch("x", 1, batch(9))]).await;
+    assert!(acks.is_empty());
+    assert_status(
+        Err::<(), _>(ended.unwrap()),
+        Code::PermissionDenied,
+        "only js.gongan's system or node may",
+    );
+}
