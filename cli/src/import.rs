@@ -370,19 +370,65 @@ fn quote(file: &mut File, span: Span) -> String {
         .to_string()
 }
 
-/// The rejects file, appended to as batches are acknowledged; for its writer only, as the
-/// rejected lines are records with personal data in them.
-fn open_rejects(path: &Path, keep: u64) -> anyhow::Result<File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.set_len(keep)?;
-    file.seek(SeekFrom::End(0))?;
-    Ok(file)
+/// The rejects file, appended to as batches are acknowledged and made at the first rejection;
+/// for its writer only, as the rejected lines are records with personal data in them.
+struct Rejects {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl Rejects {
+    /// Resuming, the file is cut back to what the acknowledged batches wrote; otherwise a file
+    /// left by an earlier import of this input is removed (its lines are not this import's).
+    fn open(path: &Path, resumed: bool, keep: u64) -> anyhow::Result<Self> {
+        let mut rejects = Self {
+            path: path.to_path_buf(),
+            file: None,
+        };
+        match (resumed, path.exists()) {
+            (true, true) => {
+                let file = rejects.file()?;
+                file.set_len(keep)?;
+                file.seek(SeekFrom::End(0))?;
+            }
+            (false, true) => std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?,
+            _ => {}
+        }
+        Ok(rejects)
+    }
+
+    fn file(&mut self) -> anyhow::Result<&mut File> {
+        if self.file.is_none() {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(false);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options
+                .open(&self.path)
+                .with_context(|| format!("cannot write {}", self.path.display()))?;
+            file.seek(SeekFrom::End(0))?;
+            self.file = Some(file);
+        }
+        self.file
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("cannot open {}", self.path.display()))
+    }
+
+    fn append(&mut self, text: &str) -> anyhow::Result<()> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        self.file()?
+            .write_all(text.as_bytes())
+            .with_context(|| format!("cannot write {}", self.path.display()))
+    }
+
+    fn sync(&mut self) -> anyhow::Result<()> {
+        match &mut self.file {
+            Some(file) => Ok(file.sync_all()?),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The JSON types of each top-level property of the dataset's schema, for typing CSV cells.
@@ -509,7 +555,7 @@ pub(crate) async fn publish(common: &Common, args: Args) -> anyhow::Result<()> {
         state.offset = source.offset;
         state.line = source.line;
     }
-    let mut rejects = open_rejects(&state.rejects, state.rejects_bytes)?;
+    let mut rejects = Rejects::open(&state.rejects, resumed, state.rejects_bytes)?;
     let mut quoting = File::open(&args.file)?;
     state.save(&state_file)?;
     let (started_line, started_accepted) = (state.line, state.accepted);
@@ -592,8 +638,8 @@ pub(crate) async fn publish(common: &Common, args: Args) -> anyhow::Result<()> {
                         text.push_str(&line.to_string());
                         text.push('\n');
                     }
-                    if let Err(e) = rejects.write_all(text.as_bytes()) {
-                        break End::Failed(anyhow::Error::new(e).context(format!("cannot write {}", state.rejects.display())));
+                    if let Err(e) = rejects.append(&text) {
+                        break End::Failed(e);
                     }
                     state.rejects_bytes += text.len() as u64;
                     state.batches = ack.batch;
@@ -673,7 +719,7 @@ pub(crate) async fn publish(common: &Common, args: Args) -> anyhow::Result<()> {
     };
     match end {
         End::Done => {
-            rejects.sync_all()?;
+            rejects.sync()?;
             let _ = std::fs::remove_file(&state_file);
         }
         End::Interrupted | End::Failed(_) => {

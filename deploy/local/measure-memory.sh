@@ -93,7 +93,7 @@ peak_during() {
 
 sleep 2
 idle=$(kib VmRSS)
-"$exchange" samples js.gongan/population --count "$records" >people.ndjson
+"$exchange" gen population --count "$records" --out people.ndjson
 start=$(date +%s.%N)
 publish_peak=$(peak_during as js.gongan-system publish js.gongan/population people.ndjson)
 publish_secs=$(awk -v a="$start" -v b="$(date +%s.%N)" "BEGIN { printf \"%.1f\", b - a }")

@@ -166,6 +166,10 @@ fn an_import_and_an_export_interrupted_and_resumed_handle_every_line_once() {
     let held = summary["lines_held_at_most"].as_u64().unwrap();
     assert!(held <= ((IN_FLIGHT + 3) * BATCH) as u64, "held {held} lines at once");
     assert!(!import_state.exists(), "a finished import leaves no state");
+    assert!(
+        !dir.path().join("people.ndjson.rejects.ndjson").exists(),
+        "no rejects file when nothing was rejected"
+    );
     let (ok, stdout, stderr) = ex.run("js.gongan", &["--json", "status"]);
     assert!(ok, "{stderr}");
     let status: Value = serde_json::from_str(&stdout).unwrap();

@@ -648,3 +648,58 @@ fn the_bench_measures_every_row() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn the_bulk_bench_measures_both_engines_and_keeps_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("BENCHMARKS.md");
+    std::fs::write(&report, "# Benchmarks\n\nEarlier runs, kept.\n").unwrap();
+    let json = dir.path().join("bulk.json");
+    let (ok, stdout, stderr) = run_cli(&[
+        "--log",
+        "error",
+        "bench",
+        "--bulk",
+        "3000",
+        "--bulk-compare",
+        "2000",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        "--json-report",
+        json.to_str().unwrap(),
+    ]);
+    assert!(ok, "bench --bulk failed:\n{stdout}\n{stderr}");
+    let bulk: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let runs: Vec<(String, u64)> = bulk["bulk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["engine"].as_str().unwrap().to_string(),
+                m["records"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        runs,
+        vec![("fjall".into(), 2000), ("sled".into(), 2000), ("fjall".into(), 3000)]
+    );
+    for m in bulk["bulk"].as_array().unwrap() {
+        for figure in [
+            m["import"]["seconds"].as_f64(),
+            m["import"]["node_peak_mib"].as_f64(),
+            m["export"]["seconds"].as_f64(),
+            m["disk_bytes"].as_f64(),
+            m["restart_to_first_read_seconds"].as_f64(),
+            m["stream_records_per_s"].as_f64(),
+        ] {
+            assert!(figure.unwrap() > 0.0, "{m}");
+        }
+    }
+    let text = std::fs::read_to_string(&report).unwrap();
+    assert!(text.contains("## The latest run of `exchange bench --bulk`"), "{text}");
+    assert!(text.contains("Earlier runs, kept."), "{text}");
+}

@@ -183,7 +183,7 @@ impl Streamed {
         )
     }
 
-    fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.records as f64 / self.seconds.max(1e-9)
     }
 }

@@ -250,18 +250,43 @@ impl Exchange {
     /// process on the same data directory.
     pub(crate) fn write_node_config(&self, listen: SocketAddr) -> anyhow::Result<PathBuf> {
         let path = self.dir.join("node.toml");
+        self.write_node_config_at(&path, listen, &self.dir.join("node"), None)?;
+        Ok(path)
+    }
+
+    /// The node's configuration at `path`, on `data_dir` with the store `engine` (the
+    /// default when `None`).
+    pub(crate) fn write_node_config_at(
+        &self,
+        path: &Path,
+        listen: SocketAddr,
+        data_dir: &Path,
+        engine: Option<&str>,
+    ) -> anyhow::Result<()> {
         let file = |name: &str| self.dir.join(name).display().to_string();
-        let text = format!(
+        let mut text = format!(
             "listen = {listen:?}\ndata_dir = {:?}\ntrust_domain = {TRUST_DOMAIN:?}\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n[registry]\nendpoint = {:?}\n",
-            self.dir.join("node").display().to_string(),
+            data_dir.display().to_string(),
             file("ca.pem"),
             file("node.pem"),
             file("node-key.pem"),
             self.registry_url,
             listen = listen.to_string(),
         );
-        std::fs::write(&path, text)?;
-        Ok(path)
+        if let Some(engine) = engine {
+            text.push_str(&format!("\n[store]\nengine = {engine:?}\n"));
+        }
+        std::fs::write(path, text)?;
+        Ok(())
+    }
+
+    /// Writes a client certificate of `department`'s `role` as `<stem>.pem` and
+    /// `<stem>-key.pem` in the bench's directory, for a CLI process.
+    pub(crate) fn issue(&self, department: &str, role: Role, stem: &str) -> anyhow::Result<()> {
+        self.ca
+            .issue(&CertSpec::for_principal(Principal::new(department, role), 1))?
+            .save(&self.dir, stem)?;
+        Ok(())
     }
 
     pub(crate) async fn stop(mut self) -> anyhow::Result<()> {

@@ -14,7 +14,7 @@ use super::exchange::{Exchange, CONSUMER, PURPOSE, READ_FIELDS};
 use super::{reads, Row, Shape};
 
 /// Resident and peak resident memory of a process, in MiB, from `/proc`.
-fn memory_mib(pid: u32) -> Option<(f64, f64)> {
+pub(super) fn memory_mib(pid: u32) -> Option<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<f64> {
         let line = status.lines().find(|l| l.starts_with(name))?;

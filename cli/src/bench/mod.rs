@@ -17,6 +17,7 @@
 
 mod audit;
 mod baseline;
+mod bulk;
 mod control;
 mod data;
 mod exchange;
@@ -67,6 +68,14 @@ pub(crate) struct Args {
     /// Also write the rows as JSON to this file.
     #[arg(long)]
     json_report: Option<PathBuf>,
+    /// Instead of the table: a node at province scale, with this many generated records (e.g.
+    /// 10000000): import, size on disk, restart, export, memory and CPU, on the default store
+    /// engine, and both engines at --bulk-compare records.
+    #[arg(long)]
+    bulk: Option<usize>,
+    /// Records both store engines are measured on with --bulk (0: no comparison).
+    #[arg(long, default_value_t = 1_000_000, requires = "bulk")]
+    bulk_compare: usize,
     /// Where the bench keeps its data while it runs (removed at the end). Default: the system's
     /// temporary directory.
     #[arg(long)]
@@ -97,6 +106,9 @@ pub(crate) struct Row {
 
 /// Runs every row.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(records) = args.bulk {
+        return bulk::run(&args, records, args.bulk_compare.min(records)).await;
+    }
     anyhow::ensure!(
         args.records >= 1000,
         "--records must be at least 1000 (one publish batch)"

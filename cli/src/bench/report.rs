@@ -106,15 +106,21 @@ pub(crate) fn write(path: &Path, run: &Run, rows: &[Row]) -> anyhow::Result<()> 
         "{BEGIN}\n## The latest run of `exchange bench`\n\n{}{END}\n",
         table(run, rows)
     );
+    write_section(path, BEGIN, END, &section)
+}
+
+/// Puts `section` into `path` in place of what is between `begin` and `end` (after the title
+/// when they are not there yet), keeping everything else.
+pub(crate) fn write_section(path: &Path, begin: &str, end: &str, section: &str) -> anyhow::Result<()> {
     let existing = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
     };
-    let text = match (existing.find(BEGIN), existing.find(END)) {
-        (Some(begin), Some(end)) if begin < end => {
-            let after = existing[end + END.len()..].trim_start_matches('\n');
-            format!("{}{section}\n{after}", &existing[..begin])
+    let text = match (existing.find(begin), existing.find(end)) {
+        (Some(start), Some(stop)) if start < stop => {
+            let after = existing[stop + end.len()..].trim_start_matches('\n');
+            format!("{}{section}\n{after}", &existing[..start])
         }
         _ => match existing.split_once('\n') {
             // After the title, when the file has one.
