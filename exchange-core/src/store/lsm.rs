@@ -47,7 +47,7 @@ impl LsmStore {
         let keyspace = db
             .keyspace("store", || {
                 KeyspaceCreateOptions::default()
-                    .max_memtable_size(8 << 20)
+                    .max_memtable_size(16 << 20)
                     // Every level compressed: fjall leaves its first two levels uncompressed,
                     // and at a few million records they hold most of the data (JSON shrinks to
                     // about half under lz4, which costs little beside the fsync).
