@@ -58,6 +58,10 @@ enum Command {
         /// (after the registry was restored from an older backup; records and audit ledger kept).
         #[arg(long)]
         resync_registry_view: bool,
+        /// Move the node's store to this engine (fjall or sled) and exit, the node stopped:
+        /// every entry is copied and checked, the old store kept as store.<engine>-old.
+        #[arg(long, value_parser = ["fjall", "sled"], conflicts_with = "resync_registry_view")]
+        convert_store: Option<String>,
     },
     /// Generate valid sample records of a quickstart dataset (correct check digits, every key
     /// different, the same records on every run) as NDJSON or CSV, to publish at scale.
@@ -139,7 +143,11 @@ fn main() -> ExitCode {
             Command::Node {
                 config,
                 resync_registry_view,
-            } => run_node(config, resync_registry_view).await,
+                convert_store,
+            } => match convert_store {
+                Some(engine) => convert_node_store(&config, &engine),
+                None => run_node(config, resync_registry_view).await,
+            },
             Command::Bench(args) => bench::run(args).await,
             Command::VerifyLedger { data_dir, vkey } => verify_ledger(&data_dir, vkey.as_deref()),
             Command::Gen {
@@ -262,6 +270,34 @@ fn verify_ledger(path: &std::path::Path, vkey: Option<&str>) -> anyhow::Result<(
     }
     if vkey.is_none() {
         println!("checked against {whose}: pass --vkey with the key the registry pinned to know it was not replaced");
+    }
+    Ok(())
+}
+
+fn convert_node_store(path: &std::path::Path, engine: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use exchange_core::store::Engine;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut config = exchange_node::Config::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let to = if engine == "sled" { Engine::Sled } else { Engine::Fjall };
+    let started = std::time::Instant::now();
+    let (copied, from) = exchange_node::convert_store(&config.data_dir, to, config.store.cache_mib)?;
+    println!(
+        "moved the store in {} from {} to {}: {copied} entries copied and checked in {:.1} s; the old store is {}/store.{}-old (remove it once the node runs well)",
+        config.data_dir.display(),
+        from.name(),
+        to.name(),
+        started.elapsed().as_secs_f64(),
+        config.data_dir.display(),
+        from.name()
+    );
+    if config.store.engine.take().is_some_and(|named| named != to) {
+        println!(
+            "{} names store.engine = \"{}\": set it to \"{}\" (or remove it) before starting the node",
+            path.display(),
+            from.name(),
+            to.name()
+        );
     }
     Ok(())
 }

@@ -141,7 +141,8 @@ pub enum Engine {
 }
 
 impl Engine {
-    fn name(self) -> &'static str {
+    /// Its name in configuration files.
+    pub fn name(self) -> &'static str {
         match self {
             Engine::Fjall => "fjall",
             Engine::Sled => "sled",
@@ -160,6 +161,55 @@ impl Engine {
     }
 }
 
+/// Keys [`copy_all`] copies: every key below sixteen 0xff bytes, which is every key the exchange
+/// writes (they begin with an ASCII prefix such as `rec/`).
+const COPY_END: [u8; 16] = [0xff; 16];
+
+/// Copies every entry of `from` into `to`, 10,000 at a time, each batch committed durably;
+/// returns how many were copied.
+pub fn copy_all(from: &dyn Store, to: &dyn Store) -> Result<u64, StoreError> {
+    const PAGE: usize = 10_000;
+    let mut start = Vec::new();
+    let mut copied = 0u64;
+    loop {
+        let page = from.range(&start, &COPY_END, PAGE)?;
+        let Some((last, _)) = page.last() else {
+            return Ok(copied);
+        };
+        start = last.clone();
+        start.push(0);
+        let full = page.len() == PAGE;
+        let mut batch = Batch::default();
+        for (key, value) in page {
+            batch.put(key, value);
+            copied += 1;
+        }
+        to.commit(batch)?;
+        if !full {
+            return Ok(copied);
+        }
+    }
+}
+
+/// Whether `a` and `b` hold the same entries (read in pages, in key order).
+pub fn same_entries(a: &dyn Store, b: &dyn Store) -> Result<bool, StoreError> {
+    const PAGE: usize = 10_000;
+    let mut start = Vec::new();
+    loop {
+        let (left, right) = (a.range(&start, &COPY_END, PAGE)?, b.range(&start, &COPY_END, PAGE)?);
+        if left != right {
+            return Ok(false);
+        }
+        match left.last() {
+            Some((last, _)) if left.len() == PAGE => {
+                start = last.clone();
+                start.push(0);
+            }
+            _ => return Ok(true),
+        }
+    }
+}
+
 /// Opens (or creates) the store in directory `path` with the engine `config` names, or the one
 /// the directory holds, or fjall for a new store; refuses an engine that is not the directory's.
 pub fn open(path: &Path, config: StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
@@ -167,12 +217,14 @@ pub fn open(path: &Path, config: StoreConfig) -> Result<Arc<dyn Store>, StoreErr
     let engine = match (config.engine, found) {
         (Some(wanted), Some(found)) if wanted != found => {
             return Err(StoreError::Engine(format!(
-                "store.engine = \"{}\" but {} holds a {} store: remove the setting to go on with {} \
-                 (moving a store from one engine to another is not built yet)",
+                "store.engine = \"{}\" but {} holds a {} store: remove the setting to go on with {}, \
+                 or move the store to {} first (exchange node --config FILE --convert-store {}, the node stopped)",
                 wanted.name(),
                 path.display(),
                 found.name(),
-                found.name()
+                found.name(),
+                wanted.name(),
+                wanted.name()
             )))
         }
         (Some(wanted), _) => wanted,
@@ -393,6 +445,26 @@ mod tests {
             open(&new, with(Some(Engine::Fjall))).unwrap().get(b"k").unwrap(),
             Some(b"v".to_vec())
         );
+    }
+
+    #[test]
+    fn a_copy_holds_every_entry_across_pages_and_a_difference_is_seen() {
+        let from = MemStore::new();
+        let mut batch = Batch::default();
+        // More than a page of copy_all, keys of every prefix, one key a prefix of another.
+        for i in 0..25_000u32 {
+            batch.put(format!("rec/ds\0{i:06}").into_bytes(), i.to_be_bytes().to_vec());
+        }
+        batch.put(b"seq/ds".to_vec(), b"{}".to_vec());
+        batch.put(b"seq/ds2".to_vec(), b"{}".to_vec());
+        from.commit(batch).unwrap();
+        let to = MemStore::new();
+        assert_eq!(copy_all(&from, &to).unwrap(), 25_002);
+        assert!(same_entries(&from, &to).unwrap());
+        let mut batch = Batch::default();
+        batch.put([&b"rec/ds\0"[..], b"012345"].concat(), b"changed".to_vec());
+        to.commit(batch).unwrap();
+        assert!(!same_entries(&from, &to).unwrap());
     }
 
     #[test]

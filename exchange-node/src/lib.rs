@@ -260,8 +260,74 @@ fn owns(name: &str) -> bool {
         LOG_KEY_FILE,
         LEGACY_LEDGER_FILE,
         "audit.ledger.migrated",
+        CONVERTING_DIR,
+        "store.sled-old",
+        "store.fjall-old",
     ]
     .contains(&name)
+}
+
+/// Under a node's `data_dir` while [`convert_store`] copies the store.
+const CONVERTING_DIR: &str = "store.converting";
+
+/// Moves a stopped node's store to another engine: copies every entry into a new store beside
+/// it, checks that the two hold the same entries, then puts the new one in its place and keeps
+/// the old one as `store.<engine>-old` (remove it by hand once the node runs well). Records,
+/// change feed, registry view and import marks move; the audit ledger is not in the store.
+/// Returns the entries copied and the engine the store was on.
+pub fn convert_store(
+    data_dir: &std::path::Path,
+    to: exchange_core::store::Engine,
+    cache_mib: u64,
+) -> Result<(u64, exchange_core::store::Engine), RunError> {
+    use exchange_core::store::{Engine, StoreConfig};
+    server::prepare_data_dir(data_dir, owns)?;
+    let old_dir = data_dir.join(STORE_DIR);
+    let from = Engine::in_dir(&old_dir)
+        .ok_or_else(|| RunError(format!("there is no store in {} to convert", old_dir.display())))?;
+    if from == to {
+        return Err(RunError(format!(
+            "the store in {} is on {} already",
+            old_dir.display(),
+            to.name()
+        )));
+    }
+    let kept = data_dir.join(format!("{STORE_DIR}.{}-old", from.name()));
+    if kept.exists() {
+        return Err(RunError(format!(
+            "{} is there from an earlier conversion: remove it first",
+            kept.display()
+        )));
+    }
+    let new_dir = data_dir.join(CONVERTING_DIR);
+    if new_dir.exists() {
+        // A conversion stopped halfway: its copy is not the store, begin the copy again.
+        std::fs::remove_dir_all(&new_dir).map_err(|e| RunError(format!("cannot remove {}: {e}", new_dir.display())))?;
+    }
+    let config = |engine| StoreConfig {
+        cache_mib,
+        engine: Some(engine),
+    };
+    let copied = {
+        let old = exchange_core::store::open(&old_dir, config(from)).map_err(RunError::from_display)?;
+        let new = exchange_core::store::open(&new_dir, config(to)).map_err(RunError::from_display)?;
+        let copied = exchange_core::store::copy_all(&*old, &*new).map_err(RunError::from_display)?;
+        if !exchange_core::store::same_entries(&*old, &*new).map_err(RunError::from_display)? {
+            return Err(RunError(format!(
+                "the copy in {} does not hold what {} holds; the store was left as it was",
+                new_dir.display(),
+                old_dir.display()
+            )));
+        }
+        copied
+    };
+    let rename = |from: &std::path::Path, to: &std::path::Path| {
+        std::fs::rename(from, to)
+            .map_err(|e| RunError(format!("cannot rename {} to {}: {e}", from.display(), to.display())))
+    };
+    rename(&old_dir, &kept)?;
+    rename(&new_dir, &old_dir)?;
+    Ok((copied, from))
 }
 
 /// Under a node's `data_dir`: the sled store of records, change feed and registry view.

@@ -373,4 +373,40 @@ fn local_deployment_with_a_killed_node(engine: Option<&str>) {
     let store = work.join("data/node-gongan/store");
     let marker = if engine == Some("sled") { "conf" } else { "version" };
     assert!(store.join(marker).exists(), "{} has no {marker}", store.display());
+    if engine != Some("sled") {
+        return;
+    }
+    // A sled node moved to fjall keeps every entry; the config naming sled is pointed out.
+    let convert = || {
+        let output = std::process::Command::new(exchange_bin())
+            .current_dir(work)
+            .args(["node", "--config", "node-gongan.toml", "--convert-store", "fjall"])
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, out, stderr) = convert();
+    assert!(ok, "{out}\n{stderr}");
+    assert!(
+        out.contains("from sled to fjall") && out.contains("set it to \"fjall\""),
+        "{out}"
+    );
+    assert!(store.join("version").exists() && work.join("data/node-gongan/store.sled-old/conf").exists());
+    let converted = exchange_core::store::open(
+        &store,
+        exchange_core::store::StoreConfig {
+            engine: Some(exchange_core::store::Engine::Fjall),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let records = converted.scan_prefix(b"rec/js.gongan/population\0").unwrap();
+    assert_eq!(records.len(), 50, "every record moved");
+    drop(converted);
+    let (ok, _, stderr) = convert();
+    assert!(!ok && stderr.contains("on fjall already"), "{stderr}");
 }
