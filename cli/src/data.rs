@@ -17,32 +17,7 @@ use crate::output::status_error;
 pub(crate) enum Command {
     /// Publish records to your node from an NDJSON or CSV file of any size, streamed in batches
     /// with several in flight; an interrupted import goes on with --resume.
-    Publish {
-        /// Dataset id.
-        dataset: String,
-        /// The file: .ndjson/.jsonl (one JSON object a line; {"$delete": "<key>"} deletes) or .csv
-        /// (a header row of field names; values typed by the dataset's schema, empty cells left out).
-        file: PathBuf,
-        /// Schema version to validate against (default: the latest when the import begins).
-        #[arg(long, default_value_t = 0)]
-        schema_version: u32,
-        /// Records per batch (at most 1000).
-        #[arg(long, default_value_t = 1000)]
-        batch: usize,
-        /// Batches sent ahead of the node's acknowledgements.
-        #[arg(long, default_value_t = 4)]
-        in_flight: usize,
-        /// Where to write rejected lines with their errors (default: <file>.rejects.ndjson).
-        #[arg(long)]
-        rejects: Option<PathBuf>,
-        /// Go on with an interrupted import of this file from its last acknowledged line (the
-        /// state is in <file>.import-state.json).
-        #[arg(long, conflicts_with = "restart")]
-        resume: bool,
-        /// Forget an interrupted import of this file and begin again from its first line.
-        #[arg(long)]
-        restart: bool,
-    },
+    Publish(crate::import::Args),
     /// Read records by key; prints one JSON object a line.
     Get {
         /// Dataset id.
@@ -157,28 +132,7 @@ fn record_line(record: &npb::Record) -> anyhow::Result<&str> {
 /// Runs a node command.
 pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> {
     match command {
-        Command::Publish {
-            dataset,
-            file,
-            schema_version,
-            batch,
-            in_flight,
-            rejects,
-            resume,
-            restart,
-        } => {
-            let args = crate::import::Args {
-                dataset,
-                file,
-                schema_version,
-                batch,
-                in_flight,
-                rejects,
-                resume,
-                restart,
-            };
-            crate::import::publish(&common, args).await
-        }
+        Command::Publish(args) => crate::import::publish(&common, args).await,
         Command::Get { dataset, keys, read } => {
             let mut node = common.connect.node_of(&dataset).await?;
             let response = node
@@ -353,13 +307,7 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
 /// changes already (appending a second subscription to it would repeat them).
 fn feed_file(path: &std::path::Path, resume: bool) -> anyhow::Result<(Option<u64>, std::fs::File)> {
     use std::io::{Read as _, Seek as _, SeekFrom};
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let mut file = crate::statefile::open_private(path)?;
     let length = file.metadata()?.len();
     if !resume {
         anyhow::ensure!(

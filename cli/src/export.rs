@@ -63,30 +63,13 @@ struct State {
 
 impl State {
     fn save(&self, path: &Path) -> anyhow::Result<()> {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+        crate::statefile::save(self, path)
     }
-}
-
-fn state_path(out: &Path) -> PathBuf {
-    let mut name = out.as_os_str().to_owned();
-    name.push(".export-state.json");
-    PathBuf::from(name)
 }
 
 /// An exported file holds people's records: for its writer only.
 fn open_out(path: &Path, keep: u64) -> anyhow::Result<std::fs::File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let mut file = crate::statefile::open_private(path)?;
     let length = file.metadata()?.len();
     anyhow::ensure!(
         length >= keep,
@@ -142,15 +125,8 @@ pub(crate) async fn run(common: &Common, args: Args) -> anyhow::Result<()> {
         withhold_until: args.withhold_until,
         csv: args.csv || args.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")),
     };
-    let state_file = state_path(&args.out);
-    let saved = match std::fs::read(&state_file) {
-        Ok(bytes) => Some(
-            serde_json::from_slice::<State>(&bytes)
-                .with_context(|| format!("{} is not an export state file", state_file.display()))?,
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", state_file.display())),
-    };
+    let state_file = crate::statefile::beside(&args.out, ".export-state.json");
+    let saved: Option<State> = crate::statefile::load(&state_file, "an export state file")?;
     let (mut state, resumed) = match (saved, args.resume, args.restart) {
         (Some(saved), false, false) => anyhow::bail!(
             "an export into {} stopped after {} records (state in {}): go on with --resume, or begin again with --restart",

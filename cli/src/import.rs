@@ -35,16 +35,33 @@ const MAX_BATCH_BYTES: usize = 4 << 20;
 /// the node acknowledges those it holds without storing them twice.
 const SAVE_EVERY: Duration = Duration::from_millis(250);
 
-/// What `exchange publish` was asked.
+/// `exchange publish`'s arguments.
+#[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    pub(crate) dataset: String,
-    pub(crate) file: PathBuf,
-    pub(crate) schema_version: u32,
-    pub(crate) batch: usize,
-    pub(crate) in_flight: usize,
-    pub(crate) rejects: Option<PathBuf>,
-    pub(crate) resume: bool,
-    pub(crate) restart: bool,
+    /// Dataset id.
+    dataset: String,
+    /// The file: .ndjson/.jsonl (one JSON object a line; {"$delete": "<key>"} deletes) or .csv
+    /// (a header row of field names; values typed by the dataset's schema, empty cells left out).
+    file: PathBuf,
+    /// Schema version to validate against (default: the latest when the import begins).
+    #[arg(long, default_value_t = 0)]
+    schema_version: u32,
+    /// Records per batch (at most 1000).
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Batches sent ahead of the node's acknowledgements.
+    #[arg(long, default_value_t = 4)]
+    in_flight: usize,
+    /// Where to write rejected lines with their errors (default: <file>.rejects.ndjson).
+    #[arg(long)]
+    rejects: Option<PathBuf>,
+    /// Go on with an interrupted import of this file from its last acknowledged line (the
+    /// state is in <file>.import-state.json).
+    #[arg(long, conflicts_with = "restart")]
+    resume: bool,
+    /// Forget an interrupted import of this file and begin again from its first line.
+    #[arg(long)]
+    restart: bool,
 }
 
 /// Where an import stands: the state file beside the input.
@@ -74,19 +91,8 @@ struct State {
 
 impl State {
     fn save(&self, path: &Path) -> anyhow::Result<()> {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+        crate::statefile::save(self, path)
     }
-}
-
-fn state_path(file: &Path) -> PathBuf {
-    let mut name = file.as_os_str().to_owned();
-    name.push(".import-state.json");
-    PathBuf::from(name)
 }
 
 fn modified_ns(meta: &std::fs::Metadata) -> u128 {
@@ -399,13 +405,7 @@ impl Rejects {
 
     fn file(&mut self) -> anyhow::Result<&mut File> {
         if self.file.is_none() {
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(false);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options
-                .open(&self.path)
-                .with_context(|| format!("cannot write {}", self.path.display()))?;
+            let mut file = crate::statefile::open_private(&self.path)?;
             file.seek(SeekFrom::End(0))?;
             self.file = Some(file);
         }
@@ -449,19 +449,11 @@ async fn property_types(common: &Common, dataset: &str, version: u32) -> anyhow:
 /// Where the import's state comes from: a new import, or the one in the state file.
 fn begin(args: &Args, state_file: &Path, csv: bool) -> anyhow::Result<(State, bool)> {
     let meta = std::fs::metadata(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
-    let rejects = args.rejects.clone().unwrap_or_else(|| {
-        let mut name = args.file.as_os_str().to_owned();
-        name.push(".rejects.ndjson");
-        PathBuf::from(name)
-    });
-    let saved = match std::fs::read(state_file) {
-        Ok(bytes) => Some(
-            serde_json::from_slice::<State>(&bytes)
-                .with_context(|| format!("{} is not an import state file", state_file.display()))?,
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", state_file.display())),
-    };
+    let rejects = args
+        .rejects
+        .clone()
+        .unwrap_or_else(|| crate::statefile::beside(&args.file, ".rejects.ndjson"));
+    let saved: Option<State> = crate::statefile::load(state_file, "an import state file")?;
     match (saved, args.resume, args.restart) {
         (Some(saved), false, false) => anyhow::bail!(
             "an import of {} into {} stopped after line {} ({} stored, state in {}): go on with --resume, or begin again with --restart",
@@ -535,7 +527,7 @@ pub(crate) async fn publish(common: &Common, args: Args) -> anyhow::Result<()> {
         .extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-    let state_file = state_path(&args.file);
+    let state_file = crate::statefile::beside(&args.file, ".import-state.json");
     let (mut state, resumed) = begin(&args, &state_file, csv)?;
     let types = match csv {
         true => Some(property_types(common, &args.dataset, state.schema_version).await?),

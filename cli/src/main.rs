@@ -12,6 +12,7 @@ mod output;
 mod pki;
 mod quickstart;
 mod samples;
+mod statefile;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
