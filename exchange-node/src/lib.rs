@@ -307,6 +307,7 @@ pub fn convert_store(
     let config = |engine| StoreConfig {
         cache_mib,
         engine: Some(engine),
+        ..StoreConfig::default()
     };
     let copied = {
         let old = exchange_core::store::open(&old_dir, config(from)).map_err(RunError::from_display)?;

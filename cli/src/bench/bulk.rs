@@ -144,6 +144,8 @@ impl Measured {
 struct Setup<'a> {
     ex: &'a Exchange,
     dir: &'a Path,
+    /// The node's `store.background_workers`.
+    background_workers: usize,
 }
 
 impl Setup<'_> {
@@ -208,6 +210,11 @@ impl Setup<'_> {
         let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let config = self.dir.join(format!("node-{name}.toml"));
         self.ex.write_node_config_at(&config, listen, &data_dir, Some(name))?;
+        if self.background_workers != 1 {
+            let mut text = std::fs::read_to_string(&config)?;
+            text.push_str(&format!("background_workers = {}\n", self.background_workers));
+            std::fs::write(&config, text)?;
+        }
         seed_data_dir(&self.dir.join("node"), &data_dir)?;
         let url = format!("https://localhost:{}", listen.port());
         let node = self.spawn_node(&config)?;
@@ -367,10 +374,10 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-fn table(run: &super::report::Run, measured: &[Measured]) -> String {
+fn table(run: &super::report::Run, measured: &[Measured], background_workers: usize) -> String {
     let mut out = format!(
-        "Run of {} from commit {}, {:.1} minutes: `{}`\n\nMachine: {}.\nThe node runs as a process of its own (`exchange node`, default settings: 64 MiB cache) on a fresh store; `exchange publish` (batches of 1,000, 4 in flight) and `exchange export` run as processes beside it; memory (RSS) and CPU are sampled from /proc every 50 ms. \"Records' own size\" is their compact JSON as stored. The node's Query rate is a client that keeps nothing, streaming every record.\n\n",
-        run.date, run.commit, run.minutes, run.command, run.machine
+        "Run of {} from commit {}, {:.1} minutes: `{}`\n\nMachine: {}.\nThe node runs as a process of its own (`exchange node`, 64 MiB cache, {} fjall background worker(s)) on a fresh store; `exchange publish` (batches of 1,000, 4 in flight) and `exchange export` run as processes beside it; memory (RSS) and CPU are sampled from /proc every 50 ms. \"Records' own size\" is their compact JSON as stored. The node's Query rate is a client that keeps nothing, streaming every record.\n\n",
+        run.date, run.commit, run.minutes, run.command, run.machine, background_workers
     );
     out.push_str("| engine | records (own size) | import | node while importing | client while importing | store on disk after the import | stop; restart to first read | idle after restart | export to NDJSON | node while exporting | node's Query rate |\n");
     out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -437,7 +444,11 @@ pub(crate) async fn run(args: &super::Args, records: usize, compare: usize) -> a
         let mut ex = Exchange::start(&dir, &[]).await?;
         ex.stop_node().await?;
         ex.issue(OWNER, Role::System, "owner")?;
-        let setup = Setup { ex: &ex, dir: &dir };
+        let setup = Setup {
+            ex: &ex,
+            dir: &dir,
+            background_workers: args.bulk_background_workers,
+        };
         let first_key = crate::samples::people(1)
             .next()
             .and_then(|p| p["id_number"].as_str().map(str::to_string))
@@ -464,7 +475,7 @@ pub(crate) async fn run(args: &super::Args, records: usize, compare: usize) -> a
     let _ = std::fs::remove_dir_all(&dir);
     let measured = result?;
     let run = super::report::Run::describe(args, started.elapsed());
-    let text = table(&run, &measured);
+    let text = table(&run, &measured, args.bulk_background_workers);
     println!("{text}");
     if !args.no_report {
         let section = format!("{BEGIN}\n## The latest run of `exchange bench --bulk`\n\n{text}{END}\n");
