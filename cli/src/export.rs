@@ -86,20 +86,8 @@ async fn columns(common: &Common, query: &Query) -> anyhow::Result<Vec<String>> 
     if !query.fields.is_empty() {
         return Ok(query.fields.clone());
     }
-    let mut registry = common.connect.registry().await?;
-    let schema = registry
-        .get_schema(exchange_proto::registry::v1::GetSchemaRequest {
-            dataset_id: query.dataset.clone(),
-            version: 0,
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    let schema: Value = serde_json::from_str(&schema.schema_json)?;
-    Ok(schema["properties"]
-        .as_object()
-        .map(|p| p.keys().cloned().collect())
-        .unwrap_or_default())
+    let properties = crate::import::property_types(common, &query.dataset, 0).await?;
+    Ok(properties.keys().cloned().collect())
 }
 
 /// One record as a CSV row: strings as they are, other values as JSON, absent fields empty.

@@ -153,7 +153,6 @@ enum Reader {
     Ndjson(BufReader<File>),
     Csv {
         reader: csv::Reader<File>,
-        width: usize,
         headers: Vec<String>,
         types: Map<String, Value>,
     },
@@ -216,17 +215,7 @@ impl Source {
                 let mut position = csv::Position::new();
                 position.set_byte(offset).set_line(line + 1);
                 reader.seek(position)?;
-                let width = headers.len();
-                (
-                    Reader::Csv {
-                        reader,
-                        width,
-                        headers,
-                        types,
-                    },
-                    offset,
-                    line,
-                )
+                (Reader::Csv { reader, headers, types }, offset, line)
             }
         };
         Ok(Self {
@@ -287,12 +276,7 @@ impl Source {
                     };
                     (op, self.line)
                 }
-                Reader::Csv {
-                    reader,
-                    width,
-                    headers,
-                    types,
-                } => {
+                Reader::Csv { reader, headers, types } => {
                     if !reader.read_record(&mut record)? {
                         break;
                     }
@@ -301,8 +285,8 @@ impl Source {
                     let row_line = record.position().map_or(self.line + 1, csv::Position::line);
                     // The next record's line, less one: the last line this row took.
                     self.line = position.line().saturating_sub(1).max(row_line);
-                    if record.len() != *width {
-                        let errors = json!([{"pointer": "", "message": format!("the row has {} cells; the header has {width}", record.len())}]);
+                    if record.len() != headers.len() {
+                        let errors = json!([{"pointer": "", "message": format!("the row has {} cells; the header has {}", record.len(), headers.len())}]);
                         let input = record.iter().collect::<Vec<_>>().join(",");
                         batch.refused.push(reject(row_line, "", errors, &input));
                         continue;
@@ -432,7 +416,7 @@ impl Rejects {
 }
 
 /// The JSON types of each top-level property of the dataset's schema, for typing CSV cells.
-async fn property_types(common: &Common, dataset: &str, version: u32) -> anyhow::Result<Map<String, Value>> {
+pub(crate) async fn property_types(common: &Common, dataset: &str, version: u32) -> anyhow::Result<Map<String, Value>> {
     let mut registry = common.connect.registry().await?;
     let schema = registry
         .get_schema(exchange_proto::registry::v1::GetSchemaRequest {

@@ -6,7 +6,7 @@
 //! records, in the same run. Only Linux: memory and CPU come from `/proc`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -17,30 +17,10 @@ use exchange_proto::node::v1::node_client::NodeClient;
 
 use super::exchange::{Exchange, DATASET, OWNER};
 use super::load::thousands;
-use super::memory::memory_mib;
+use super::memory::{memory_mib, peak_during, Process};
 
 /// The owner's purpose for its own reads here.
 const PURPOSE: &str = "bulk-check";
-
-/// A process that is killed when dropped, whatever happens in between.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Process {
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    fn running(&mut self) -> bool {
-        matches!(self.0.try_wait(), Ok(None))
-    }
-}
 
 /// User and system CPU seconds of a process so far (`/proc/<pid>/stat`, in USER_HZ = 100).
 fn cpu_seconds(pid: u32) -> Option<f64> {
@@ -230,9 +210,8 @@ impl Setup<'_> {
 
         // A graceful stop (SIGTERM), then a start on the same store.
         let stopping = Instant::now();
-        Command::new("kill").args(["-TERM", &node.pid().to_string()]).status()?;
         let mut node = node;
-        node.0.wait()?;
+        node.terminate()?;
         let stop_seconds = stopping.elapsed().as_secs_f64();
         let started = Instant::now();
         let node = self.spawn_node(&config)?;
@@ -281,32 +260,24 @@ impl Setup<'_> {
         anyhow::ensure!(exported == records, "the export wrote {exported} of {records} records");
 
         let streamed = {
-            let pid = node.pid();
             let channel = self.ex.channel_to(&url, OWNER, Role::System).await?;
-            let mut peak = 0.0f64;
-            let stream = super::data::stream_all(&channel, &[], PURPOSE);
-            tokio::pin!(stream);
-            let streamed = loop {
-                tokio::select! {
-                    done = &mut stream => break done?,
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => {
-                        if let Some((rss, _)) = memory_mib(pid) {
-                            peak = peak.max(rss);
-                        }
-                    }
-                }
-            };
-            anyhow::ensure!(
-                streamed.records as usize == records,
-                "the stream sent {} of {records}",
-                streamed.records
-            );
-            (streamed.rate(), peak)
+            let mut rate = 0.0;
+            let peak = peak_during(node.pid(), async {
+                let streamed = super::data::stream_all(&channel, &[], PURPOSE).await?;
+                anyhow::ensure!(
+                    streamed.records as usize == records,
+                    "the stream sent {} of {records}",
+                    streamed.records
+                );
+                rate = streamed.rate();
+                Ok(())
+            })
+            .await?;
+            (rate, peak)
         };
         // What the export and the stream read goes on in the ledger the next node continues.
         let mut node = node;
-        Command::new("kill").args(["-TERM", &node.pid().to_string()]).status()?;
-        node.0.wait()?;
+        node.terminate()?;
         seed_data_dir(&data_dir, &self.dir.join("node"))?;
         let record_bytes = std::fs::metadata(file)?.len() - records as u64;
         let _ = std::fs::remove_dir_all(&data_dir);

@@ -24,18 +24,38 @@ pub(super) fn memory_mib(pid: u32) -> Option<(f64, f64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-/// Kills the node process when dropped, whatever happens in between.
-struct NodeProcess(Child);
+/// A child process that is killed when dropped, whatever happens in between.
+pub(super) struct Process(pub(super) Child);
 
-impl Drop for NodeProcess {
+impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
+impl Process {
+    pub(super) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    pub(super) fn running(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+
+    /// Stops it gracefully (SIGTERM) and waits for it to exit.
+    pub(super) fn terminate(&mut self) -> anyhow::Result<()> {
+        Command::new("kill").args(["-TERM", &self.pid().to_string()]).status()?;
+        self.0.wait()?;
+        Ok(())
+    }
+}
+
 /// Samples the process's RSS every 50 ms while `work` runs; the largest seen, in MiB.
-async fn peak_during<F: std::future::Future<Output = anyhow::Result<()>>>(pid: u32, work: F) -> anyhow::Result<f64> {
+pub(super) async fn peak_during<F: std::future::Future<Output = anyhow::Result<()>>>(
+    pid: u32,
+    work: F,
+) -> anyhow::Result<f64> {
     let peak = Arc::new(AtomicU64::new(0));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let sampler = {
@@ -78,8 +98,8 @@ pub(crate) async fn run(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()?;
-    let node = NodeProcess(child);
-    let pid = node.0.id();
+    let node = Process(child);
+    let pid = node.pid();
     let started = Instant::now();
     let mut owner = loop {
         if let Ok(channel) = ex.channel(super::exchange::OWNER, Role::System).await {
