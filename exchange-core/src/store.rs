@@ -94,6 +94,11 @@ pub struct SledStore {
     flush_lock: Mutex<()>,
 }
 
+/// fjall's background threads by default: two, one flushing while the other compacts. With one,
+/// flushes wait behind long compactions and a node loading 10 million records peaked at 928 MiB
+/// (with two: 164 MiB, at 55,800 instead of 79,700 records/s; BENCHMARKS.md).
+pub const DEFAULT_BACKGROUND_WORKERS: usize = 2;
+
 /// How a server runs its store: the `[store]` table of its configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -108,8 +113,7 @@ pub struct StoreConfig {
     /// new store (it publishes, streams and idles better than sled: BENCHMARKS.md).
     pub engine: Option<Engine>,
     /// fjall's background threads, which flush memtables and compact tables (sled ignores it).
-    /// Default 1: the fastest import; 2 keeps a node importing tens of millions of records
-    /// within 256 MiB at about half the import rate (BENCHMARKS.md).
+    /// Default [`DEFAULT_BACKGROUND_WORKERS`].
     pub background_workers: usize,
 }
 
@@ -123,7 +127,7 @@ impl StoreConfig {
         }
         if !(1..=4).contains(&self.background_workers) {
             return Err(StoreError::Engine(format!(
-                "store.background_workers is {}: give it 1 to 4 (the default is 1)",
+                "store.background_workers is {}: give it 1 to 4 (the default is {DEFAULT_BACKGROUND_WORKERS})",
                 self.background_workers
             )));
         }
@@ -136,7 +140,7 @@ impl Default for StoreConfig {
         Self {
             cache_mib: 64,
             engine: None,
-            background_workers: 1,
+            background_workers: DEFAULT_BACKGROUND_WORKERS,
         }
     }
 }

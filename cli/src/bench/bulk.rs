@@ -190,7 +190,7 @@ impl Setup<'_> {
         let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let config = self.dir.join(format!("node-{name}.toml"));
         self.ex.write_node_config_at(&config, listen, &data_dir, Some(name))?;
-        if self.background_workers != 1 {
+        if self.background_workers != exchange_core::store::DEFAULT_BACKGROUND_WORKERS {
             let mut text = std::fs::read_to_string(&config)?;
             text.push_str(&format!("background_workers = {}\n", self.background_workers));
             std::fs::write(&config, text)?;

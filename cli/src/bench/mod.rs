@@ -75,7 +75,7 @@ pub(crate) struct Args {
     bulk: Option<usize>,
     /// With --bulk: the node's `store.background_workers` (fjall's flushing and compacting
     /// threads).
-    #[arg(long, default_value_t = 1, requires = "bulk")]
+    #[arg(long, default_value_t = exchange_core::store::DEFAULT_BACKGROUND_WORKERS, requires = "bulk")]
     bulk_background_workers: usize,
     /// Records both store engines are measured on with --bulk (0: no comparison).
     #[arg(long, default_value_t = 1_000_000, requires = "bulk")]

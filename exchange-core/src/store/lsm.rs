@@ -27,12 +27,10 @@ impl LsmStore {
         config.check()?;
         let db = Database::builder(path)
             .cache_size(config.cache_mib << 20)
-            // Threads that flush and compact in the background, one by default. With two, fjall
-            // 3.1's first worker keeps flushing ahead of compactions and the memtables waiting
-            // for a flush stay few (a node importing 10M records peaked at 174 instead of
-            // 928 MiB), but it hands compactions on by re-queueing them to itself, spinning a
-            // core meanwhile (the import ran at half the rate; a quarter of all CPU in a
-            // profile of the registry's indexing).
+            // Threads that flush and compact in the background, two by default: fjall keeps
+            // its first worker for flushes, so the memtables waiting for a flush stay few while
+            // another worker compacts. (fjall 3.1.13 spun that first worker on its queue
+            // meanwhile; vendor/fjall has the fix, see vendor/README.md.)
             .worker_threads(config.background_workers)
             // Memtables not yet flushed live in memory until their journal is released: at
             // fjall's default of 512 MiB of journal, a load that outpaces the flushing worker
@@ -63,7 +61,7 @@ impl LsmStore {
             .map_err(engine)?;
         // What the journal held at open was replayed into one memtable, which stays in memory
         // until enough new writes rotate it (a node restarted after a bulk load idled at 250 MiB
-        // on 10 million records): seal it now, so the background worker flushes it to a table.
+        // on 10 million records): seal it now, so a background worker flushes it to a table.
         keyspace.rotate_memtable().map_err(engine)?;
         Ok(Self { db, keyspace })
     }
