@@ -94,9 +94,10 @@ pub struct SledStore {
     flush_lock: Mutex<()>,
 }
 
-/// fjall's background threads by default: two, one flushing while the other compacts. With one,
-/// flushes wait behind long compactions and a node loading 10 million records peaked at 928 MiB
-/// (with two: 164 MiB, at 55,800 instead of 79,700 records/s; BENCHMARKS.md).
+/// fjall's background threads unless a server says otherwise: two, one flushing while the other
+/// compacts. With one, flushes wait behind long compactions and a node loading 10 million
+/// records peaked at 928 MiB (with two: 164 MiB, at 55,800 instead of 79,700 records/s;
+/// BENCHMARKS.md).
 pub const DEFAULT_BACKGROUND_WORKERS: usize = 2;
 
 /// How a server runs its store: the `[store]` table of its configuration.
@@ -113,8 +114,9 @@ pub struct StoreConfig {
     /// new store (it publishes, streams and idles better than sled: BENCHMARKS.md).
     pub engine: Option<Engine>,
     /// fjall's background threads, which flush memtables and compact tables (sled ignores it).
-    /// Default [`DEFAULT_BACKGROUND_WORKERS`].
-    pub background_workers: usize,
+    /// Unset: [`DEFAULT_BACKGROUND_WORKERS`], or the server's own default (the registry's index
+    /// of shipped events takes one).
+    pub background_workers: Option<usize>,
 }
 
 impl StoreConfig {
@@ -125,13 +127,17 @@ impl StoreConfig {
                 "store.cache_mib is 0: give the store's cache at least 1 MiB (the default is 64)".into(),
             ));
         }
-        if !(1..=4).contains(&self.background_workers) {
+        if let Some(workers) = self.background_workers.filter(|n| !(1..=4).contains(n)) {
             return Err(StoreError::Engine(format!(
-                "store.background_workers is {}: give it 1 to 4 (the default is {DEFAULT_BACKGROUND_WORKERS})",
-                self.background_workers
+                "store.background_workers is {workers}: give it 1 to 4 (the default is {DEFAULT_BACKGROUND_WORKERS})"
             )));
         }
         Ok(())
+    }
+
+    /// fjall's background threads: the setting, else `default`.
+    pub fn background_workers_or(&self, default: usize) -> usize {
+        self.background_workers.unwrap_or(default)
     }
 }
 
@@ -140,7 +146,7 @@ impl Default for StoreConfig {
         Self {
             cache_mib: 64,
             engine: None,
-            background_workers: DEFAULT_BACKGROUND_WORKERS,
+            background_workers: None,
         }
     }
 }
@@ -432,7 +438,7 @@ mod tests {
         let err = LsmStore::open_with(
             &dir.path().join("lsm"),
             StoreConfig {
-                background_workers: 0,
+                background_workers: Some(0),
                 ..StoreConfig::default()
             },
         )

@@ -31,7 +31,7 @@ impl LsmStore {
             // its first worker for flushes, so the memtables waiting for a flush stay few while
             // another worker compacts. (fjall 3.1.13 spun that first worker on its queue
             // meanwhile; vendor/fjall has the fix, see vendor/README.md.)
-            .worker_threads(config.background_workers)
+            .worker_threads(config.background_workers_or(super::DEFAULT_BACKGROUND_WORKERS))
             // Memtables not yet flushed live in memory until their journal is released: at
             // fjall's default of 512 MiB of journal, a load that outpaces the flushing worker
             // grows the process by as much. 64 MiB (the least fjall takes) bounds that, and
