@@ -338,6 +338,15 @@ async fn seed_grants(paths: &Paths, endpoint: &str) -> anyhow::Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
+    // The data authority reviews it first, then its owner decides.
+    let mut admin = client_as(paths, endpoint, &format!("{AUTHORITY}-admin")).await?;
+    admin
+        .pass_review(pb::DecideGrantRequest {
+            grant_id: g.id.clone(),
+            reason: "legal basis checked".into(),
+        })
+        .await
+        .map_err(status_error)?;
     let mut gongan = client_as(paths, endpoint, "js.gongan-system").await?;
     gongan
         .approve_grant(pb::DecideGrantRequest {
@@ -527,6 +536,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         grants: registry::config::GrantConfig::default(),
         store: registry::config::StoreConfig::default(),
         audit: Default::default(),
+        calendar: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();

@@ -96,6 +96,7 @@ fn grant() -> Grant {
         created_at: NOW - 3600,
         updated_at: NOW - 1800,
         revision: 1,
+        steps: Default::default(),
     }
 }
 

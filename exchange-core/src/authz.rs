@@ -7,7 +7,9 @@
 //! - a department's `node`: also announces where it serves.
 //! - a department's `node` or `system`: registers and updates the datasets it owns, publishes
 //!   their schema versions and records, requests grants for itself, decides grants on its own
-//!   datasets, withdraws its own grants, and sees the grants it holds or gives.
+//!   datasets, withdraws its own grants, appeals their rejection, and sees the grants it holds
+//!   or gives.
+//! - `admin` also reviews requests for the data authority and answers appeals.
 //! - a node's status: its own department, an admin or an auditor.
 
 use crate::error::PolicyError;
@@ -155,6 +157,26 @@ pub fn decide_grant(p: &Principal, owner: &str) -> Result<(), PolicyError> {
     }
     deny(format!(
         "{p} may not decide grants on {owner}'s datasets; only {owner}'s node or system, or an admin, may"
+    ))
+}
+
+/// Reviewing a request for the data authority, and answering appeals: admins.
+pub fn review_grant(p: &Principal) -> Result<(), PolicyError> {
+    match p.role {
+        Role::Admin => Ok(()),
+        _ => deny(format!(
+            "{p} may not review requests or answer appeals; only the data authority's admins may"
+        )),
+    }
+}
+
+/// Appealing a rejection: the consumer's node or system.
+pub fn appeal_grant(p: &Principal, consumer: &str) -> Result<(), PolicyError> {
+    if acts_for(p, consumer) {
+        return Ok(());
+    }
+    deny(format!(
+        "{p} may not appeal this rejection; only {consumer} (the consumer), through its node or system, may"
     ))
 }
 

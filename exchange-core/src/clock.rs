@@ -70,6 +70,11 @@ impl ManualClock {
         self.clock().now()
     }
 
+    /// Sets the time (a test on dates: a deadline across a holiday); it may go back.
+    pub fn set(&self, at: UnixSeconds) {
+        self.ms.store(at.saturating_mul(1000), Ordering::SeqCst);
+    }
+
     /// Moves the time forward by `by`.
     pub fn advance(&self, by: Duration) {
         let by = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);

@@ -19,6 +19,9 @@ use crate::filter::Filter;
 use crate::schema::DatasetSchema;
 use crate::UnixSeconds;
 
+pub mod clock;
+pub use clock::{Appeal, AppealOutcome, Clocks, Stage, Steps, WaitingFor};
+
 /// `decided_by` of a grant approved by its dataset's class, with no person deciding.
 pub const AUTO_APPROVER: &str = "registry";
 
@@ -78,6 +81,10 @@ pub struct Grant {
     pub updated_at: UnixSeconds,
     /// The registry revision of its last change.
     pub revision: u64,
+    /// Who acts next and by when, the review and the appeal (see [`clock`]); empty for a grant
+    /// that never waited for anyone.
+    #[serde(flatten)]
+    pub steps: Steps,
 }
 
 impl Grant {
@@ -389,6 +396,7 @@ pub fn new_grant(
         created_at: now,
         updated_at: now,
         revision: 0,
+        steps: Steps::default(),
     })
 }
 

@@ -16,7 +16,9 @@
 //! - `compat`: whether a new schema version is compatible with earlier ones.
 //! - `formats`: the domain string formats (`id-number-cn`, `uscc`, `region-code`).
 //! - `filter`: the row-filter predicate language of grants and queries.
-//! - `grant`: grant requests, the state machine and expiry.
+//! - `grant`: grant requests, the state machine and expiry; `grant::clock`, who acts next and by
+//!   when, and appeals.
+//! - `calendar`: working days (weekends, public holidays, make-up working days) and due dates.
 //! - `policy`: read authorization on a node: grant, purpose, fields, masking, row filter.
 //! - `mask`: masking of sensitive values.
 //! - `ledger`: the hash-chained audit ledger and its verification.
@@ -27,6 +29,7 @@
 
 pub mod audit_index;
 pub mod authz;
+pub mod calendar;
 pub mod catalog;
 pub mod clock;
 mod closed_set;

@@ -100,6 +100,7 @@ mod set_2026_12_01 {
             created_at: 1_796_000_400,
             updated_at: 1_796_000_500,
             revision: 17,
+            steps: Default::default(),
         }
     }
 
@@ -252,6 +253,58 @@ mod set_2026_12_01_3 {
     }
 }
 
+/// The set of 2026-12-02: grants gained their steps (the review, the due date, a decision in
+/// the owner's place, the appeal), flattened into the grant and left out while empty.
+mod set_2026_12_02 {
+    use super::*;
+    use crate::grant::{Appeal, AppealOutcome, Stage, Steps};
+
+    pub(super) const GRANT: &[u8] = include_bytes!("../fixtures/stored/2026-12-02/grant.json");
+    pub(super) const REQUESTED: &[u8] = include_bytes!("../fixtures/stored/2026-12-02/grant-requested.json");
+
+    /// Rejected by its owner, appealed, and approved on appeal.
+    pub(super) fn grant() -> Grant {
+        let mut grant = super::set_2026_12_01_3::grant();
+        grant.state = GrantState::Approved;
+        grant.reason = "approved on appeal: article 35 applies".into();
+        grant.decided_by = "spiffe://exchange.example/dept/js.dsj/admin".into();
+        grant.steps = Steps {
+            stage: None,
+            due_at: 1_796_400_000,
+            reviewed_by: "spiffe://exchange.example/dept/js.dsj/admin".into(),
+            reviewed_at: 1_796_000_450,
+            decided_in_place: false,
+            appeal: Some(Appeal {
+                grounds: "article 35 names the legal representative".into(),
+                appealed_by: "spiffe://exchange.example/dept/js.scjg/system".into(),
+                appealed_at: 1_796_000_480,
+                due_at: 1_796_600_000,
+                outcome: Some(AppealOutcome::Overturned),
+                decided_by: "spiffe://exchange.example/dept/js.dsj/admin".into(),
+                decided_at: 1_796_000_500,
+                reason: "article 35 applies".into(),
+            }),
+        };
+        grant
+    }
+
+    /// Waiting at the data authority's review.
+    pub(super) fn requested() -> Grant {
+        let mut grant = super::set_2026_12_01_3::grant();
+        grant.state = GrantState::Requested;
+        grant.reason = String::new();
+        grant.steps.stage = Some(Stage::Review);
+        grant.steps.due_at = 1_796_200_000;
+        grant
+    }
+
+    #[test]
+    fn every_type_decodes_as_written() {
+        assert_eq!(serde_json::from_slice::<Grant>(GRANT).unwrap(), grant());
+        assert_eq!(serde_json::from_slice::<Grant>(REQUESTED).unwrap(), requested());
+    }
+}
+
 /// What today's code writes, byte for byte, must be the newest set: a type whose stored form
 /// changed needs a new set (see the module documentation).
 #[test]
@@ -291,6 +344,16 @@ fn the_newest_set_is_what_this_code_writes() {
         "2026-12-01.3/grant.json",
         json(serde_json::to_vec(&set_2026_12_01_3::grant())),
         set_2026_12_01_3::GRANT,
+    );
+    check(
+        "2026-12-02/grant.json",
+        json(serde_json::to_vec(&set_2026_12_02::grant())),
+        set_2026_12_02::GRANT,
+    );
+    check(
+        "2026-12-02/grant-requested.json",
+        json(serde_json::to_vec(&set_2026_12_02::requested())),
+        set_2026_12_02::REQUESTED,
     );
     check(
         "2026-12-01.3/ledger/events",

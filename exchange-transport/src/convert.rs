@@ -5,7 +5,7 @@
 use exchange_core::catalog::{Classification, Dataset, SchemaVersion};
 use exchange_core::compat::CompatMode;
 use exchange_core::department::{Department, Level};
-use exchange_core::grant::{Grant, GrantRequest, GrantState};
+use exchange_core::grant::{AppealOutcome, Grant, GrantRequest, GrantState, Stage};
 use exchange_core::identity::Role;
 use exchange_core::mask::Sensitivity;
 use exchange_core::ValidationError;
@@ -243,6 +243,7 @@ pub fn grant_state_to_pb(s: GrantState) -> pb::GrantState {
 
 /// The grant as a caller sees it at `now`: an approved grant past its expiry reads as expired.
 pub fn grant_to_pb(g: Grant, now: i64) -> pb::Grant {
+    let overdue = g.is_overdue(now);
     pb::Grant {
         state: grant_state_to_pb(g.state_at(now)) as i32,
         id: g.id,
@@ -261,6 +262,30 @@ pub fn grant_to_pb(g: Grant, now: i64) -> pb::Grant {
         updated_at: g.updated_at,
         revision: g.revision,
         clear_fields: g.clear_fields,
+        stage: match g.steps.stage {
+            None => pb::GrantStage::Unspecified,
+            Some(Stage::Review) => pb::GrantStage::Review,
+            Some(Stage::Decision) => pb::GrantStage::Decision,
+        } as i32,
+        due_at: g.steps.due_at,
+        overdue,
+        reviewed_by: g.steps.reviewed_by,
+        reviewed_at: g.steps.reviewed_at,
+        decided_in_place: g.steps.decided_in_place,
+        appeal: g.steps.appeal.map(|a| pb::GrantAppeal {
+            grounds: a.grounds,
+            appealed_by: a.appealed_by,
+            appealed_at: a.appealed_at,
+            due_at: a.due_at,
+            outcome: match a.outcome {
+                None => pb::AppealOutcome::Unspecified,
+                Some(AppealOutcome::Upheld) => pb::AppealOutcome::Upheld,
+                Some(AppealOutcome::Overturned) => pb::AppealOutcome::Overturned,
+            } as i32,
+            decided_by: a.decided_by,
+            decided_at: a.decided_at,
+            reason: a.reason,
+        }),
     }
 }
 
@@ -328,6 +353,8 @@ pub fn grant_from_pb(g: pb::Grant) -> Result<Grant, ValidationError> {
         created_at: g.created_at,
         updated_at: g.updated_at,
         revision: g.revision,
+        // Nodes decide reads by the state alone; who acted on the way is the registry's record.
+        steps: Default::default(),
     })
 }
 

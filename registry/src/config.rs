@@ -28,7 +28,13 @@ pub struct Config {
     /// How long audit events are kept in the registry's index.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The working days request clocks count: China's national calendar for 2026 by default.
+    #[serde(default)]
+    pub calendar: CalendarConfig,
 }
+
+/// Working days, weekends, holidays and make-up working days.
+pub use exchange_core::calendar::CalendarConfig;
 
 /// How long audit events are kept, shared with the nodes.
 pub use exchange_core::ledger::AuditConfig;
@@ -46,14 +52,59 @@ pub struct GrantConfig {
     /// The longest a grant may run, in days from its request. Default 365.
     #[serde(default = "default_max_days")]
     pub max_days: u32,
+    /// Whether a request waits for the data authority's review before its owner decides.
+    /// Default true.
+    #[serde(default = "default_review")]
+    pub review: bool,
+    /// Working days the data authority has to review a request. Default 2.
+    #[serde(default = "default_review_days")]
+    pub review_days: u32,
+    /// Working days a dataset's owner has to decide a request. Default 5.
+    #[serde(default = "default_decision_days")]
+    pub decision_days: u32,
+    /// Working days the data authority has to answer an appeal. Default 5.
+    #[serde(default = "default_appeal_days")]
+    pub appeal_days: u32,
+}
+
+impl GrantConfig {
+    /// The request clocks these settings give.
+    pub fn clocks(&self) -> Clocks {
+        Clocks {
+            review: self.review,
+            review_days: self.review_days,
+            decision_days: self.decision_days,
+            appeal_days: self.appeal_days,
+        }
+    }
 }
 
 impl Default for GrantConfig {
     fn default() -> Self {
+        let clocks = Clocks::default();
         Self {
             max_days: default_max_days(),
+            review: clocks.review,
+            review_days: clocks.review_days,
+            decision_days: clocks.decision_days,
+            appeal_days: clocks.appeal_days,
         }
     }
+}
+
+use exchange_core::grant::Clocks;
+
+fn default_review() -> bool {
+    Clocks::default().review
+}
+fn default_review_days() -> u32 {
+    Clocks::default().review_days
+}
+fn default_decision_days() -> u32 {
+    Clocks::default().decision_days
+}
+fn default_appeal_days() -> u32 {
+    Clocks::default().appeal_days
 }
 
 fn default_listen() -> SocketAddr {

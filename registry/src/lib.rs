@@ -20,6 +20,7 @@ pub mod state;
 use std::future::Future;
 use std::sync::Arc;
 
+use exchange_core::calendar::WorkingCalendar;
 use exchange_core::clock::Clock;
 use exchange_core::error::PolicyError;
 use exchange_core::grant::GrantLimits;
@@ -59,10 +60,27 @@ pub async fn run_with_clock(
     let limits = GrantLimits {
         max_duration_secs: i64::from(config.grants.max_days) * 86_400,
     };
+    let clocks = config.grants.clocks();
+    clocks.check().map_err(RunError)?;
+    let calendar = WorkingCalendar::from_config(&config.calendar).map_err(RunError)?;
+    let this_year = calendar.date_at(clock.now()).year();
+    if !calendar.covers(this_year) {
+        tracing::warn!(
+            year = this_year,
+            "the calendar lists no holidays or make-up working days for this year: request clocks count only weekends as days off until [[calendar.year]] for it is added"
+        );
+    }
     let store: Arc<dyn exchange_core::store::Store> = Arc::new(store);
     // Shipped events are indexed in an LSM tree of their own: a write-heavy table that outgrows
     // any cache, which sled's B-tree pages handled at a few thousand events a second.
-    let index_store = exchange_core::store::LsmStore::open_with(&config.data_dir.join(AUDIT_INDEX_DIR), config.store)
+    // One background worker unless configured: the index takes events faster when fjall
+    // compacts lazily (2M events: 32,600 events/s with one, 27,300 with two; BENCHMARKS.md), and
+    // the registry is not the server short of memory.
+    let index_config = exchange_core::store::StoreConfig {
+        background_workers: Some(config.store.background_workers_or(1)),
+        ..config.store
+    };
+    let index_store = exchange_core::store::LsmStore::open_with(&config.data_dir.join(AUDIT_INDEX_DIR), index_config)
         .map_err(RunError::from_display)?;
     let (index, moved) = exchange_core::audit_index::StoreAuditIndex::open_moving(Arc::new(index_store), &*store)
         .map_err(RunError::from_display)?;
@@ -87,6 +105,7 @@ pub async fn run_with_clock(
     ));
     let state = Arc::new(
         state::State::open(store, limits, clock, ledger.clone(), &config.trust_domain)
+            .map(|state| state.with_clocks(clocks, calendar))
             .map_err(RunError::from_display)?,
     );
 

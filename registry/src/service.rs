@@ -235,15 +235,42 @@ impl pb::registry_server::Registry for RegistryService {
     }
 
     async fn approve_grant(&self, request: Request<pb::DecideGrantRequest>) -> Result<pb::Grant> {
-        self.decide(request, exchange_core::grant::GrantState::Approved).await
+        self.act_on_grant(request, GrantAction::Decide(exchange_core::grant::GrantState::Approved))
+            .await
     }
 
     async fn reject_grant(&self, request: Request<pb::DecideGrantRequest>) -> Result<pb::Grant> {
-        self.decide(request, exchange_core::grant::GrantState::Rejected).await
+        self.act_on_grant(request, GrantAction::Decide(exchange_core::grant::GrantState::Rejected))
+            .await
     }
 
     async fn revoke_grant(&self, request: Request<pb::DecideGrantRequest>) -> Result<pb::Grant> {
-        self.decide(request, exchange_core::grant::GrantState::Revoked).await
+        self.act_on_grant(request, GrantAction::Decide(exchange_core::grant::GrantState::Revoked))
+            .await
+    }
+
+    async fn pass_review(&self, request: Request<pb::DecideGrantRequest>) -> Result<pb::Grant> {
+        self.act_on_grant(request, GrantAction::PassReview).await
+    }
+
+    async fn appeal_grant(&self, request: Request<pb::DecideGrantRequest>) -> Result<pb::Grant> {
+        self.act_on_grant(request, GrantAction::Appeal).await
+    }
+
+    async fn uphold_appeal(&self, request: Request<pb::DecideGrantRequest>) -> Result<pb::Grant> {
+        self.act_on_grant(
+            request,
+            GrantAction::Answer(exchange_core::grant::AppealOutcome::Upheld),
+        )
+        .await
+    }
+
+    async fn overturn_appeal(&self, request: Request<pb::DecideGrantRequest>) -> Result<pb::Grant> {
+        self.act_on_grant(
+            request,
+            GrantAction::Answer(exchange_core::grant::AppealOutcome::Overturned),
+        )
+        .await
     }
 
     async fn get_grant(&self, request: Request<pb::GetGrantRequest>) -> Result<pb::Grant> {
@@ -262,6 +289,7 @@ impl pb::registry_server::Registry for RegistryService {
             dataset_id: r.dataset_id,
             owner_id: r.owner_id,
             state: grant_state_from_pb(r.state).map_err(to_status)?,
+            waiting_for_me: r.waiting_for_me,
         };
         let t = self.state.now();
         ok(self.state.list_grants(&me, &query).map(|gs| pb::ListGrantsResponse {
@@ -491,19 +519,28 @@ impl pb::registry_server::Registry for RegistryService {
     }
 }
 
+/// What a `DecideGrantRequest` asks of a grant.
+enum GrantAction {
+    Decide(exchange_core::grant::GrantState),
+    PassReview,
+    Appeal,
+    Answer(exchange_core::grant::AppealOutcome),
+}
+
 impl RegistryService {
-    async fn decide(
-        &self,
-        request: Request<pb::DecideGrantRequest>,
-        to: exchange_core::grant::GrantState,
-    ) -> Result<pb::Grant> {
+    /// Approves, rejects, revokes, passes the review of, appeals or answers the appeal of the
+    /// grant a request names, with its reason.
+    async fn act_on_grant(&self, request: Request<pb::DecideGrantRequest>, action: GrantAction) -> Result<pb::Grant> {
         let me = caller(&request)?.principal;
         let uri = me.uri(&self.trust_domain);
         let r = request.into_inner();
-        ok(self
-            .state
-            .decide_grant(&me, &uri, &r.grant_id, to, &r.reason)
-            .await
-            .map(|g| grant_to_pb(g, self.state.now())))
+        let (id, reason) = (r.grant_id.as_str(), r.reason.as_str());
+        let done = match action {
+            GrantAction::Decide(to) => self.state.decide_grant(&me, &uri, id, to, reason).await,
+            GrantAction::PassReview => self.state.pass_review(&me, &uri, id, reason).await,
+            GrantAction::Appeal => self.state.appeal_grant(&me, &uri, id, reason).await,
+            GrantAction::Answer(outcome) => self.state.answer_appeal(&me, &uri, id, outcome, reason).await,
+        };
+        ok(done.map(|g| grant_to_pb(g, self.state.now())))
     }
 }

@@ -148,7 +148,15 @@ fn local_deployment_with_a_killed_node(engine: Option<&str>) {
         ],
     );
     let grant: serde_json::Value = serde_json::from_str(&grant).unwrap();
-    run("js.gongan-system", &["grant", "approve", grant["id"].as_str().unwrap()]);
+    // The deployed registry reviews requests first (its default): the data authority passes it,
+    // then the owner decides, and nothing waits for anyone after.
+    let id = grant["id"].as_str().unwrap();
+    assert_eq!(grant["stage"], "GRANT_STAGE_REVIEW", "{grant}");
+    assert!(run("js.dsj-admin", &["grant", "list", "--waiting"]).contains(id));
+    run("js.dsj-admin", &["grant", "pass-review", id]);
+    assert!(run("js.gongan-system", &["grant", "list", "--waiting"]).contains("decision"));
+    run("js.gongan-system", &["grant", "approve", id]);
+    assert!(!run("js.gongan-system", &["grant", "list", "--waiting"]).contains(id));
 
     let (mut gongan, _) = spawn_server("node", Path::new("node-gongan.toml"), Some(work));
     let (mut scjg, _) = spawn_server("node", Path::new("node-scjg.toml"), Some(work));

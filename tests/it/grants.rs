@@ -241,6 +241,7 @@ async fn grants_are_listed_by_consumer_dataset_owner_and_state_to_those_who_may_
         dataset_id: dataset.into(),
         owner_id: owner.into(),
         state: state as i32,
+        waiting_for_me: false,
     };
     let ids = |r: pb::ListGrantsResponse| r.grants.into_iter().map(|g| g.id).collect::<Vec<_>>();
     let mut auditor = ex.client("js.dsj", Role::Auditor).await;

@@ -5,6 +5,7 @@
 
 mod bulk;
 mod catalog;
+mod clocks;
 mod config;
 mod deploy;
 mod grants;

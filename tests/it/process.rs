@@ -170,6 +170,14 @@ async fn a_sigkilled_registry_keeps_every_acknowledged_write() {
         .await
         .unwrap()
         .into_inner();
+    // The registry reviews requests first (its default).
+    admin
+        .pass_review(pb::DecideGrantRequest {
+            grant_id: g.id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
     let approved = owner
         .approve_grant(pb::DecideGrantRequest {
             grant_id: g.id.clone(),

@@ -65,6 +65,39 @@ pub(crate) enum GrantCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Pass a request's review on to its owner (admins, for the data authority). Reject it at
+    /// review with `grant reject`.
+    PassReview {
+        /// Grant id.
+        id: String,
+        /// A note (optional).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Appeal a rejection to the data authority (the consumer; once per grant).
+    Appeal {
+        /// Grant id.
+        id: String,
+        /// Why the rejection should be overturned.
+        #[arg(long)]
+        grounds: String,
+    },
+    /// Uphold an appeal's rejection (admins).
+    Uphold {
+        /// Grant id.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Overturn a rejection on appeal, approving the grant (admins).
+    Overturn {
+        /// Grant id.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
     /// Show one grant.
     Get {
         /// Grant id.
@@ -84,6 +117,10 @@ pub(crate) enum GrantCommand {
         /// Only in this state.
         #[arg(long, value_parser = one_of::<GrantState>())]
         state: Option<GrantState>,
+        /// Only what waits for you to act: for an admin, reviews, overdue steps and appeals;
+        /// for a department, decisions on its datasets.
+        #[arg(long)]
+        waiting: bool,
     },
     /// Follow the datasets and grants of a department as they change (a line each; --json for the messages).
     Watch {
@@ -122,14 +159,39 @@ pub(crate) fn parse_expiry(s: &str) -> Result<i64, String> {
         .map_err(|_| bad())
 }
 
+/// The step a grant waits at and when it is due, for people: `review`, `decision` or `appeal`,
+/// and the due time, marked OVERDUE once past.
+fn step_and_due(g: &pb::Grant) -> (String, String) {
+    let appeal = g
+        .appeal
+        .as_ref()
+        .filter(|a| a.outcome == pb::AppealOutcome::Unspecified as i32);
+    let (step, due) = match (appeal, pb::GrantStage::try_from(g.stage)) {
+        (Some(a), _) => ("appeal", a.due_at),
+        (None, Ok(pb::GrantStage::Review)) => ("review", g.due_at),
+        (None, Ok(pb::GrantStage::Decision)) => ("decision", g.due_at),
+        _ => return (String::new(), String::new()),
+    };
+    let due = match g.overdue {
+        true => format!("{} OVERDUE", time(due)),
+        false => time(due),
+    };
+    (step.to_string(), due)
+}
+
 fn print_grants(grants: &[pb::Grant]) {
-    let mut table = Table::new(&["ID", "CONSUMER", "DATASET", "STATE", "PURPOSES", "FIELDS", "EXPIRES"]);
+    let mut table = Table::new(&[
+        "ID", "CONSUMER", "DATASET", "STATE", "STEP", "DUE", "PURPOSES", "FIELDS", "EXPIRES",
+    ]);
     for g in grants {
+        let (step, due) = step_and_due(g);
         table.row(vec![
             g.id.clone(),
             g.consumer_id.clone(),
             g.dataset_id.clone(),
             name_of(convert::grant_state_from_pb(g.state)),
+            step,
+            due,
             g.purposes.join(","),
             g.fields.join(","),
             time(g.expires_at),
@@ -149,6 +211,28 @@ fn print_grant(g: &pb::Grant) {
     println!("legal basis: {}", g.legal_basis);
     if !g.reason.is_empty() {
         println!("reason:      {}", g.reason);
+    }
+    if !g.reviewed_by.is_empty() {
+        println!("reviewed:    by {} at {}", g.reviewed_by, time(g.reviewed_at));
+    }
+    if g.decided_in_place {
+        println!(
+            "decided:     by {} for the data authority, in the owner's place",
+            g.decided_by
+        );
+    }
+    if let Some(a) = &g.appeal {
+        println!(
+            "appealed:    by {} at {}: {}",
+            a.appealed_by,
+            time(a.appealed_at),
+            a.grounds
+        );
+        match pb::AppealOutcome::try_from(a.outcome) {
+            Ok(pb::AppealOutcome::Upheld) => println!("appeal:      upheld by {}: {}", a.decided_by, a.reason),
+            Ok(pb::AppealOutcome::Overturned) => println!("appeal:      overturned by {}: {}", a.decided_by, a.reason),
+            _ => {}
+        }
     }
 }
 
@@ -195,6 +279,26 @@ pub(super) async fn run(command: GrantCommand, common: Common) -> anyhow::Result
             .await
             .map_err(status_error)?
             .into_inner(),
+        GrantCommand::PassReview { id, reason } => client
+            .pass_review(decide(id, reason))
+            .await
+            .map_err(status_error)?
+            .into_inner(),
+        GrantCommand::Appeal { id, grounds } => client
+            .appeal_grant(decide(id, grounds))
+            .await
+            .map_err(status_error)?
+            .into_inner(),
+        GrantCommand::Uphold { id, reason } => client
+            .uphold_appeal(decide(id, reason))
+            .await
+            .map_err(status_error)?
+            .into_inner(),
+        GrantCommand::Overturn { id, reason } => client
+            .overturn_appeal(decide(id, reason))
+            .await
+            .map_err(status_error)?
+            .into_inner(),
         GrantCommand::Get { id } => client
             .get_grant(pb::GetGrantRequest { grant_id: id })
             .await
@@ -205,12 +309,14 @@ pub(super) async fn run(command: GrantCommand, common: Common) -> anyhow::Result
             dataset,
             owner,
             state,
+            waiting,
         } => {
             let request = pb::ListGrantsRequest {
                 consumer_id: consumer.unwrap_or_default(),
                 dataset_id: dataset.unwrap_or_default(),
                 state: state.map(|st| grant_state_to_pb(st) as i32).unwrap_or(0),
                 owner_id: owner.unwrap_or_default(),
+                waiting_for_me: waiting,
             };
             let response = client.list_grants(request).await.map_err(status_error)?.into_inner();
             if common.json {

@@ -92,9 +92,14 @@ impl Exchange {
             data_dir: dir.join("registry"),
             trust_domain: TRUST_DOMAIN.into(),
             tls: tls_config(dir, "registry"),
-            grants: registry::config::GrantConfig::default(),
+            // The bench's admin decides grants itself (row 9 times a decision, not a review).
+            grants: registry::config::GrantConfig {
+                review: false,
+                ..Default::default()
+            },
             store: registry::config::StoreConfig::default(),
             audit: Default::default(),
+            calendar: Default::default(),
         };
         let registry = Running::spawn(|stop| registry::run(registry_config, registry_listener, stop));
 

@@ -45,6 +45,7 @@ fn grant(id: &str, state: GrantState) -> Grant {
         created_at: NOW - 10,
         updated_at: NOW - 5,
         revision: 1,
+        steps: Default::default(),
     }
 }
 

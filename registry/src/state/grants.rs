@@ -1,6 +1,8 @@
 //! Grants: requests, the owner's decisions, revocations, and who may see which.
 
 use super::*;
+use exchange_core::grant::{AppealOutcome, WaitingFor};
+use exchange_core::identity::Role;
 
 /// Filters for listing grants; empty strings and `None` match everything.
 #[derive(Debug, Clone, Default)]
@@ -13,6 +15,29 @@ pub struct GrantQuery {
     pub owner_id: String,
     /// Only grants in this state now.
     pub state: Option<GrantState>,
+    /// Only grants waiting for the caller to act.
+    pub waiting_for_me: bool,
+}
+
+/// Stores a decided grant under the next revision, its ledger event saying why.
+fn record_decision(tx: &mut Tx, g: &mut Grant, reason: &str) -> Result<(), CoreError> {
+    g.revision = tx.next_revision(Kind::Grant, &g.id)?;
+    tx.event.dataset = g.dataset_id.clone();
+    tx.event.reason = reason.to_string();
+    tx.put(grant_key(&g.id), g)
+}
+
+/// Whether `g` waits for `p` to act: an admin for the data authority, a node or system for the
+/// dataset's owner.
+fn waits_for(g: &Grant, p: &Principal, now: UnixSeconds) -> bool {
+    let waiting = g.waiting_for(now);
+    match p.role {
+        Role::Admin => waiting.contains(&WaitingFor::Authority),
+        Role::Node | Role::System => {
+            waiting.contains(&WaitingFor::Owner) && catalog::owner_of(&g.dataset_id) == p.department
+        }
+        Role::Auditor => false,
+    }
 }
 
 impl State {
@@ -42,6 +67,7 @@ impl State {
                 .pop()
                 .ok_or_else(|| CoreError::not_found(format!("dataset {} has no schema", dataset.id)))?;
             let mut g = grant::new_grant(request, &dataset, &latest.schema, self.limits, uri, self.now())?;
+            g.start_clock(&self.clocks, &self.calendar, self.now());
             let seq = self.get::<u64>(META_GRANT_SEQ)?.unwrap_or(0) + 1;
             tx.put(META_GRANT_SEQ.to_vec(), &seq)?;
             g.id = format!("g-{seq:06}");
@@ -81,15 +107,69 @@ impl State {
                 GrantState::Revoked => authz::revoke_grant(p, &owner, &g.consumer_id)?,
                 _ => authz::decide_grant(p, &owner)?,
             }
-            g.decide(to, uri, reason, self.now())?;
-            g.revision = tx.next_revision(Kind::Grant, &g.id)?;
-            tx.event.dataset = g.dataset_id.clone();
-            tx.event.reason = reason.to_string();
-            tx.put(grant_key(&g.id), &g)?;
+            g.decide_at_step(to, uri, p.role == Role::Admin, reason, self.now())?;
+            let reason = match g.steps.decided_in_place {
+                true => format!("in the owner's place: {reason}"),
+                false => reason.to_string(),
+            };
+            record_decision(tx, &mut g, &reason)?;
             Ok(g)
         })
         .await
         .inspect(|g| tracing::info!(by = %p, grant = %g.id, state = %g.state, reason = %g.reason, "grant decided"))
+    }
+
+    /// An admin passes a request's review for the data authority: its owner's step begins.
+    pub async fn pass_review(&self, p: &Principal, uri: &str, id: &str, reason: &str) -> Result<Grant, CoreError> {
+        authz::review_grant(p)?;
+        self.write(p, "pass_review", |tx| {
+            let mut g = self.grant(id)?;
+            g.pass_review(uri, &self.clocks, &self.calendar, self.now())?;
+            record_decision(tx, &mut g, reason)?;
+            Ok(g)
+        })
+        .await
+        .inspect(|g| tracing::info!(by = %p, grant = %g.id, due_at = g.steps.due_at, "grant review passed"))
+    }
+
+    /// The consumer appeals a rejection to the data authority.
+    pub async fn appeal_grant(&self, p: &Principal, uri: &str, id: &str, grounds: &str) -> Result<Grant, CoreError> {
+        self.write(p, "appeal_grant", |tx| {
+            let mut g = self.grant(id)?;
+            if !authz::see_grant(p, catalog::owner_of(&g.dataset_id), &g.consumer_id) {
+                return Err(CoreError::not_found(format!("grant {id} does not exist")));
+            }
+            authz::appeal_grant(p, &g.consumer_id)?;
+            g.appeal(uri, grounds, &self.clocks, &self.calendar, self.now())?;
+            record_decision(tx, &mut g, grounds)?;
+            Ok(g)
+        })
+        .await
+        .inspect(|g| tracing::info!(by = %p, grant = %g.id, "grant rejection appealed"))
+    }
+
+    /// An admin answers an appeal: upheld, or overturned (the grant approved).
+    pub async fn answer_appeal(
+        &self,
+        p: &Principal,
+        uri: &str,
+        id: &str,
+        outcome: AppealOutcome,
+        reason: &str,
+    ) -> Result<Grant, CoreError> {
+        authz::review_grant(p)?;
+        let operation = match outcome {
+            AppealOutcome::Upheld => "uphold_appeal",
+            AppealOutcome::Overturned => "overturn_appeal",
+        };
+        self.write(p, operation, |tx| {
+            let mut g = self.grant(id)?;
+            g.answer_appeal(outcome, uri, reason, self.now())?;
+            record_decision(tx, &mut g, reason)?;
+            Ok(g)
+        })
+        .await
+        .inspect(|g| tracing::info!(by = %p, grant = %g.id, %outcome, "appeal answered"))
     }
 
     pub(super) fn grant(&self, id: &str) -> Result<Grant, CoreError> {
@@ -118,6 +198,7 @@ impl State {
             .filter(|g| query.dataset_id.is_empty() || g.dataset_id == query.dataset_id)
             .filter(|g| query.owner_id.is_empty() || catalog::owner_of(&g.dataset_id) == query.owner_id)
             .filter(|g| query.state.is_none_or(|s| g.state_at(t) == s))
+            .filter(|g| !query.waiting_for_me || waits_for(g, p, t))
             .collect())
     }
 }

@@ -29,6 +29,7 @@ pub use grants::GrantQuery;
 
 use std::sync::Arc;
 
+use exchange_core::calendar::WorkingCalendar;
 use exchange_core::catalog::{self, Classification, Dataset, SchemaVersion};
 use exchange_core::clock::Clock;
 use exchange_core::compat;
@@ -176,6 +177,10 @@ pub struct State {
     /// Where every change is recorded before it is committed.
     ledger: Arc<RegistryLedger>,
     trust_domain: String,
+    /// Who acts on a request next and in how many working days.
+    clocks: grant::Clocks,
+    /// The working days those are counted on.
+    calendar: WorkingCalendar,
 }
 
 impl State {
@@ -204,7 +209,18 @@ impl State {
             clock,
             ledger,
             trust_domain: trust_domain.to_string(),
+            clocks: grant::Clocks::default(),
+            calendar: WorkingCalendar::from_config(&Default::default())
+                .map_err(|e| CoreError::FailedPrecondition(format!("the default calendar: {e}")))?,
         })
+    }
+
+    /// The state with these request clocks, counted on `calendar` (by default: the review on, 2,
+    /// 5 and 5 working days, China's calendar).
+    pub fn with_clocks(mut self, clocks: grant::Clocks, calendar: WorkingCalendar) -> Self {
+        self.clocks = clocks;
+        self.calendar = calendar;
+        self
     }
 
     /// An event of `operation` by the registry itself (retention), now.

@@ -30,6 +30,8 @@ pub struct TestExchange {
     /// test moves it.
     pub clock: ManualClock,
     port: u16,
+    /// Changes the registry's configuration before each start.
+    configure: fn(&mut registry::Config),
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), registry::RunError>>>,
 }
@@ -53,14 +55,25 @@ pub fn registry_config(dir: &Path, listen: SocketAddr) -> registry::Config {
             cert: dir.join("registry.pem"),
             key: dir.join("registry-key.pem"),
         },
-        grants: registry::config::GrantConfig { max_days: 365 },
+        // Most tests decide grants at once; tests/it/clocks.rs turns the review on.
+        grants: registry::config::GrantConfig {
+            max_days: 365,
+            review: false,
+            ..Default::default()
+        },
         store: registry::config::StoreConfig::default(),
         audit: Default::default(),
+        calendar: Default::default(),
     }
 }
 
 impl TestExchange {
     pub async fn start() -> Self {
+        Self::start_configured(|_| {}).await
+    }
+
+    /// [`TestExchange::start`] with the registry's configuration changed by `configure`.
+    pub async fn start_configured(configure: fn(&mut registry::Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ca = make_pki(dir.path());
         let mut exchange = Self {
@@ -69,6 +82,7 @@ impl TestExchange {
             endpoint: String::new(),
             clock: ManualClock::starting_now(),
             port: 0,
+            configure,
             stop: None,
             task: None,
         };
@@ -82,7 +96,8 @@ impl TestExchange {
         let addr = listener.local_addr().unwrap();
         self.port = addr.port();
         self.endpoint = format!("https://localhost:{}", addr.port());
-        let config = registry_config(self.dir.path(), addr);
+        let mut config = registry_config(self.dir.path(), addr);
+        (self.configure)(&mut config);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         self.stop = Some(stop);
         let shutdown = async move {
