@@ -41,6 +41,17 @@ pub async fn run(
     run_with_clock(config, listener, shutdown, Clock::system()).await
 }
 
+/// How the index of shipped events is opened from the registry's `[store]` settings: with one
+/// fjall background worker unless configured. The index takes events faster when fjall compacts
+/// lazily (2M events: 32,600 events/s with one, 27,300 with two), and the registry is not the
+/// server short of memory.
+pub fn audit_index_config(store: exchange_core::store::StoreConfig) -> exchange_core::store::StoreConfig {
+    exchange_core::store::StoreConfig {
+        background_workers: Some(store.background_workers_or(1)),
+        ..store
+    }
+}
+
 /// [`run`], deciding expiry and timestamps by `clock` (tests pass a manual one).
 pub async fn run_with_clock(
     config: Config,
@@ -73,15 +84,11 @@ pub async fn run_with_clock(
     let store: Arc<dyn exchange_core::store::Store> = Arc::new(store);
     // Shipped events are indexed in an LSM tree of their own: a write-heavy table that outgrows
     // any cache, which sled's B-tree pages handled at a few thousand events a second.
-    // One background worker unless configured: the index takes events faster when fjall
-    // compacts lazily (2M events: 32,600 events/s with one, 27,300 with two; BENCHMARKS.md), and
-    // the registry is not the server short of memory.
-    let index_config = exchange_core::store::StoreConfig {
-        background_workers: Some(config.store.background_workers_or(1)),
-        ..config.store
-    };
-    let index_store = exchange_core::store::LsmStore::open_with(&config.data_dir.join(AUDIT_INDEX_DIR), index_config)
-        .map_err(RunError::from_display)?;
+    let index_store = exchange_core::store::LsmStore::open_with(
+        &config.data_dir.join(AUDIT_INDEX_DIR),
+        audit_index_config(config.store),
+    )
+    .map_err(RunError::from_display)?;
     let (index, moved) = exchange_core::audit_index::StoreAuditIndex::open_moving(Arc::new(index_store), &*store)
         .map_err(RunError::from_display)?;
     if moved > 0 {
