@@ -180,6 +180,26 @@ pub fn appeal_grant(p: &Principal, consumer: &str) -> Result<(), PolicyError> {
     ))
 }
 
+/// Raising a data demand for `consumer`: its node or system.
+pub fn raise_demand(p: &Principal, consumer: &str) -> Result<(), PolicyError> {
+    if acts_for(p, consumer) {
+        return Ok(());
+    }
+    deny(format!(
+        "{p} may not ask for data for {consumer}; only {consumer}'s node or system may"
+    ))
+}
+
+/// Answering or refusing a demand addressed to `provider`: its node or system, or an admin.
+pub fn answer_demand(p: &Principal, provider: &str) -> Result<(), PolicyError> {
+    if p.role == Role::Admin || acts_for(p, provider) {
+        return Ok(());
+    }
+    deny(format!(
+        "{p} may not answer demands addressed to {provider}; only {provider}'s node or system, or an admin, may"
+    ))
+}
+
 /// Revoking a grant: the dataset owner, the consumer (withdrawing its own grant) or an admin.
 pub fn revoke_grant(p: &Principal, owner: &str, consumer: &str) -> Result<(), PolicyError> {
     if p.role == Role::Admin || acts_for(p, owner) || acts_for(p, consumer) {

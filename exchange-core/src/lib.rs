@@ -18,6 +18,7 @@
 //! - `filter`: the row-filter predicate language of grants and queries.
 //! - `grant`: grant requests, the state machine and expiry; `grant::clock`, who acts next and by
 //!   when, and appeals.
+//! - `demand`: data demands, a consumer asking for data no dataset offers yet.
 //! - `calendar`: working days (weekends, public holidays, make-up working days) and due dates.
 //! - `policy`: read authorization on a node: grant, purpose, fields, masking, row filter.
 //! - `mask`: masking of sensitive values.
@@ -35,6 +36,7 @@ pub mod clock;
 mod closed_set;
 pub mod compat;
 pub mod datadir;
+pub mod demand;
 pub mod department;
 pub mod error;
 pub mod filter;

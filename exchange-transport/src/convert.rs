@@ -4,6 +4,7 @@
 
 use exchange_core::catalog::{Classification, Dataset, SchemaVersion};
 use exchange_core::compat::CompatMode;
+use exchange_core::demand::{Demand, DemandRequest, DemandState};
 use exchange_core::department::{Department, Level};
 use exchange_core::grant::{AppealOutcome, Grant, GrantRequest, GrantState, Stage};
 use exchange_core::identity::Role;
@@ -286,6 +287,62 @@ pub fn grant_to_pb(g: Grant, now: i64) -> pb::Grant {
             decided_at: a.decided_at,
             reason: a.reason,
         }),
+    }
+}
+
+/// A demand as a caller sees it at `now`.
+pub fn demand_to_pb(d: Demand, now: i64) -> pb::Demand {
+    pb::Demand {
+        overdue: d.is_overdue(now),
+        state: demand_state_to_pb(d.state) as i32,
+        id: d.id,
+        consumer_id: d.consumer_id,
+        provider_id: d.provider_id,
+        title: d.title,
+        fields: d.fields,
+        purpose: d.purpose,
+        legal_basis: d.legal_basis,
+        expires_at: d.expires_at,
+        due_at: d.due_at,
+        dataset_id: d.dataset_id,
+        grant_id: d.grant_id,
+        reason: d.reason,
+        requested_by: d.requested_by,
+        decided_by: d.decided_by,
+        decided_in_place: d.decided_in_place,
+        created_at: d.created_at,
+        updated_at: d.updated_at,
+        revision: d.revision,
+    }
+}
+
+pub fn demand_state_to_pb(state: DemandState) -> pb::DemandState {
+    match state {
+        DemandState::Open => pb::DemandState::Open,
+        DemandState::Answered => pb::DemandState::Answered,
+        DemandState::Refused => pb::DemandState::Refused,
+    }
+}
+
+/// A demand state named in a request; unspecified is `None`.
+pub fn demand_state_from_pb(value: i32) -> Result<Option<DemandState>, ValidationError> {
+    match pb::DemandState::try_from(value) {
+        Ok(pb::DemandState::Unspecified) => Ok(None),
+        Ok(pb::DemandState::Open) => Ok(Some(DemandState::Open)),
+        Ok(pb::DemandState::Answered) => Ok(Some(DemandState::Answered)),
+        Ok(pb::DemandState::Refused) => Ok(Some(DemandState::Refused)),
+        Err(_) => Err(ValidationError::new("state", format!("{value} is not a demand state"))),
+    }
+}
+
+pub fn demand_request_from_pb(r: pb::RaiseDemandRequest) -> DemandRequest {
+    DemandRequest {
+        provider_id: r.provider_id,
+        title: r.title,
+        fields: r.fields,
+        purpose: r.purpose,
+        legal_basis: r.legal_basis,
+        expires_at: r.expires_at,
     }
 }
 

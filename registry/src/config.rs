@@ -65,6 +65,9 @@ pub struct GrantConfig {
     /// Working days the data authority has to answer an appeal. Default 5.
     #[serde(default = "default_appeal_days")]
     pub appeal_days: u32,
+    /// Working days a department has to answer a data demand. Default 10.
+    #[serde(default = "default_demand_days")]
+    pub demand_days: u32,
 }
 
 impl GrantConfig {
@@ -75,6 +78,7 @@ impl GrantConfig {
             review_days: self.review_days,
             decision_days: self.decision_days,
             appeal_days: self.appeal_days,
+            demand_days: self.demand_days,
         }
     }
 }
@@ -88,6 +92,7 @@ impl Default for GrantConfig {
             review_days: clocks.review_days,
             decision_days: clocks.decision_days,
             appeal_days: clocks.appeal_days,
+            demand_days: clocks.demand_days,
         }
     }
 }
@@ -105,6 +110,9 @@ fn default_decision_days() -> u32 {
 }
 fn default_appeal_days() -> u32 {
     Clocks::default().appeal_days
+}
+fn default_demand_days() -> u32 {
+    Clocks::default().demand_days
 }
 
 fn default_listen() -> SocketAddr {

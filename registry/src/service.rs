@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auditing::Auditing;
 use crate::shipping::{ShipBatch, ShipMeta, Shipping};
-use crate::state::{DatasetQuery, GrantQuery, State, WatchItem};
+use crate::state::{DatasetQuery, DemandQuery, GrantQuery, State, WatchItem};
 use exchange_transport::convert::*;
 
 /// The `exchange.registry.v1.Registry` service.
@@ -294,6 +294,65 @@ impl pb::registry_server::Registry for RegistryService {
         let t = self.state.now();
         ok(self.state.list_grants(&me, &query).map(|gs| pb::ListGrantsResponse {
             grants: gs.into_iter().map(|g| grant_to_pb(g, t)).collect(),
+        }))
+    }
+
+    async fn raise_demand(&self, request: Request<pb::RaiseDemandRequest>) -> Result<pb::Demand> {
+        let me = caller(&request)?.principal;
+        let uri = me.uri(&self.trust_domain);
+        let r = demand_request_from_pb(request.into_inner());
+        let t = self.state.now();
+        ok(self.state.raise_demand(&me, &uri, r).await.map(|d| demand_to_pb(d, t)))
+    }
+
+    async fn answer_demand(&self, request: Request<pb::AnswerDemandRequest>) -> Result<pb::AnswerDemandResponse> {
+        let me = caller(&request)?.principal;
+        let uri = me.uri(&self.trust_domain);
+        let r = request.into_inner();
+        let t = self.state.now();
+        ok(self
+            .state
+            .answer_demand(&me, &uri, &r.demand_id, &r.dataset_id, r.fields)
+            .await
+            .map(|(d, g)| pb::AnswerDemandResponse {
+                demand: Some(demand_to_pb(d, t)),
+                grant: Some(grant_to_pb(g, t)),
+            }))
+    }
+
+    async fn refuse_demand(&self, request: Request<pb::RefuseDemandRequest>) -> Result<pb::Demand> {
+        let me = caller(&request)?.principal;
+        let uri = me.uri(&self.trust_domain);
+        let r = request.into_inner();
+        let t = self.state.now();
+        ok(self
+            .state
+            .refuse_demand(&me, &uri, &r.demand_id, &r.reason)
+            .await
+            .map(|d| demand_to_pb(d, t)))
+    }
+
+    async fn get_demand(&self, request: Request<pb::GetDemandRequest>) -> Result<pb::Demand> {
+        let me = caller(&request)?.principal;
+        let t = self.state.now();
+        ok(self
+            .state
+            .visible_demand(&me, &request.into_inner().demand_id)
+            .map(|d| demand_to_pb(d, t)))
+    }
+
+    async fn list_demands(&self, request: Request<pb::ListDemandsRequest>) -> Result<pb::ListDemandsResponse> {
+        let me = caller(&request)?.principal;
+        let r = request.into_inner();
+        let query = DemandQuery {
+            consumer_id: r.consumer_id,
+            provider_id: r.provider_id,
+            state: demand_state_from_pb(r.state).map_err(to_status)?,
+            waiting_for_me: r.waiting_for_me,
+        };
+        let t = self.state.now();
+        ok(self.state.list_demands(&me, &query).map(|ds| pb::ListDemandsResponse {
+            demands: ds.into_iter().map(|d| demand_to_pb(d, t)).collect(),
         }))
     }
 

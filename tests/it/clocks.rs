@@ -189,3 +189,162 @@ async fn a_request_is_reviewed_decided_escalated_and_appealed_in_working_days() 
         ]
     );
 }
+
+fn demand(provider: &str) -> pb::RaiseDemandRequest {
+    pb::RaiseDemandRequest {
+        provider_id: provider.into(),
+        title: "不动产登记信息".into(),
+        fields: vec!["owner_name".into()],
+        purpose: "business-licensing".into(),
+        legal_basis: "《优化营商环境条例》".into(),
+        expires_at: exchange_core::now() + 30 * DAY,
+    }
+}
+
+async fn demands_waiting(client: &mut Client) -> Vec<String> {
+    let request = pb::ListDemandsRequest {
+        waiting_for_me: true,
+        ..Default::default()
+    };
+    let listed = client.list_demands(request).await.unwrap().into_inner();
+    listed.demands.into_iter().map(|d| d.id).collect()
+}
+
+#[tokio::test]
+async fn a_demand_is_answered_by_registering_a_dataset_or_escalates_when_overdue() {
+    let ex = TestExchange::start_configured(|config| config.grants.review = true).await;
+    // Monday 28 September 2026: 10 working days reach over National Day to Friday 16 October.
+    ex.clock.set(beijing("2026-09-28", 9));
+    ex.seed().await;
+    let mut admin = ex.admin().await;
+    let mut consumer = ex.client("js.scjg", Role::System).await;
+    let mut zrzy = ex.client("js.zrzy", Role::System).await;
+    let mut gongan = ex.client("js.gongan", Role::System).await;
+
+    let asked = consumer.raise_demand(demand("js.zrzy")).await.unwrap().into_inner();
+    assert_eq!(
+        (asked.id.as_str(), asked.state),
+        ("d-000001", pb::DemandState::Open as i32)
+    );
+    assert_eq!(asked.due_at, beijing("2026-10-17", 0));
+    let other = consumer.raise_demand(demand("js.gongan")).await.unwrap().into_inner();
+    assert_status(
+        consumer.raise_demand(demand("js.nowhere")).await,
+        Code::InvalidArgument,
+        "js.nowhere is not a registered department",
+    );
+    assert_status(
+        admin.raise_demand(demand("js.zrzy")).await,
+        Code::PermissionDenied,
+        "node or system",
+    );
+    assert_eq!(demands_waiting(&mut zrzy).await, vec![asked.id.clone()]);
+    assert!(demands_waiting(&mut admin).await.is_empty(), "nothing overdue yet");
+    // A department neither asking nor asked does not see the demand.
+    assert_status(
+        gongan
+            .get_demand(pb::GetDemandRequest {
+                demand_id: asked.id.clone(),
+            })
+            .await,
+        Code::NotFound,
+        "does not exist",
+    );
+
+    // Saturday 17 October: both are overdue, so they wait for the data authority too.
+    ex.clock.set(beijing("2026-10-17", 9));
+    assert_eq!(
+        demands_waiting(&mut admin).await,
+        vec![asked.id.clone(), other.id.clone()]
+    );
+    let refused = admin
+        .refuse_demand(pb::RefuseDemandRequest {
+            demand_id: other.id.clone(),
+            reason: "public security holds no real-estate records".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(refused.decided_in_place && refused.state == pb::DemandState::Refused as i32);
+
+    // The department asked registers a dataset for it and answers: a grant request follows.
+    zrzy.register_dataset(pb::RegisterDatasetRequest {
+        dataset: Some(dataset("js.zrzy/real-estate", pb::Classification::Conditional, "id")),
+    })
+    .await
+    .unwrap();
+    zrzy.publish_schema(pb::PublishSchemaRequest {
+        dataset_id: "js.zrzy/real-estate".into(),
+        schema_json: person_schema().to_string(),
+    })
+    .await
+    .unwrap();
+    let answer = |dataset: &str| pb::AnswerDemandRequest {
+        demand_id: asked.id.clone(),
+        dataset_id: dataset.into(),
+        fields: vec!["name".into()],
+    };
+    assert_status(
+        zrzy.answer_demand(answer("js.gongan/population")).await,
+        Code::InvalidArgument,
+        "is not js.zrzy's",
+    );
+    let answered = zrzy
+        .answer_demand(answer("js.zrzy/real-estate"))
+        .await
+        .unwrap()
+        .into_inner();
+    let (d, g) = (answered.demand.unwrap(), answered.grant.unwrap());
+    assert_eq!(d.state, pb::DemandState::Answered as i32);
+    assert_eq!(
+        (d.grant_id.as_str(), d.dataset_id.as_str()),
+        (g.id.as_str(), "js.zrzy/real-estate")
+    );
+    assert_eq!(
+        (g.consumer_id.as_str(), g.state),
+        ("js.scjg", pb::GrantState::Requested as i32)
+    );
+    assert_eq!(g.fields, ["id", "name"]);
+    assert!(
+        g.requested_by.ends_with("/dept/js.scjg/system"),
+        "the request is the consumer's"
+    );
+    assert_eq!(stage(&g), pb::GrantStage::Review, "on the usual path");
+    assert_status(
+        zrzy.answer_demand(answer("js.zrzy/real-estate")).await,
+        Code::FailedPrecondition,
+        "is answered already",
+    );
+    assert!(demands_waiting(&mut zrzy).await.is_empty() && demands_waiting(&mut admin).await.is_empty());
+
+    // On the record: raised, refused in the provider's place, answered.
+    let mut auditor = ex.client("js.dsj", Role::Auditor).await;
+    let mut operations = Vec::new();
+    for id in [&asked.id, &other.id] {
+        let request = pb::SearchAuditEventsRequest {
+            provider_id: "registry".into(),
+            record_key: id.clone(),
+            limit: 100,
+            ..Default::default()
+        };
+        let page = auditor.search_audit_events(request).await.unwrap().into_inner();
+        for e in page.events {
+            let e: AuditEvent = serde_json::from_slice(&e.event).unwrap();
+            operations.push((e.keys[0].clone(), e.operation, e.reason));
+        }
+    }
+    let ops: Vec<(&str, &str)> = operations.iter().map(|(k, o, _)| (k.as_str(), o.as_str())).collect();
+    assert_eq!(
+        ops,
+        [
+            ("d-000001", "raise_demand"),
+            ("d-000001", "answer_demand"),
+            ("d-000002", "raise_demand"),
+            ("d-000002", "refuse_demand")
+        ]
+    );
+    assert_eq!(
+        operations[3].2,
+        "in the provider's place: public security holds no real-estate records"
+    );
+}

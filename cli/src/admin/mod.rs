@@ -1,11 +1,13 @@
-//! Registry commands: departments, datasets, schemas, grants, watch. Each prints a table for
+//! Registry commands: departments, datasets, schemas, grants, demands, watch. Each prints a table for
 //! people or, with `--json`, the API's own messages as proto3 JSON for scripts.
 //!
 //! # Layout
 //! - this module: the command tree and `whoami`.
-//! - `dept`, `dataset`, `schema`, `grant`: each command family, its flags and its tables.
+//! - `dept`, `dataset`, `schema`, `grant`, `demand`: each command family, its flags and its
+//!   tables.
 
 mod dataset;
+mod demand;
 mod dept;
 mod grant;
 pub(crate) use grant::parse_expiry;
@@ -43,6 +45,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: grant::GrantCommand,
     },
+    /// Data demands: asking a department for data no dataset offers yet.
+    Demand {
+        #[command(subcommand)]
+        command: demand::DemandCommand,
+    },
 }
 
 /// Runs a registry command.
@@ -76,6 +83,7 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
         Command::Dataset { command } => dataset::run(command, common).await,
         Command::Schema { command } => schema::run(command, common).await,
         Command::Grant { command } => grant::run(command, common).await,
+        Command::Demand { command } => demand::run(command, common).await,
     }
 }
 

@@ -105,17 +105,20 @@ pub struct Clocks {
     pub decision_days: u32,
     /// Working days the data authority has to answer an appeal.
     pub appeal_days: u32,
+    /// Working days a department has to answer a data demand (see [`crate::demand`]).
+    pub demand_days: u32,
 }
 
 impl Default for Clocks {
-    /// The review on, 2 working days for it, 5 for the owner's decision (a provincial rule:
-    /// Shanxi, 2024), and 5 for an appeal.
+    /// The review on, 2 working days for it, 5 for the owner's decision and 10 for a demand for
+    /// data not yet published (a provincial rule: Shanxi, 2024), and 5 for an appeal.
     fn default() -> Self {
         Self {
             review: true,
             review_days: 2,
             decision_days: 5,
             appeal_days: 5,
+            demand_days: 10,
         }
     }
 }
@@ -127,6 +130,7 @@ impl Clocks {
             ("review_days", self.review_days),
             ("decision_days", self.decision_days),
             ("appeal_days", self.appeal_days),
+            ("demand_days", self.demand_days),
         ] {
             if !(1..=MAX_WORKING_DAYS).contains(&days) {
                 return Err(format!(

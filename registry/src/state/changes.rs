@@ -104,7 +104,8 @@ impl State {
             last_history = Some(entry.history);
             let concerns = |dataset_id: &str| department.is_none_or(|d| catalog::owner_of(dataset_id) == d);
             match entry.kind {
-                Kind::Department => {}
+                // Nodes follow datasets and grants; a demand answered sends its grant.
+                Kind::Department | Kind::Demand => {}
                 Kind::Dataset => {
                     if concerns(&entry.id) {
                         let with = self.get_dataset(&entry.id)?;

@@ -47,42 +47,45 @@ impl State {
             request.consumer_id = p.department.clone();
         }
         authz::request_grant(p, &request.consumer_id)?;
-        self.write(p, "request_grant", |tx| {
-            if !self.is_member(&request.consumer_id)? {
-                return Err(ValidationError::new(
-                    "consumer_id",
-                    format!("{} is not a registered department", request.consumer_id),
-                )
-                .into());
-            }
-            let dataset = self.dataset(&request.dataset_id)?;
-            if dataset.latest_version == 0 {
-                return Err(CoreError::FailedPrecondition(format!(
-                    "dataset {} has no schema version yet; its owner must publish one first",
-                    dataset.id
-                )));
-            }
-            let latest = self
-                .parsed_versions(&dataset)?
-                .pop()
-                .ok_or_else(|| CoreError::not_found(format!("dataset {} has no schema", dataset.id)))?;
-            let mut g = grant::new_grant(request, &dataset, &latest.schema, self.limits, uri, self.now())?;
-            g.start_clock(&self.clocks, &self.calendar, self.now());
-            let seq = self.get::<u64>(META_GRANT_SEQ)?.unwrap_or(0) + 1;
-            tx.put(META_GRANT_SEQ.to_vec(), &seq)?;
-            g.id = format!("g-{seq:06}");
-            g.revision = tx.next_revision(Kind::Grant, &g.id)?;
-            tx.event.dataset = g.dataset_id.clone();
-            tx.event.fields = g.fields.clone();
-            tx.event.purpose = g.purposes.join(",");
-            tx.event.reason = format!("for {}: {}", g.consumer_id, g.state);
-            tx.put(grant_key(&g.id), &g)?;
-            Ok(g)
-        })
+        self.write(p, "request_grant", |tx| self.add_grant(tx, request, uri))
         .await
         .inspect(|g| {
             tracing::info!(by = %p, grant = %g.id, dataset = %g.dataset_id, consumer = %g.consumer_id, state = %g.state, "grant requested")
         })
+    }
+
+    /// Stores a new grant request (in `tx`, the change it is part of) with its clock started.
+    pub(super) fn add_grant(&self, tx: &mut Tx, request: GrantRequest, uri: &str) -> Result<Grant, CoreError> {
+        if !self.is_member(&request.consumer_id)? {
+            return Err(ValidationError::new(
+                "consumer_id",
+                format!("{} is not a registered department", request.consumer_id),
+            )
+            .into());
+        }
+        let dataset = self.dataset(&request.dataset_id)?;
+        if dataset.latest_version == 0 {
+            return Err(CoreError::FailedPrecondition(format!(
+                "dataset {} has no schema version yet; its owner must publish one first",
+                dataset.id
+            )));
+        }
+        let latest = self
+            .parsed_versions(&dataset)?
+            .pop()
+            .ok_or_else(|| CoreError::not_found(format!("dataset {} has no schema", dataset.id)))?;
+        let mut g = grant::new_grant(request, &dataset, &latest.schema, self.limits, uri, self.now())?;
+        g.start_clock(&self.clocks, &self.calendar, self.now());
+        let seq = self.get::<u64>(META_GRANT_SEQ)?.unwrap_or(0) + 1;
+        tx.put(META_GRANT_SEQ.to_vec(), &seq)?;
+        g.id = format!("g-{seq:06}");
+        g.revision = tx.next_revision(Kind::Grant, &g.id)?;
+        tx.event.dataset = g.dataset_id.clone();
+        tx.event.fields = g.fields.clone();
+        tx.event.purpose = g.purposes.join(",");
+        tx.event.reason = format!("for {}: {}", g.consumer_id, g.state);
+        tx.put(grant_key(&g.id), &g)?;
+        Ok(g)
     }
 
     /// Approves, rejects or revokes a grant.

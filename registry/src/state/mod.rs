@@ -8,7 +8,8 @@
 //! written before the change is committed: a change that cannot be recorded is not made.
 //!
 //! Keys: `dept/<id>`, `ds/<dataset>`, `sv/<dataset>/<version:010>`, `grant/<id>`,
-//! `log/<revision:020>`, `meta/revision`, `meta/history`, `meta/grant_seq`.
+//! `demand/<id>`, `log/<revision:020>`, `meta/revision`, `meta/history`, `meta/grant_seq`,
+//! `meta/demand_seq`.
 //!
 //! # Layout
 //! - this module: [`State`], the write path (one lock, one durable batch, one revision per
@@ -16,15 +17,18 @@
 //! - `departments`: members, their hierarchy and node endpoints.
 //! - `datasets`: the catalog: datasets and their schema versions, with the compatibility check.
 //! - `grants`: requests, decisions, revocations, listing.
+//! - `demands`: data demands, answered by registering a dataset (becoming a grant request).
 //! - `changes`: what changed since a revision, for the Watch stream.
 
 mod changes;
 mod datasets;
+mod demands;
 mod departments;
 mod grants;
 
 pub use changes::{Changes, WatchItem};
 pub use datasets::{DatasetQuery, DatasetWithVersions, SchemaCheck};
+pub use demands::DemandQuery;
 pub use grants::GrantQuery;
 
 use std::sync::Arc;
@@ -50,6 +54,7 @@ const META_REVISION: &[u8] = b"meta/revision";
 /// The history fingerprint at the latest revision (see [`LogEntry::history`]).
 const META_HISTORY: &[u8] = b"meta/history";
 const META_GRANT_SEQ: &[u8] = b"meta/grant_seq";
+const META_DEMAND_SEQ: &[u8] = b"meta/demand_seq";
 
 fn dept_key(id: &str) -> Vec<u8> {
     format!("dept/{id}").into_bytes()
@@ -65,6 +70,9 @@ fn version_key(id: &str, version: u32) -> Vec<u8> {
 }
 fn grant_key(id: &str) -> Vec<u8> {
     format!("grant/{id}").into_bytes()
+}
+fn demand_key(id: &str) -> Vec<u8> {
+    format!("demand/{id}").into_bytes()
 }
 /// An update that names the revision it read is refused if the object changed since (say, a
 /// node announced its endpoint between an admin's read and write); 0 names none.
@@ -88,6 +96,7 @@ enum Kind {
     Department,
     Dataset,
     Grant,
+    Demand,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -155,6 +164,7 @@ impl Tx {
             Kind::Department => self.event.keys.push(id.to_string()),
             Kind::Dataset => self.event.dataset = id.to_string(),
             Kind::Grant => self.event.grant_id = id.to_string(),
+            Kind::Demand => self.event.keys.push(id.to_string()),
         }
         Ok(self.revision)
     }
