@@ -365,7 +365,7 @@ async fn seed_grants(paths: &Paths, endpoint: &str) -> anyhow::Result<()> {
     ))
     .await
     .map_err(status_error)?;
-    // Conditional, still waiting for the owner: social insurance asks for residents' identity.
+    // Conditional, still waiting (for the review, then the owner): social insurance asks for residents' identity.
     let mut rsj = client_as(paths, endpoint, "js.rsj-system").await?;
     let mut pending = request(
         "js.gongan/population",
@@ -678,7 +678,7 @@ async fn examples(paths: &Paths, nodes: &[(String, String)]) -> anyhow::Result<V
         .await;
     // Someone may have approved the waiting grant since the exchange was first set up.
     let waiting_title = match waiting {
-        Err(_) => "A denied read: social insurance's grant is still waiting for public security's approval",
+        Err(_) => "A denied read: social insurance's grant is still waiting for the data authority's review and public security's approval",
         Ok(_) => "A read by social insurance: its grant, waiting at first, has been approved since (revoke it to see a denial)",
     };
     let denied = show(waiting);

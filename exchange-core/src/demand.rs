@@ -17,7 +17,7 @@ use crate::closed_set::closed_set;
 use crate::error::{CoreError, ValidationError};
 #[cfg(test)]
 use crate::grant::Clocks;
-use crate::grant::{check_purpose, GrantRequest};
+use crate::grant::{check_purpose, GrantLimits, GrantRequest};
 use crate::UnixSeconds;
 
 closed_set! {
@@ -94,8 +94,7 @@ pub fn new_demand(
     consumer_id: &str,
     request: DemandRequest,
     requested_by: &str,
-    calendar: &WorkingCalendar,
-    days: u32,
+    (calendar, days, limits): (&WorkingCalendar, u32, GrantLimits),
     now: UnixSeconds,
 ) -> Result<Demand, CoreError> {
     if request.provider_id == consumer_id {
@@ -108,22 +107,42 @@ pub fn new_demand(
     if request.fields.is_empty() {
         return Err(ValidationError::new("fields", "name at least one field you need, e.g. \"license_number\"").into());
     }
+    let mut fields: Vec<String> = Vec::new();
     for field in &request.fields {
         check_field_name(field, "fields")?;
+        if !fields.contains(field) {
+            fields.push(field.clone());
+        }
     }
     check_purpose(&request.purpose)?;
     if request.legal_basis.trim().is_empty() {
         return Err(ValidationError::new("legal_basis", "name the law or document that allows this sharing").into());
     }
-    if request.expires_at <= now {
-        return Err(ValidationError::new("expires_at", "must be in the future").into());
+    // The grant it becomes must be one the registry can give when the demand is answered.
+    if request.expires_at <= calendar.due(now, days) {
+        return Err(ValidationError::new(
+            "expires_at",
+            "must be after the answer is due (the grant the demand becomes starts then)",
+        )
+        .into());
+    }
+    if request.expires_at > now.saturating_add(limits.max_duration_secs) {
+        return Err(ValidationError::new(
+            "expires_at",
+            format!(
+                "is more than {} days away; the registry allows grants of at most {} days",
+                (request.expires_at - now) / 86_400,
+                limits.max_duration_secs / 86_400
+            ),
+        )
+        .into());
     }
     Ok(Demand {
         id: String::new(),
         consumer_id: consumer_id.to_string(),
         provider_id: request.provider_id,
         title: title.to_string(),
-        fields: request.fields,
+        fields,
         purpose: request.purpose,
         legal_basis: request.legal_basis,
         expires_at: request.expires_at,
@@ -223,6 +242,10 @@ mod tests {
             .unix_timestamp()
     }
 
+    const LIMITS: GrantLimits = GrantLimits {
+        max_duration_secs: 365 * 86_400,
+    };
+
     fn request() -> DemandRequest {
         DemandRequest {
             provider_id: "js.zrzy".into(),
@@ -240,15 +263,8 @@ mod tests {
         // Monday 28 September: 29th, 30th, then 1-7 October off, 8th to 10th (a worked
         // Saturday), 12th to 16th: due at the end of Friday 16 October.
         let asked = beijing("2026-09-28", 9);
-        let mut d = new_demand(
-            "js.scjg",
-            request(),
-            "c",
-            &calendar,
-            Clocks::default().demand_days,
-            asked,
-        )
-        .unwrap();
+        let rules = (&calendar, Clocks::default().demand_days, LIMITS);
+        let mut d = new_demand("js.scjg", request(), "c", rules, asked).unwrap();
         assert_eq!((d.state, d.due_at), (DemandState::Open, beijing("2026-10-17", 0)));
         assert!(!d.is_overdue(beijing("2026-10-16", 23)) && d.is_overdue(beijing("2026-10-17", 0)));
         assert!(
@@ -268,7 +284,7 @@ mod tests {
         let refuse = |edit: &dyn Fn(&mut DemandRequest), consumer: &str| {
             let mut r = request();
             edit(&mut r);
-            new_demand(consumer, r, "c", &calendar, 10, now)
+            new_demand(consumer, r, "c", (&calendar, 10, LIMITS), now)
                 .unwrap_err()
                 .to_string()
         };
@@ -277,6 +293,16 @@ mod tests {
         assert!(refuse(&|r| r.fields.clear(), "js.scjg").contains("at least one field"));
         assert!(refuse(&|r| r.purpose = "Business".into(), "js.scjg").contains("not a purpose code"));
         assert!(refuse(&|r| r.legal_basis = String::new(), "js.scjg").contains("law or document"));
-        assert!(refuse(&|r| r.expires_at = now, "js.scjg").contains("in the future"));
+        let due = beijing("2026-10-17", 0);
+        assert!(refuse(&|r| r.expires_at = due, "js.scjg").contains("after the answer is due"));
+        assert!(refuse(&|r| r.expires_at = now + 900 * 86_400, "js.scjg").contains("at most 365 days"));
+        let mut twice = request();
+        twice.fields = vec!["a".into(), "a".into()];
+        assert_eq!(
+            new_demand("js.scjg", twice, "c", (&calendar, 10, LIMITS), now)
+                .unwrap()
+                .fields,
+            ["a"]
+        );
     }
 }

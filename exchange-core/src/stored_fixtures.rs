@@ -275,6 +275,7 @@ mod set_2026_12_02 {
             reviewed_at: 1_796_000_450,
             decided_in_place: false,
             appeal: Some(Appeal {
+                rejected_for: "names are not needed to register a company".into(),
                 grounds: "article 35 names the legal representative".into(),
                 appealed_by: "spiffe://exchange.example/dept/js.scjg/system".into(),
                 appealed_at: 1_796_000_480,

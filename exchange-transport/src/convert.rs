@@ -274,6 +274,7 @@ pub fn grant_to_pb(g: Grant, now: i64) -> pb::Grant {
         reviewed_at: g.steps.reviewed_at,
         decided_in_place: g.steps.decided_in_place,
         appeal: g.steps.appeal.map(|a| pb::GrantAppeal {
+            rejected_for: a.rejected_for,
             grounds: a.grounds,
             appealed_by: a.appealed_by,
             appealed_at: a.appealed_at,

@@ -74,12 +74,16 @@ pub async fn run_with_clock(
     let clocks = config.grants.clocks();
     clocks.check().map_err(RunError)?;
     let calendar = WorkingCalendar::from_config(&config.calendar).map_err(RunError)?;
-    let this_year = calendar.date_at(clock.now()).year();
-    if !calendar.covers(this_year) {
-        tracing::warn!(
-            year = this_year,
-            "the calendar lists no holidays or make-up working days for this year: request clocks count only weekends as days off until [[calendar.year]] for it is added"
-        );
+    let today = calendar.date_at(clock.now());
+    // In December, deadlines already run into the next year.
+    let next_needed = u8::from(today.month()) == 12;
+    for (year, needed) in [(today.year(), true), (today.year() + 1, next_needed)] {
+        if needed && !calendar.covers(year) {
+            tracing::warn!(
+                year,
+                "the calendar lists no holidays or make-up working days for this year: request clocks count only weekends as days off in it until [[calendar.year]] for it is added"
+            );
+        }
     }
     let store: Arc<dyn exchange_core::store::Store> = Arc::new(store);
     // Shipped events are indexed in an LSM tree of their own: a write-heavy table that outgrows

@@ -170,7 +170,9 @@ async fn a_request_is_reviewed_decided_escalated_and_appealed_in_working_days() 
         .unwrap()
         .into_inner();
     assert_eq!(overturned.state, pb::GrantState::Approved as i32);
-    assert_eq!(overturned.appeal.unwrap().outcome, pb::AppealOutcome::Overturned as i32);
+    let appeal = overturned.appeal.unwrap();
+    assert_eq!(appeal.outcome, pb::AppealOutcome::Overturned as i32);
+    assert_eq!(appeal.rejected_for, "names are not needed to register a company");
     assert_eq!(overturned.reason, "approved on appeal: article 35 applies");
     assert_status(
         consumer.appeal_grant(decide(&g.id, "again")).await,

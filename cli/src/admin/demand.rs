@@ -32,7 +32,8 @@ pub(crate) enum DemandCommand {
         #[arg(long, value_parser = parse_expiry)]
         expires: i64,
     },
-    /// Answer a demand with a dataset you registered for it: it becomes a grant request.
+    /// Answer a demand with a dataset of the department asked (registered for it): it becomes
+    /// the consumer's grant request (the department asked, or an admin in its place).
     Answer {
         /// Demand id.
         id: String,

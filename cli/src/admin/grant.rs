@@ -203,25 +203,28 @@ fn print_grants(grants: &[pb::Grant]) {
 fn print_grant(g: &pb::Grant) {
     print_grants(std::slice::from_ref(g));
     if !g.row_filter.is_empty() {
-        println!("row filter: {}", g.row_filter);
+        println!("row filter:  {}", g.row_filter);
     }
     if !g.clear_fields.is_empty() {
-        println!("in clear:   {}", g.clear_fields.join(","));
+        println!("in clear:    {}", g.clear_fields.join(","));
     }
     println!("legal basis: {}", g.legal_basis);
     if !g.reason.is_empty() {
         println!("reason:      {}", g.reason);
     }
-    if !g.reviewed_by.is_empty() {
-        println!("reviewed:    by {} at {}", g.reviewed_by, time(g.reviewed_at));
+    let rejected_at_review = g.state == pb::GrantState::Rejected as i32 && g.decided_by == g.reviewed_by;
+    match (g.reviewed_by.as_str(), rejected_at_review) {
+        ("", _) => {}
+        (by, true) => println!("review:      rejected by {by} at {}", time(g.reviewed_at)),
+        (by, false) => println!("review:      passed by {by} at {}", time(g.reviewed_at)),
     }
-    if g.decided_in_place {
-        println!(
-            "decided:     by {} for the data authority, in the owner's place",
-            g.decided_by
-        );
+    match (g.decided_by.as_str(), g.decided_in_place) {
+        ("", _) => {}
+        (by, true) => println!("decided:     by {by} for the data authority, in the owner's place"),
+        (by, false) => println!("decided:     by {by}"),
     }
     if let Some(a) = &g.appeal {
+        println!("rejected:    {}", a.rejected_for);
         println!(
             "appealed:    by {} at {}: {}",
             a.appealed_by,

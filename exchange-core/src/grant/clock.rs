@@ -45,6 +45,8 @@ closed_set! {
 /// The consumer's appeal of a rejection to the data authority.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Appeal {
+    /// The reason of the rejection appealed (the grant's reason changes if it is overturned).
+    pub rejected_for: String,
     /// The consumer's grounds.
     pub grounds: String,
     /// Certificate URI of who appealed.
@@ -241,7 +243,7 @@ impl Grant {
         let at_review = requested && self.steps.stage == Some(Stage::Review) && to != GrantState::Revoked;
         if at_review && to == GrantState::Approved {
             return Err(CoreError::FailedPrecondition(format!(
-                "grant {} is at the data authority's review (due {}): an admin passes the review first (PassReview), then its owner decides",
+                "grant {} is at the data authority's review (due {}): an admin passes the review first (`exchange grant pass-review`, the PassReview call), then its owner decides",
                 self.id,
                 utc(self.steps.due_at)
             )));
@@ -288,6 +290,7 @@ impl Grant {
         }
         required("reason", grounds, "say why the rejection should be overturned")?;
         self.steps.appeal = Some(Appeal {
+            rejected_for: self.reason.clone(),
             grounds: grounds.to_string(),
             appealed_by: by.to_string(),
             appealed_at: now,

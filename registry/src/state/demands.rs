@@ -45,8 +45,8 @@ impl State {
                 )
                 .into());
             }
-            let days = self.clocks.demand_days;
-            let mut d = demand::new_demand(&p.department, request, uri, &self.calendar, days, self.now())?;
+            let rules = (&self.calendar, self.clocks.demand_days, self.limits);
+            let mut d = demand::new_demand(&p.department, request, uri, rules, self.now())?;
             let seq = self.get::<u64>(META_DEMAND_SEQ)?.unwrap_or(0) + 1;
             tx.put(META_DEMAND_SEQ.to_vec(), &seq)?;
             d.id = format!("d-{seq:06}");
