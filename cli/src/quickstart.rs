@@ -365,7 +365,7 @@ async fn seed_grants(paths: &Paths, endpoint: &str) -> anyhow::Result<()> {
     ))
     .await
     .map_err(status_error)?;
-    // Conditional, still waiting (for the review, then the owner): social insurance asks for residents' identity.
+    // Conditional, waiting for its review, then the owner: social insurance asks for identity.
     let mut rsj = client_as(paths, endpoint, "js.rsj-system").await?;
     let mut pending = request(
         "js.gongan/population",
