@@ -126,17 +126,7 @@ pub fn new_demand(
         )
         .into());
     }
-    if request.expires_at > now.saturating_add(limits.max_duration_secs) {
-        return Err(ValidationError::new(
-            "expires_at",
-            format!(
-                "is more than {} days away; the registry allows grants of at most {} days",
-                (request.expires_at - now) / 86_400,
-                limits.max_duration_secs / 86_400
-            ),
-        )
-        .into());
-    }
+    limits.check_expiry(request.expires_at, now)?;
     Ok(Demand {
         id: String::new(),
         consumer_id: consumer_id.to_string(),

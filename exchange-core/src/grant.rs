@@ -196,6 +196,23 @@ pub struct GrantLimits {
     pub max_duration_secs: i64,
 }
 
+impl GrantLimits {
+    /// Refuses an expiry further from `now` than the registry gives grants.
+    pub fn check_expiry(&self, expires_at: UnixSeconds, now: UnixSeconds) -> Result<(), ValidationError> {
+        if expires_at > now.saturating_add(self.max_duration_secs) {
+            return Err(ValidationError::new(
+                "expires_at",
+                format!(
+                    "is more than {} days away; the registry allows grants of at most {} days",
+                    (expires_at - now) / 86_400,
+                    self.max_duration_secs / 86_400
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Checks a purpose code: 2–64 lowercase letters, digits and `-`, starting with a letter, e.g.
 /// `business-licensing`.
 pub fn check_purpose(code: &str) -> Result<(), ValidationError> {
@@ -341,18 +358,7 @@ pub fn new_grant(
     if request.expires_at <= now {
         return Err(ValidationError::new("expires_at", "must be in the future").into());
     }
-    let latest = now.saturating_add(limits.max_duration_secs);
-    if request.expires_at > latest {
-        return Err(ValidationError::new(
-            "expires_at",
-            format!(
-                "is more than {} days away; the registry allows grants of at most {} days",
-                (request.expires_at - now) / 86_400,
-                limits.max_duration_secs / 86_400
-            ),
-        )
-        .into());
-    }
+    limits.check_expiry(request.expires_at, now)?;
     // Sensitive fields asked for in clear need a person's decision, whatever the class: the
     // class says who may read the data, not who may read it unmasked.
     let clear_sensitive: Vec<&str> = clear_fields
