@@ -254,7 +254,8 @@ mod set_2026_12_01_3 {
 }
 
 /// The set of 2026-12-02: grants gained their steps (the review, the due date, a decision in
-/// the owner's place, the appeal), flattened into the grant and left out while empty.
+/// the owner's place, the appeal, the demand answered), flattened into the grant and left out
+/// while empty.
 mod set_2026_12_02 {
     use super::*;
     use crate::grant::{Appeal, AppealOutcome, Stage, Steps};
@@ -285,17 +286,19 @@ mod set_2026_12_02 {
                 decided_at: 1_796_000_500,
                 reason: "article 35 applies".into(),
             }),
+            demand_id: String::new(),
         };
         grant
     }
 
-    /// Waiting at the data authority's review.
+    /// Waiting at the data authority's review, made from a data demand.
     pub(super) fn requested() -> Grant {
         let mut grant = super::set_2026_12_01_3::grant();
         grant.state = GrantState::Requested;
         grant.reason = String::new();
         grant.steps.stage = Some(Stage::Review);
         grant.steps.due_at = 1_796_200_000;
+        grant.steps.demand_id = "d-000003".into();
         grant
     }
 

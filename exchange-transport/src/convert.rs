@@ -273,6 +273,7 @@ pub fn grant_to_pb(g: Grant, now: i64) -> pb::Grant {
         reviewed_by: g.steps.reviewed_by,
         reviewed_at: g.steps.reviewed_at,
         decided_in_place: g.steps.decided_in_place,
+        demand_id: g.steps.demand_id,
         appeal: g.steps.appeal.map(|a| pb::GrantAppeal {
             rejected_for: a.rejected_for,
             grounds: a.grounds,

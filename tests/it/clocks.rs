@@ -311,6 +311,7 @@ async fn a_demand_is_answered_by_registering_a_dataset_or_escalates_when_overdue
         g.requested_by.ends_with("/dept/js.scjg/system"),
         "the request is the consumer's"
     );
+    assert_eq!(g.demand_id, d.id, "the grant names the demand it answers");
     assert_eq!(stage(&g), pb::GrantStage::Review, "on the usual path");
     assert_status(
         zrzy.answer_demand(answer("js.zrzy/real-estate")).await,

@@ -209,6 +209,9 @@ fn print_grant(g: &pb::Grant) {
         println!("in clear:    {}", g.clear_fields.join(","));
     }
     println!("legal basis: {}", g.legal_basis);
+    if !g.demand_id.is_empty() {
+        println!("demand:      answers {}", g.demand_id);
+    }
     if !g.reason.is_empty() {
         println!("reason:      {}", g.reason);
     }

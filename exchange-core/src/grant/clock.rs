@@ -90,6 +90,9 @@ pub struct Steps {
     /// The consumer's appeal of its rejection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub appeal: Option<Appeal>,
+    /// The data demand this request answers (`d-000001`), when it came from one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub demand_id: String,
 }
 
 fn is_zero(t: &UnixSeconds) -> bool {

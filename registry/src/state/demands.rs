@@ -88,7 +88,7 @@ impl State {
                 )));
             }
             // The grant request is the consumer's, made when it raised the demand.
-            let g = self.add_grant(tx, d.grant_request(dataset_id, fields), &d.requested_by)?;
+            let g = self.add_grant(tx, d.grant_request(dataset_id, fields), &d.requested_by, &d.id)?;
             d.answer(dataset_id, &g.id, uri, p.role == Role::Admin, self.now())?;
             d.revision = tx.next_revision(Kind::Demand, &d.id)?;
             tx.event.reason = format!("answered with {dataset_id}: grant request {}", g.id);

@@ -47,15 +47,22 @@ impl State {
             request.consumer_id = p.department.clone();
         }
         authz::request_grant(p, &request.consumer_id)?;
-        self.write(p, "request_grant", |tx| self.add_grant(tx, request, uri))
+        self.write(p, "request_grant", |tx| self.add_grant(tx, request, uri, ""))
         .await
         .inspect(|g| {
             tracing::info!(by = %p, grant = %g.id, dataset = %g.dataset_id, consumer = %g.consumer_id, state = %g.state, "grant requested")
         })
     }
 
-    /// Stores a new grant request (in `tx`, the change it is part of) with its clock started.
-    pub(super) fn add_grant(&self, tx: &mut Tx, request: GrantRequest, uri: &str) -> Result<Grant, CoreError> {
+    /// Stores a new grant request (in `tx`, the change it is part of) with its clock started;
+    /// `demand_id` names the data demand it answers, if any.
+    pub(super) fn add_grant(
+        &self,
+        tx: &mut Tx,
+        request: GrantRequest,
+        uri: &str,
+        demand_id: &str,
+    ) -> Result<Grant, CoreError> {
         if !self.is_member(&request.consumer_id)? {
             return Err(ValidationError::new(
                 "consumer_id",
@@ -76,6 +83,7 @@ impl State {
             .ok_or_else(|| CoreError::not_found(format!("dataset {} has no schema", dataset.id)))?;
         let mut g = grant::new_grant(request, &dataset, &latest.schema, self.limits, uri, self.now())?;
         g.start_clock(&self.clocks, &self.calendar, self.now());
+        g.steps.demand_id = demand_id.to_string();
         let seq = self.get::<u64>(META_GRANT_SEQ)?.unwrap_or(0) + 1;
         tx.put(META_GRANT_SEQ.to_vec(), &seq)?;
         g.id = format!("g-{seq:06}");
