@@ -307,19 +307,7 @@ pub fn parse_date(text: &str) -> Option<Date> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn china() -> WorkingCalendar {
-        WorkingCalendar::from_config(&CalendarConfig::default()).unwrap()
-    }
-
-    /// Unix seconds of `date` at `hh:mm` Beijing time.
-    fn beijing(date: &str, hh: u8, mm: u8) -> UnixSeconds {
-        let date = parse_date(date).unwrap();
-        date.with_hms(hh, mm, 0)
-            .unwrap()
-            .assume_offset(UtcOffset::from_hms(8, 0, 0).unwrap())
-            .unix_timestamp()
-    }
+    use crate::testing::{beijing, china};
 
     #[test]
     fn a_period_skips_the_weekend() {

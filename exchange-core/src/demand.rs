@@ -220,17 +220,7 @@ impl Demand {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calendar::{parse_date, CalendarConfig};
-
-    fn beijing(date: &str, hh: u8) -> UnixSeconds {
-        let offset = time::UtcOffset::from_hms(8, 0, 0).unwrap();
-        parse_date(date)
-            .unwrap()
-            .with_hms(hh, 0, 0)
-            .unwrap()
-            .assume_offset(offset)
-            .unix_timestamp()
-    }
+    use crate::testing::{beijing, china};
 
     const LIMITS: GrantLimits = GrantLimits {
         max_duration_secs: 365 * 86_400,
@@ -243,20 +233,20 @@ mod tests {
             fields: vec!["parcel_code".into(), "owner_name".into()],
             purpose: "business-licensing".into(),
             legal_basis: "《优化营商环境条例》".into(),
-            expires_at: beijing("2027-06-30", 0),
+            expires_at: beijing("2027-06-30", 0, 0),
         }
     }
 
     #[test]
     fn a_demand_is_due_in_ten_working_days_and_answered_or_refused_once() {
-        let calendar = WorkingCalendar::from_config(&CalendarConfig::default()).unwrap();
+        let calendar = china();
         // Monday 28 September: 29th, 30th, then 1-7 October off, 8th to 10th (a worked
         // Saturday), 12th to 16th: due at the end of Friday 16 October.
-        let asked = beijing("2026-09-28", 9);
+        let asked = beijing("2026-09-28", 9, 0);
         let rules = (&calendar, Clocks::default().demand_days, LIMITS);
         let mut d = new_demand("js.scjg", request(), "c", rules, asked).unwrap();
-        assert_eq!((d.state, d.due_at), (DemandState::Open, beijing("2026-10-17", 0)));
-        assert!(!d.is_overdue(beijing("2026-10-16", 23)) && d.is_overdue(beijing("2026-10-17", 0)));
+        assert_eq!((d.state, d.due_at), (DemandState::Open, beijing("2026-10-17", 0, 0)));
+        assert!(!d.is_overdue(beijing("2026-10-16", 23, 0)) && d.is_overdue(beijing("2026-10-17", 0, 0)));
         assert!(
             d.clone().refuse(" ", "p", false, asked).is_err(),
             "a refusal needs a reason"
@@ -269,8 +259,8 @@ mod tests {
 
     #[test]
     fn a_demand_must_say_what_why_and_of_whom() {
-        let calendar = WorkingCalendar::from_config(&CalendarConfig::default()).unwrap();
-        let now = beijing("2026-09-28", 9);
+        let calendar = china();
+        let now = beijing("2026-09-28", 9, 0);
         let refuse = |edit: &dyn Fn(&mut DemandRequest), consumer: &str| {
             let mut r = request();
             edit(&mut r);
@@ -283,7 +273,7 @@ mod tests {
         assert!(refuse(&|r| r.fields.clear(), "js.scjg").contains("at least one field"));
         assert!(refuse(&|r| r.purpose = "Business".into(), "js.scjg").contains("not a purpose code"));
         assert!(refuse(&|r| r.legal_basis = String::new(), "js.scjg").contains("law or document"));
-        let due = beijing("2026-10-17", 0);
+        let due = beijing("2026-10-17", 0, 0);
         assert!(refuse(&|r| r.expires_at = due, "js.scjg").contains("after the answer is due"));
         assert!(refuse(&|r| r.expires_at = now + 900 * 86_400, "js.scjg").contains("at most 365 days"));
         let mut twice = request();

@@ -355,22 +355,7 @@ fn utc(t: UnixSeconds) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calendar::{parse_date, CalendarConfig};
-    use time::UtcOffset;
-
-    fn china() -> WorkingCalendar {
-        WorkingCalendar::from_config(&CalendarConfig::default()).unwrap()
-    }
-
-    fn beijing(date: &str, hh: u8) -> UnixSeconds {
-        let offset = UtcOffset::from_hms(8, 0, 0).unwrap();
-        parse_date(date)
-            .unwrap()
-            .with_hms(hh, 0, 0)
-            .unwrap()
-            .assume_offset(offset)
-            .unix_timestamp()
-    }
+    use crate::testing::{beijing, china};
 
     fn requested(now: UnixSeconds) -> Grant {
         let mut g: Grant = serde_json::from_value(serde_json::json!({
@@ -387,11 +372,11 @@ mod tests {
     #[test]
     fn a_request_goes_to_review_then_to_its_owner_each_with_its_due_date() {
         // Wednesday 30 September: review over National Day, due at the end of Friday 9 October.
-        let asked = beijing("2026-09-30", 10);
+        let asked = beijing("2026-09-30", 10, 0);
         let mut g = requested(asked);
         assert_eq!(
             (g.steps.stage, g.steps.due_at),
-            (Some(Stage::Review), beijing("2026-10-10", 0))
+            (Some(Stage::Review), beijing("2026-10-10", 0, 0))
         );
         assert_eq!(g.waiting_for(asked), vec![WaitingFor::Authority]);
         // The owner may not decide before the review, nor anyone approve.
@@ -408,16 +393,16 @@ mod tests {
             );
         }
         // Passed on Friday 9 October: 5 working days are Saturday 10th (worked), 12th to 15th.
-        g.pass_review("admin", &Clocks::default(), &china(), beijing("2026-10-09", 15))
+        g.pass_review("admin", &Clocks::default(), &china(), beijing("2026-10-09", 15, 0))
             .unwrap();
         assert_eq!(
             (g.steps.stage, g.steps.due_at),
-            (Some(Stage::Decision), beijing("2026-10-16", 0))
+            (Some(Stage::Decision), beijing("2026-10-16", 0, 0))
         );
-        assert_eq!(g.waiting_for(beijing("2026-10-12", 9)), vec![WaitingFor::Owner]);
-        assert!(!g.is_overdue(beijing("2026-10-15", 23)));
+        assert_eq!(g.waiting_for(beijing("2026-10-12", 9, 0)), vec![WaitingFor::Owner]);
+        assert!(!g.is_overdue(beijing("2026-10-15", 23, 0)));
         // Past due: escalated to the data authority, the owner may still decide.
-        let late = beijing("2026-10-16", 9);
+        let late = beijing("2026-10-16", 9, 0);
         assert!(g.is_overdue(late));
         assert_eq!(g.waiting_for(late), vec![WaitingFor::Owner, WaitingFor::Authority]);
         g.decide_at_step(GrantState::Approved, "admin", true, "", late).unwrap();
@@ -431,7 +416,7 @@ mod tests {
 
     #[test]
     fn a_rejection_at_review_is_the_authoritys() {
-        let asked = beijing("2026-11-27", 10);
+        let asked = beijing("2026-11-27", 10, 0);
         let mut g = requested(asked);
         g.decide_at_step(GrantState::Rejected, "admin", true, "no legal basis given", asked)
             .unwrap();
@@ -443,7 +428,7 @@ mod tests {
 
     #[test]
     fn an_appeal_is_answered_by_the_authority() {
-        let asked = beijing("2026-11-27", 10);
+        let asked = beijing("2026-11-27", 10, 0);
         let mut g = requested(asked);
         g.state = GrantState::Rejected;
         assert!(
@@ -453,9 +438,9 @@ mod tests {
         g.appeal("c", "the law allows it", &Clocks::default(), &china(), asked)
             .unwrap();
         // Friday: 5 working days are 30 November to 4 December.
-        assert_eq!(g.pending_appeal().unwrap().due_at, beijing("2026-12-05", 0));
+        assert_eq!(g.pending_appeal().unwrap().due_at, beijing("2026-12-05", 0, 0));
         assert_eq!(g.waiting_for(asked), vec![WaitingFor::Authority]);
-        assert!(g.is_overdue(beijing("2026-12-05", 8)));
+        assert!(g.is_overdue(beijing("2026-12-05", 8, 0)));
         g.answer_appeal(AppealOutcome::Overturned, "admin", "article 35 applies", asked)
             .unwrap();
         assert_eq!(g.state, GrantState::Approved);
