@@ -71,6 +71,14 @@ pub(crate) fn time(secs: i64) -> String {
         .unwrap_or_else(|| secs.to_string())
 }
 
+/// A due date for a table: its time, marked OVERDUE once the server says it is past.
+pub(crate) fn due(secs: i64, overdue: bool) -> String {
+    match overdue {
+        true => format!("{} OVERDUE", time(secs)),
+        false => time(secs),
+    }
+}
+
 /// Unix milliseconds as RFC 3339 (audit events are stamped to the millisecond).
 pub(crate) fn time_ms(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)

@@ -210,7 +210,8 @@ pub fn revoke_grant(p: &Principal, owner: &str, consumer: &str) -> Result<(), Po
     ))
 }
 
-/// Seeing a grant: its consumer, the dataset owner, an admin or an auditor.
+/// Seeing a grant (or a data demand) between a provider and a consumer: either of them, an
+/// admin or an auditor.
 pub fn see_grant(p: &Principal, owner: &str, consumer: &str) -> bool {
     p.role.is_exchange_wide() || p.department == owner || p.department == consumer
 }

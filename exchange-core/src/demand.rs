@@ -156,7 +156,8 @@ impl Demand {
         self.state == DemandState::Open && now >= self.due_at
     }
 
-    fn check_open(&self) -> Result<(), CoreError> {
+    /// Refuses a demand answered or refused already.
+    pub fn check_open(&self) -> Result<(), CoreError> {
         if self.state != DemandState::Open {
             return Err(CoreError::FailedPrecondition(format!(
                 "demand {} is {} already",

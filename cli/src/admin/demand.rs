@@ -7,7 +7,7 @@ use exchange_transport::convert;
 
 use super::parse_expiry;
 use crate::connect::Common;
-use crate::output::{name_of, one_of, print_json, status_error, time, Table};
+use crate::output::{due, name_of, one_of, print_json, status_error, Table};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum DemandCommand {
@@ -82,10 +82,9 @@ fn state_of(value: i32) -> String {
 fn print_demands(demands: &[pb::Demand]) {
     let mut table = Table::new(&["ID", "CONSUMER", "PROVIDER", "STATE", "DUE", "TITLE", "GRANT"]);
     for d in demands {
-        let due = match (d.state == pb::DemandState::Open as i32, d.overdue) {
-            (true, true) => format!("{} OVERDUE", time(d.due_at)),
-            (true, false) => time(d.due_at),
-            (false, _) => String::new(),
+        let due = match d.state == pb::DemandState::Open as i32 {
+            true => due(d.due_at, d.overdue),
+            false => String::new(),
         };
         table.row(vec![
             d.id.clone(),

@@ -6,7 +6,7 @@ use exchange_proto::registry::v1 as pb;
 use exchange_transport::convert::{self, grant_state_to_pb};
 
 use crate::connect::Common;
-use crate::output::{name_of, one_of, print_json, status_error, time, Table};
+use crate::output::{due, name_of, one_of, print_json, status_error, time, Table};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum GrantCommand {
@@ -166,17 +166,13 @@ fn step_and_due(g: &pb::Grant) -> (String, String) {
         .appeal
         .as_ref()
         .filter(|a| a.outcome == pb::AppealOutcome::Unspecified as i32);
-    let (step, due) = match (appeal, pb::GrantStage::try_from(g.stage)) {
+    let (step, due_at) = match (appeal, pb::GrantStage::try_from(g.stage)) {
         (Some(a), _) => ("appeal", a.due_at),
         (None, Ok(pb::GrantStage::Review)) => ("review", g.due_at),
         (None, Ok(pb::GrantStage::Decision)) => ("decision", g.due_at),
         _ => return (String::new(), String::new()),
     };
-    let due = match g.overdue {
-        true => format!("{} OVERDUE", time(due)),
-        false => time(due),
-    };
-    (step.to_string(), due)
+    (step.to_string(), due(due_at, g.overdue))
 }
 
 fn print_grants(grants: &[pb::Grant]) {

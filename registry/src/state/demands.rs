@@ -19,9 +19,9 @@ pub struct DemandQuery {
     pub waiting_for_me: bool,
 }
 
-/// Who sees a demand: both departments, admins and auditors.
+/// Who sees a demand: both departments, admins and auditors, as for a grant between them.
 fn sees(p: &Principal, d: &Demand) -> bool {
-    p.role.is_exchange_wide() || p.department == d.consumer_id || p.department == d.provider_id
+    authz::see_grant(p, &d.provider_id, &d.consumer_id)
 }
 
 fn waits_for(d: &Demand, p: &Principal, now: UnixSeconds) -> bool {
@@ -81,12 +81,8 @@ impl State {
                 )
                 .into());
             }
-            if d.state != DemandState::Open {
-                return Err(CoreError::FailedPrecondition(format!(
-                    "demand {id} is {} already",
-                    d.state
-                )));
-            }
+            // Before the grant request is made of it (answer() checks again as it changes it).
+            d.check_open()?;
             // The grant request is the consumer's, made when it raised the demand.
             let g = self.add_grant(tx, d.grant_request(dataset_id, fields), &d.requested_by, &d.id)?;
             d.answer(dataset_id, &g.id, uri, p.role == Role::Admin, self.now())?;
