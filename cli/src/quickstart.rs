@@ -786,7 +786,8 @@ fn print_summary(dir: &Path, endpoint: &str, nodes: &[(String, String)], example
         r#"More:
   exchange --profile {d}/profiles/admin.toml dept list
   exchange --profile {d}/profiles/admin.toml dataset search
-  exchange --profile {d}/profiles/js.gongan.toml grant list --state requested
+  exchange --profile {d}/profiles/admin.toml grant list --waiting
+  exchange --profile {d}/profiles/js.gongan.toml grant list --waiting
   exchange --profile {d}/profiles/js.gongan.toml status
   exchange --profile {d}/profiles/js.gongan.toml grant watch
 Any gRPC client works; with grpcurl:
