@@ -25,6 +25,11 @@ pub(crate) enum Command {
         /// Record keys.
         #[arg(required = true)]
         keys: Vec<String>,
+        /// Print each record as {"key": ..., "sequence": ..., "record": ...}: with the sequence
+        /// of the change that wrote it (what `exchange correction raise` names). Receipts
+        /// digest the records as printed without it.
+        #[arg(long)]
+        sequences: bool,
         #[command(flatten)]
         read: ReadArgs,
     },
@@ -133,7 +138,12 @@ fn record_line(record: &npb::Record) -> anyhow::Result<&str> {
 pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> {
     match command {
         Command::Publish(args) => crate::import::publish(&common, args).await,
-        Command::Get { dataset, keys, read } => {
+        Command::Get {
+            dataset,
+            keys,
+            sequences,
+            read,
+        } => {
             let mut node = common.connect.node_of(&dataset).await?;
             let response = node
                 .get(npb::GetRequest {
@@ -148,7 +158,15 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
                 .map_err(status_error)?
                 .into_inner();
             for record in &response.records {
-                println!("{}", record_line(record)?);
+                let line = record_line(record)?;
+                match sequences {
+                    true => println!(
+                        "{{\"key\":{},\"sequence\":{},\"record\":{line}}}",
+                        serde_json::Value::from(record.key.as_str()),
+                        record.sequence
+                    ),
+                    false => println!("{line}"),
+                }
             }
             if let Some(path) = &read.receipts {
                 crate::audit::append_receipt(path, response.receipt.as_ref(), response.records.len())?;

@@ -180,23 +180,25 @@ pub fn appeal_grant(p: &Principal, consumer: &str) -> Result<(), PolicyError> {
     ))
 }
 
-/// Raising a data demand for `consumer`: its node or system.
-pub fn raise_demand(p: &Principal, consumer: &str) -> Result<(), PolicyError> {
+/// Raising a request of `consumer`'s (a data demand, a correction request): its node or
+/// system. `what` says what it would do, as in "ask for data".
+pub fn raise_request(p: &Principal, consumer: &str, what: &str) -> Result<(), PolicyError> {
     if acts_for(p, consumer) {
         return Ok(());
     }
     deny(format!(
-        "{p} may not ask for data for {consumer}; only {consumer}'s node or system may"
+        "{p} may not {what} for {consumer}; only {consumer}'s node or system may"
     ))
 }
 
-/// Answering or refusing a demand addressed to `provider`: its node or system, or an admin.
-pub fn answer_demand(p: &Principal, provider: &str) -> Result<(), PolicyError> {
+/// Answering a request addressed to `provider` (a data demand, a correction request): its node
+/// or system, or an admin (in its place). `what` names the requests, as in "demands".
+pub fn answer_request(p: &Principal, provider: &str, what: &str) -> Result<(), PolicyError> {
     if p.role == Role::Admin || acts_for(p, provider) {
         return Ok(());
     }
     deny(format!(
-        "{p} may not answer demands addressed to {provider}; only {provider}'s node or system, or an admin, may"
+        "{p} may not answer {what} addressed to {provider}; only {provider}'s node or system, or an admin, may"
     ))
 }
 

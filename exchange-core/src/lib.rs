@@ -19,6 +19,7 @@
 //! - `grant`: grant requests, the state machine and expiry; `grant::clock`, who acts next and by
 //!   when, and appeals.
 //! - `demand`: data demands, a consumer asking for data no dataset offers yet.
+//! - `correction`: correction requests, a consumer questioning a record it was served.
 //! - `calendar`: working days (weekends, public holidays, make-up working days) and due dates.
 //! - `policy`: read authorization on a node: grant, purpose, fields, masking, row filter.
 //! - `mask`: masking of sensitive values.
@@ -35,6 +36,7 @@ pub mod catalog;
 pub mod clock;
 mod closed_set;
 pub mod compat;
+pub mod correction;
 pub mod datadir;
 pub mod demand;
 pub mod department;

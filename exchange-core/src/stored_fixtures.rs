@@ -1,7 +1,7 @@
 //! Stored data outlives the code that wrote it: the core types the registry and the nodes keep
-//! (departments, datasets, schema versions, grants, ledger entries) must decode from every form
-//! any release wrote. `fixtures/stored/<date>/` holds each type as the code of that date writes
-//! it; a set is never changed or removed once committed. A set holds the types whose stored form
+//! (departments, datasets, schema versions, grants, demands, correction requests, ledger
+//! entries) must decode from every form any release wrote. `fixtures/stored/<date>/` holds each
+//! type as the code of that date writes it; a set is never changed or removed once committed. A set holds the types whose stored form
 //! changed that day (`<date>.<n>` for a second change on one date); a type's newest form is in
 //! the newest set that has it.
 //!
@@ -309,6 +309,88 @@ mod set_2026_12_02 {
     }
 }
 
+/// The set of 2026-12-02.2: the first forms of data demands and correction requests (one
+/// answered, one open: the fields left out while empty).
+mod set_2026_12_02_2 {
+    use crate::correction::{Correction, CorrectionState};
+    use crate::demand::{Demand, DemandState};
+
+    pub(super) const DEMAND: &[u8] = include_bytes!("../fixtures/stored/2026-12-02.2/demand.json");
+    pub(super) const CORRECTION: &[u8] = include_bytes!("../fixtures/stored/2026-12-02.2/correction.json");
+    pub(super) const CORRECTION_OPEN: &[u8] = include_bytes!("../fixtures/stored/2026-12-02.2/correction-open.json");
+
+    /// Answered with a dataset, in the provider's place.
+    pub(super) fn demand() -> Demand {
+        Demand {
+            id: "d-000003".into(),
+            consumer_id: "js.scjg".into(),
+            provider_id: "js.zrzy".into(),
+            title: "不动产登记信息".into(),
+            fields: vec!["parcel_code".into(), "owner_name".into()],
+            purpose: "business-licensing".into(),
+            legal_basis: "《优化营商环境条例》".into(),
+            expires_at: 1_810_000_000,
+            state: DemandState::Answered,
+            due_at: 1_796_900_000,
+            dataset_id: "js.zrzy/real-estate".into(),
+            grant_id: "g-000009".into(),
+            reason: String::new(),
+            requested_by: "spiffe://exchange.example/dept/js.scjg/system".into(),
+            decided_by: "spiffe://exchange.example/dept/js.dsj/admin".into(),
+            decided_in_place: true,
+            created_at: 1_796_000_600,
+            updated_at: 1_796_950_000,
+            revision: 40,
+        }
+    }
+
+    /// Corrected by the owner.
+    pub(super) fn correction() -> Correction {
+        Correction {
+            state: CorrectionState::Corrected,
+            corrected_sequence: 57,
+            answer: "户籍信息已更正".into(),
+            decided_by: "spiffe://exchange.example/dept/js.gongan/system".into(),
+            answered_at: 1_796_300_000,
+            revision: 44,
+            ..open()
+        }
+    }
+
+    /// Waiting for the owner.
+    pub(super) fn open() -> Correction {
+        Correction {
+            id: "c-000001".into(),
+            consumer_id: "js.scjg".into(),
+            provider_id: "js.gongan".into(),
+            dataset_id: "js.gongan/population".into(),
+            key: "320102199001010011".into(),
+            fields: vec!["name".into()],
+            sequence: 41,
+            problem: "姓名应为 张山".into(),
+            evidence: "户口簿 第0012345号".into(),
+            grant_id: "g-000002".into(),
+            state: CorrectionState::Open,
+            due_at: 1_796_400_000,
+            corrected_sequence: 0,
+            answer: String::new(),
+            requested_by: "spiffe://exchange.example/dept/js.scjg/system".into(),
+            decided_by: String::new(),
+            decided_in_place: false,
+            created_at: 1_796_000_700,
+            answered_at: 0,
+            revision: 43,
+        }
+    }
+
+    #[test]
+    fn every_type_decodes_as_written() {
+        assert_eq!(serde_json::from_slice::<Demand>(DEMAND).unwrap(), demand());
+        assert_eq!(serde_json::from_slice::<Correction>(CORRECTION).unwrap(), correction());
+        assert_eq!(serde_json::from_slice::<Correction>(CORRECTION_OPEN).unwrap(), open());
+    }
+}
+
 /// What today's code writes, byte for byte, must be the newest set: a type whose stored form
 /// changed needs a new set (see the module documentation).
 #[test]
@@ -358,6 +440,21 @@ fn the_newest_set_is_what_this_code_writes() {
         "2026-12-02/grant-requested.json",
         json(serde_json::to_vec(&set_2026_12_02::requested())),
         set_2026_12_02::REQUESTED,
+    );
+    check(
+        "2026-12-02.2/demand.json",
+        json(serde_json::to_vec(&set_2026_12_02_2::demand())),
+        set_2026_12_02_2::DEMAND,
+    );
+    check(
+        "2026-12-02.2/correction.json",
+        json(serde_json::to_vec(&set_2026_12_02_2::correction())),
+        set_2026_12_02_2::CORRECTION,
+    );
+    check(
+        "2026-12-02.2/correction-open.json",
+        json(serde_json::to_vec(&set_2026_12_02_2::open())),
+        set_2026_12_02_2::CORRECTION_OPEN,
     );
     check(
         "2026-12-01.3/ledger/events",

@@ -4,6 +4,7 @@
 
 use exchange_core::catalog::{Classification, Dataset, SchemaVersion};
 use exchange_core::compat::CompatMode;
+use exchange_core::correction::{Answer, Correction, CorrectionRequest, CorrectionState};
 use exchange_core::demand::{Demand, DemandRequest, DemandState};
 use exchange_core::department::{Department, Level};
 use exchange_core::grant::{AppealOutcome, Grant, GrantRequest, GrantState, Stage};
@@ -415,6 +416,81 @@ pub fn grant_from_pb(g: pb::Grant) -> Result<Grant, ValidationError> {
         // Nodes decide reads by the state alone; who acted on the way is the registry's record.
         steps: Default::default(),
     })
+}
+
+/// A correction request as a caller sees it at `now`.
+pub fn correction_to_pb(c: Correction, now: i64) -> pb::Correction {
+    pb::Correction {
+        overdue: c.is_overdue(now),
+        state: correction_state_to_pb(c.state) as i32,
+        id: c.id,
+        consumer_id: c.consumer_id,
+        provider_id: c.provider_id,
+        dataset_id: c.dataset_id,
+        key: c.key,
+        fields: c.fields,
+        sequence: c.sequence,
+        problem: c.problem,
+        evidence: c.evidence,
+        grant_id: c.grant_id,
+        due_at: c.due_at,
+        corrected_sequence: c.corrected_sequence,
+        answer: c.answer,
+        requested_by: c.requested_by,
+        decided_by: c.decided_by,
+        decided_in_place: c.decided_in_place,
+        created_at: c.created_at,
+        answered_at: c.answered_at,
+        revision: c.revision,
+    }
+}
+
+pub fn correction_state_to_pb(state: CorrectionState) -> pb::CorrectionState {
+    match state {
+        CorrectionState::Open => pb::CorrectionState::Open,
+        CorrectionState::Corrected => pb::CorrectionState::Corrected,
+        CorrectionState::Confirmed => pb::CorrectionState::Confirmed,
+        CorrectionState::Rejected => pb::CorrectionState::Rejected,
+    }
+}
+
+/// A correction state named in a request; unspecified is `None`.
+pub fn correction_state_from_pb(value: i32) -> Result<Option<CorrectionState>, ValidationError> {
+    match pb::CorrectionState::try_from(value) {
+        Ok(pb::CorrectionState::Unspecified) => Ok(None),
+        Ok(pb::CorrectionState::Open) => Ok(Some(CorrectionState::Open)),
+        Ok(pb::CorrectionState::Corrected) => Ok(Some(CorrectionState::Corrected)),
+        Ok(pb::CorrectionState::Confirmed) => Ok(Some(CorrectionState::Confirmed)),
+        Ok(pb::CorrectionState::Rejected) => Ok(Some(CorrectionState::Rejected)),
+        Err(_) => Err(ValidationError::new(
+            "state",
+            format!("{value} is not a correction state"),
+        )),
+    }
+}
+
+pub fn correction_request_from_pb(r: pb::RaiseCorrectionRequest) -> CorrectionRequest {
+    CorrectionRequest {
+        dataset_id: r.dataset_id,
+        key: r.key,
+        fields: r.fields,
+        sequence: r.sequence,
+        problem: r.problem,
+        evidence: r.evidence,
+    }
+}
+
+/// The answer an AnswerCorrection names.
+pub fn correction_answer_from_pb(r: &pb::AnswerCorrectionRequest) -> Result<Answer, ValidationError> {
+    match correction_state_from_pb(r.outcome)? {
+        Some(CorrectionState::Corrected) => Ok(Answer::Corrected(r.corrected_sequence)),
+        Some(CorrectionState::Confirmed) => Ok(Answer::Confirmed),
+        Some(CorrectionState::Rejected) => Ok(Answer::Rejected),
+        Some(CorrectionState::Open) | None => Err(ValidationError::new(
+            "outcome",
+            "say how it is answered: corrected, confirmed or rejected",
+        )),
+    }
 }
 
 #[cfg(test)]

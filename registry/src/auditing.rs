@@ -7,6 +7,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use exchange_core::audit_index::{AuditIndex, AuditQuery, Count, CountBy, Located, SearchPage};
 use exchange_core::catalog;
+use exchange_core::correction::Served;
 use exchange_core::identity::Principal;
 use exchange_core::{authz, CoreError, ValidationError};
 
@@ -238,6 +239,37 @@ impl Auditing {
         event.count = counts.len() as u64;
         self.state.ledger().record(vec![event]).await?;
         Ok(counts)
+    }
+
+    /// What the dataset's node has served `consumer` of record `key` of `dataset`, by its
+    /// shipped events: the fields of every allowed read of it. A correction request names only
+    /// such a record, so it tells nobody more than the reads did. Not an auditor's question, so
+    /// not recorded by itself (the request it checks is).
+    pub async fn served(&self, consumer: &str, dataset: &str, key: &str) -> Result<Served, CoreError> {
+        let query = AuditQuery {
+            consumer: Some(consumer.to_string()),
+            provider: Some(catalog::owner_of(dataset).to_string()),
+            dataset: Some(dataset.to_string()),
+            decision: Some(exchange_core::ledger::Decision::Allow),
+            record_key: Some(key.to_string()),
+            ..AuditQuery::default()
+        };
+        let mut served = Served::default();
+        let mut page_token = String::new();
+        // A record key names few events: the key index is scanned first, and each page reads
+        // at most SCAN_BUDGET entries of it, so this ends.
+        loop {
+            let page = self.search_index(&query, &page_token, MAX_PAGE).await?;
+            for field in page.events.iter().flat_map(|e| &e.event.fields) {
+                if !served.fields.contains(field) {
+                    served.fields.push(field.clone());
+                }
+            }
+            match page.next {
+                Some(next) => page_token = token(Some(next)),
+                None => return Ok(served),
+            }
+        }
     }
 
     /// Every read of `record_key` of `dataset`, with each grant's legal basis (the dataset's

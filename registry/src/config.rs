@@ -68,6 +68,9 @@ pub struct GrantConfig {
     /// Working days a department has to answer a data demand. Default 10.
     #[serde(default = "default_demand_days")]
     pub demand_days: u32,
+    /// Working days a provider has to answer a correction request. Default 5.
+    #[serde(default = "default_correction_days")]
+    pub correction_days: u32,
 }
 
 impl GrantConfig {
@@ -79,6 +82,7 @@ impl GrantConfig {
             decision_days: self.decision_days,
             appeal_days: self.appeal_days,
             demand_days: self.demand_days,
+            correction_days: self.correction_days,
         }
     }
 }
@@ -93,6 +97,7 @@ impl Default for GrantConfig {
             decision_days: clocks.decision_days,
             appeal_days: clocks.appeal_days,
             demand_days: clocks.demand_days,
+            correction_days: clocks.correction_days,
         }
     }
 }
@@ -113,6 +118,9 @@ fn default_appeal_days() -> u32 {
 }
 fn default_demand_days() -> u32 {
     Clocks::default().demand_days
+}
+fn default_correction_days() -> u32 {
+    Clocks::default().correction_days
 }
 
 fn default_listen() -> SocketAddr {

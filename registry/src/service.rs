@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auditing::Auditing;
 use crate::shipping::{ShipBatch, ShipMeta, Shipping};
-use crate::state::{DatasetQuery, DemandQuery, GrantQuery, State, WatchItem};
+use crate::state::{CorrectionQuery, DatasetQuery, DemandQuery, GrantQuery, State, WatchItem};
 use exchange_transport::convert::*;
 
 /// The `exchange.registry.v1.Registry` service.
@@ -354,6 +354,67 @@ impl pb::registry_server::Registry for RegistryService {
         ok(self.state.list_demands(&me, &query).map(|ds| pb::ListDemandsResponse {
             demands: ds.into_iter().map(|d| demand_to_pb(d, t)).collect(),
         }))
+    }
+
+    async fn raise_correction(&self, request: Request<pb::RaiseCorrectionRequest>) -> Result<pb::Correction> {
+        let me = caller(&request)?.principal;
+        let uri = me.uri(&self.trust_domain);
+        let r = correction_request_from_pb(request.into_inner());
+        let served = self
+            .auditing
+            .served(&me.department, &r.dataset_id, &r.key)
+            .await
+            .map_err(to_status)?;
+        let t = self.state.now();
+        ok(self
+            .state
+            .raise_correction(&me, &uri, r, &served)
+            .await
+            .map(|c| correction_to_pb(c, t)))
+    }
+
+    async fn answer_correction(&self, request: Request<pb::AnswerCorrectionRequest>) -> Result<pb::Correction> {
+        let me = caller(&request)?.principal;
+        let uri = me.uri(&self.trust_domain);
+        let r = request.into_inner();
+        let answer = correction_answer_from_pb(&r).map_err(to_status)?;
+        let t = self.state.now();
+        ok(self
+            .state
+            .answer_correction(&me, &uri, &r.correction_id, answer, &r.answer)
+            .await
+            .map(|c| correction_to_pb(c, t)))
+    }
+
+    async fn get_correction(&self, request: Request<pb::GetCorrectionRequest>) -> Result<pb::Correction> {
+        let me = caller(&request)?.principal;
+        let t = self.state.now();
+        ok(self
+            .state
+            .visible_correction(&me, &request.into_inner().correction_id)
+            .map(|c| correction_to_pb(c, t)))
+    }
+
+    async fn list_corrections(
+        &self,
+        request: Request<pb::ListCorrectionsRequest>,
+    ) -> Result<pb::ListCorrectionsResponse> {
+        let me = caller(&request)?.principal;
+        let r = request.into_inner();
+        let query = CorrectionQuery {
+            consumer_id: r.consumer_id,
+            dataset_id: r.dataset_id,
+            provider_id: r.provider_id,
+            state: correction_state_from_pb(r.state).map_err(to_status)?,
+            waiting_for_me: r.waiting_for_me,
+        };
+        let t = self.state.now();
+        ok(self
+            .state
+            .list_corrections(&me, &query)
+            .map(|cs| pb::ListCorrectionsResponse {
+                corrections: cs.into_iter().map(|c| correction_to_pb(c, t)).collect(),
+            }))
     }
 
     type WatchStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::WatchEvent, Status>> + Send>>;

@@ -344,6 +344,49 @@ fn local_deployment_with_a_killed_node(engine: Option<&str>) {
         held.contains("events:     3 held") && held.contains("log key:    exchange.local/node/js.gongan+"),
         "{held}"
     );
+    // The consumer questions the record it read (its read is among those shipped); the owner
+    // answers, and both see the answer.
+    let raised = run(
+        "js.scjg-system",
+        &[
+            "correction",
+            "raise",
+            "--dataset",
+            "js.gongan/population",
+            "--record",
+            &id,
+            "--fields",
+            "name",
+            "--sequence",
+            "8",
+            "--problem",
+            "姓名应为 居民八",
+            "--evidence",
+            "户口簿 第0012345号",
+        ],
+    );
+    assert!(raised.contains("c-000001") && raised.contains("open"), "{raised}");
+    assert!(run("js.gongan-system", &["correction", "list", "--waiting"]).contains("c-000001"));
+    let (ok, _, stderr) = try_run("js.gongan-system", &["correction", "answer", "c-000001", "--rejected"]);
+    assert!(!ok && stderr.contains("say why the request is rejected"), "{stderr}");
+    let answered = run(
+        "js.gongan-system",
+        &[
+            "correction",
+            "answer",
+            "c-000001",
+            "--confirmed",
+            "--note",
+            "与户籍底册一致",
+        ],
+    );
+    assert!(
+        answered.contains("confirmed") && answered.contains("与户籍底册一致"),
+        "{answered}"
+    );
+    let seen: serde_json::Value =
+        serde_json::from_str(&run("js.scjg-system", &["--json", "correction", "get", "c-000001"])).unwrap();
+    assert_eq!(seen["state"], "CORRECTION_STATE_CONFIRMED", "{seen}");
     for server in [&mut gongan, &mut scjg, &mut registry] {
         server.kill();
     }

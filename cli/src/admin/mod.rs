@@ -1,11 +1,13 @@
-//! Registry commands: departments, datasets, schemas, grants, demands, watch. Each prints a table for
-//! people or, with `--json`, the API's own messages as proto3 JSON for scripts.
+//! Registry commands: departments, datasets, schemas, grants, demands, corrections, watch. Each
+//! prints a table for people or, with `--json`, the API's own messages as proto3 JSON for
+//! scripts.
 //!
 //! # Layout
 //! - this module: the command tree and `whoami`.
-//! - `dept`, `dataset`, `schema`, `grant`, `demand`: each command family, its flags and its
+//! - `dept`, `dataset`, `schema`, `grant`, `demand`, `correction`: each command family, its flags and its
 //!   tables.
 
+mod correction;
 mod dataset;
 mod demand;
 mod dept;
@@ -50,6 +52,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: demand::DemandCommand,
     },
+    /// Correction requests: questioning a record you were served, and answering.
+    Correction {
+        #[command(subcommand)]
+        command: correction::CorrectionCommand,
+    },
 }
 
 /// Runs a registry command.
@@ -84,6 +91,7 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
         Command::Schema { command } => schema::run(command, common).await,
         Command::Grant { command } => grant::run(command, common).await,
         Command::Demand { command } => demand::run(command, common).await,
+        Command::Correction { command } => correction::run(command, common).await,
     }
 }
 

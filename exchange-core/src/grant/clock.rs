@@ -112,11 +112,14 @@ pub struct Clocks {
     pub appeal_days: u32,
     /// Working days a department has to answer a data demand (see [`crate::demand`]).
     pub demand_days: u32,
+    /// Working days a provider has to answer a correction request (see [`crate::correction`]).
+    pub correction_days: u32,
 }
 
 impl Default for Clocks {
     /// The review on, 2 working days for it, 5 for the owner's decision and 10 for a demand for
-    /// data not yet published (a provincial rule: Shanxi, 2024), and 5 for an appeal.
+    /// data not yet published (a provincial rule: Shanxi, 2024), and 5 for an appeal and for a
+    /// correction request.
     fn default() -> Self {
         Self {
             review: true,
@@ -124,6 +127,7 @@ impl Default for Clocks {
             decision_days: 5,
             appeal_days: 5,
             demand_days: 10,
+            correction_days: 5,
         }
     }
 }
@@ -136,6 +140,7 @@ impl Clocks {
             ("decision_days", self.decision_days),
             ("appeal_days", self.appeal_days),
             ("demand_days", self.demand_days),
+            ("correction_days", self.correction_days),
         ] {
             if !(1..=MAX_WORKING_DAYS).contains(&days) {
                 return Err(format!(

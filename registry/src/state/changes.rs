@@ -105,7 +105,7 @@ impl State {
             let concerns = |dataset_id: &str| department.is_none_or(|d| catalog::owner_of(dataset_id) == d);
             match entry.kind {
                 // Nodes follow datasets and grants; a demand answered sends its grant.
-                Kind::Department | Kind::Demand => {}
+                Kind::Department | Kind::Demand | Kind::Correction => {}
                 Kind::Dataset => {
                     if concerns(&entry.id) {
                         let with = self.get_dataset(&entry.id)?;

@@ -36,7 +36,7 @@ fn waits_for(d: &Demand, p: &Principal, now: UnixSeconds) -> bool {
 impl State {
     /// A consumer asks a department for data no dataset offers yet.
     pub async fn raise_demand(&self, p: &Principal, uri: &str, request: DemandRequest) -> Result<Demand, CoreError> {
-        authz::raise_demand(p, &p.department)?;
+        authz::raise_request(p, &p.department, "ask for data")?;
         self.write(p, "raise_demand", |tx| {
             if !self.is_member(&request.provider_id)? {
                 return Err(ValidationError::new(
@@ -73,7 +73,7 @@ impl State {
     ) -> Result<(Demand, Grant), CoreError> {
         self.write(p, "answer_demand", |tx| {
             let mut d = self.visible_demand(p, id)?;
-            authz::answer_demand(p, &d.provider_id)?;
+            authz::answer_request(p, &d.provider_id, "demands")?;
             if catalog::owner_of(dataset_id) != d.provider_id {
                 return Err(ValidationError::new(
                     "dataset_id",
@@ -99,7 +99,7 @@ impl State {
     pub async fn refuse_demand(&self, p: &Principal, uri: &str, id: &str, reason: &str) -> Result<Demand, CoreError> {
         self.write(p, "refuse_demand", |tx| {
             let mut d = self.visible_demand(p, id)?;
-            authz::answer_demand(p, &d.provider_id)?;
+            authz::answer_request(p, &d.provider_id, "demands")?;
             d.refuse(reason, uri, p.role == Role::Admin, self.now())?;
             d.revision = tx.next_revision(Kind::Demand, &d.id)?;
             tx.event.reason = match d.decided_in_place {

@@ -8,8 +8,8 @@
 //! written before the change is committed: a change that cannot be recorded is not made.
 //!
 //! Keys: `dept/<id>`, `ds/<dataset>`, `sv/<dataset>/<version:010>`, `grant/<id>`,
-//! `demand/<id>`, `log/<revision:020>`, `meta/revision`, `meta/history`, `meta/grant_seq`,
-//! `meta/demand_seq`.
+//! `demand/<id>`, `correction/<id>`, `log/<revision:020>`, `meta/revision`, `meta/history`,
+//! `meta/grant_seq`, `meta/demand_seq`, `meta/correction_seq`.
 //!
 //! # Layout
 //! - this module: [`State`], the write path (one lock, one durable batch, one revision per
@@ -18,15 +18,18 @@
 //! - `datasets`: the catalog: datasets and their schema versions, with the compatibility check.
 //! - `grants`: requests, decisions, revocations, listing.
 //! - `demands`: data demands, answered by registering a dataset (becoming a grant request).
+//! - `corrections`: correction requests on records a consumer was served.
 //! - `changes`: what changed since a revision, for the Watch stream.
 
 mod changes;
+mod corrections;
 mod datasets;
 mod demands;
 mod departments;
 mod grants;
 
 pub use changes::{Changes, WatchItem};
+pub use corrections::CorrectionQuery;
 pub use datasets::{DatasetQuery, DatasetWithVersions, SchemaCheck};
 pub use demands::DemandQuery;
 pub use grants::GrantQuery;
@@ -55,6 +58,7 @@ const META_REVISION: &[u8] = b"meta/revision";
 const META_HISTORY: &[u8] = b"meta/history";
 const META_GRANT_SEQ: &[u8] = b"meta/grant_seq";
 const META_DEMAND_SEQ: &[u8] = b"meta/demand_seq";
+const META_CORRECTION_SEQ: &[u8] = b"meta/correction_seq";
 
 fn dept_key(id: &str) -> Vec<u8> {
     format!("dept/{id}").into_bytes()
@@ -73,6 +77,9 @@ fn grant_key(id: &str) -> Vec<u8> {
 }
 fn demand_key(id: &str) -> Vec<u8> {
     format!("demand/{id}").into_bytes()
+}
+fn correction_key(id: &str) -> Vec<u8> {
+    format!("correction/{id}").into_bytes()
 }
 /// An update that names the revision it read is refused if the object changed since (say, a
 /// node announced its endpoint between an admin's read and write); 0 names none.
@@ -97,6 +104,7 @@ enum Kind {
     Dataset,
     Grant,
     Demand,
+    Correction,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -165,6 +173,8 @@ impl Tx {
             Kind::Dataset => self.event.dataset = id.to_string(),
             Kind::Grant => self.event.grant_id = id.to_string(),
             Kind::Demand => self.event.keys.push(id.to_string()),
+            // The change fills in its event itself: the record's key and the request as the case.
+            Kind::Correction => {}
         }
         Ok(self.revision)
     }

@@ -6,7 +6,6 @@ use std::time::Duration;
 use exchange_core::audit_index::AuditQuery;
 use exchange_core::identity::Role;
 use exchange_core::ledger::{AuditEvent, Decision};
-use exchange_proto::node::v1 as npb;
 use exchange_proto::registry::v1 as pb;
 use tonic::Code;
 
@@ -26,16 +25,7 @@ async fn history(ex: &TestExchange, node: &TestNode, keys: &[String]) -> Vec<(St
         let _ = rsj.get(get(std::slice::from_ref(key), &[], "business-licensing")).await;
     }
     scjg.get(get(keys, &["name"], "business-licensing")).await.unwrap();
-    let mut owner = node.client(ex, "js.gongan", Role::System).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = owner.status(npb::StatusRequest {}).await.unwrap().into_inner();
-        if status.audit_shipped == status.audit_entries && status.audit_entries > 0 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "not shipped: {status:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_shipped(node, ex).await;
     exchange_node::read_ledger(&node.data_dir)
         .unwrap()
         .into_iter()

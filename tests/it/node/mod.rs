@@ -1,8 +1,10 @@
 //! Department nodes: validated publish, authorized reads with projection and masking, row
-//! filters, revocation, registry outages, the change feed, and the audit of every read. Helpers
-//! shared by the themes are here; each theme has its file.
+//! filters, revocation, registry outages, the change feed, the audit of every read, and
+//! correction requests on records read. Helpers shared by the themes are here; each theme has
+//! its file.
 
 mod auditing;
+mod corrections;
 mod denials;
 mod feed;
 mod publish;
@@ -10,6 +12,8 @@ mod reads;
 mod receipts;
 mod registry_view;
 mod shipping;
+
+use std::time::Duration;
 
 use exchange_core::identity::Role;
 use exchange_core::ledger::Decision;
@@ -87,6 +91,25 @@ pub(super) fn subscribed_keys(node: &TestNode, department: &str) -> Vec<String> 
         .collect()
 }
 
+/// The node's status, asked with its own certificate.
+pub(super) async fn node_status(node: &TestNode, ex: &TestExchange) -> npb::NodeStatus {
+    let mut own = node.client(ex, &node.department, Role::Node).await;
+    own.status(npb::StatusRequest {}).await.unwrap().into_inner()
+}
+
+/// Waits (up to ten seconds) until the registry holds every event of the node's ledger.
+pub(super) async fn wait_shipped(node: &TestNode, ex: &TestExchange) -> npb::NodeStatus {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = node_status(node, ex).await;
+        if status.audit_shipped == status.audit_entries && status.ship_error.is_empty() {
+            return status;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not shipped: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub(super) fn records(response: &npb::GetResponse) -> Vec<Value> {
     response
         .records
@@ -95,9 +118,6 @@ pub(super) fn records(response: &npb::GetResponse) -> Vec<Value> {
         .collect()
 }
 
-/// A registry with the seeded datasets, js.gongan's node with people in Nanjing (3201xx) and
-/// Suzhou (3205xx), and an approved grant for js.scjg on name, region_code and phone for
-/// business-licensing, limited to Nanjing. Returns the keys and the grant id.
 /// js.gongan (the dataset owner) approves grant `id`.
 pub(super) async fn approve(ex: &TestExchange, id: &str) -> pb::Grant {
     let mut gongan = ex.client("js.gongan", Role::System).await;
@@ -111,6 +131,9 @@ pub(super) async fn approve(ex: &TestExchange, id: &str) -> pb::Grant {
         .into_inner()
 }
 
+/// A registry with the seeded datasets, js.gongan's node with people in Nanjing (3201xx) and
+/// Suzhou (3205xx), and an approved grant for js.scjg on name, region_code and phone for
+/// business-licensing, limited to Nanjing. Returns the keys and the grant id.
 pub(super) async fn setup() -> (TestExchange, TestNode, Vec<String>, String) {
     let ex = TestExchange::start().await;
     ex.seed().await;

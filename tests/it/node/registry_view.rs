@@ -82,11 +82,6 @@ async fn with_the_registry_down_the_node_serves_its_last_grants_and_catches_up_a
     );
 }
 
-async fn node_status(node: &TestNode, ex: &TestExchange) -> npb::NodeStatus {
-    let mut own = node.client(ex, &node.department, Role::Node).await;
-    own.status(npb::StatusRequest {}).await.unwrap().into_inner()
-}
-
 /// Asserts the node has not followed a restored registry: not current, still at revision
 /// `ahead`, and none of the grants approved since (js.rsj's) in force.
 async fn assert_still_on_its_view(node: &TestNode, ex: &TestExchange, ahead: u64, keys: &[String]) {

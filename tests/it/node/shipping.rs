@@ -13,24 +13,6 @@ use tonic::Code;
 use super::*;
 use crate::harness::*;
 
-async fn node_status(node: &TestNode, ex: &TestExchange) -> npb::NodeStatus {
-    let mut owner = node.client(ex, "js.gongan", Role::System).await;
-    owner.status(npb::StatusRequest {}).await.unwrap().into_inner()
-}
-
-/// Waits (up to ten seconds) until the registry holds every event of the node's ledger.
-async fn wait_shipped(node: &TestNode, ex: &TestExchange) -> npb::NodeStatus {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = node_status(node, ex).await;
-        if status.audit_shipped == status.audit_entries && status.ship_error.is_empty() {
-            return status;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "not shipped: {status:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Every event the registry holds of js.gongan's ledger, read as an auditor.
 async fn shipped(ex: &TestExchange) -> Vec<(u64, AuditEvent)> {
     let mut auditor = ex.client("js.dsj", Role::Auditor).await;
