@@ -537,6 +537,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         store: registry::config::StoreConfig::default(),
         audit: Default::default(),
         calendar: Default::default(),
+        alerts: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();

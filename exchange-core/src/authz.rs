@@ -11,6 +11,7 @@
 //!   or gives.
 //! - `admin` also reviews requests for the data authority and answers appeals.
 //! - a node's status: its own department, an admin or an auditor.
+//! - alerts: admins and auditors see them; admins acknowledge them.
 
 use crate::error::PolicyError;
 use crate::identity::{Principal, Role};
@@ -58,6 +59,22 @@ pub fn read_shipped_events(p: &Principal) -> Result<(), PolicyError> {
         false => deny(format!(
             "{p} may not read shipped audit events; only admins and auditors may"
         )),
+    }
+}
+
+/// Seeing the early warning's alerts: admins and auditors.
+pub fn see_alerts(p: &Principal) -> Result<(), PolicyError> {
+    match p.role.is_exchange_wide() {
+        true => Ok(()),
+        false => deny(format!("{p} may not see alerts; only admins and auditors may")),
+    }
+}
+
+/// Acknowledging an alert: the data authority's admins.
+pub fn acknowledge_alert(p: &Principal) -> Result<(), PolicyError> {
+    match p.role {
+        Role::Admin => Ok(()),
+        _ => deny(format!("{p} may not acknowledge alerts; only an admin may")),
     }
 }
 

@@ -14,7 +14,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
-use time::{Date, Month, OffsetDateTime, UtcOffset, Weekday};
+pub use time::Date;
+use time::{Month, OffsetDateTime, UtcOffset, Weekday};
 
 use crate::UnixSeconds;
 
@@ -191,6 +192,31 @@ impl WorkingCalendar {
     pub fn date_at(&self, at: UnixSeconds) -> Date {
         let utc = OffsetDateTime::from_unix_timestamp(at).unwrap_or(OffsetDateTime::UNIX_EPOCH);
         utc.to_offset(self.offset).date()
+    }
+
+    /// The time of day at `at` in the calendar's time zone, in minutes after midnight.
+    pub fn minute_of_day(&self, at: UnixSeconds) -> u32 {
+        let local = OffsetDateTime::from_unix_timestamp(at)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+            .to_offset(self.offset);
+        u32::from(local.hour()) * 60 + u32::from(local.minute())
+    }
+
+    /// `at` as people read it in the calendar's time zone: `2026-12-03 09:30 +08:00`.
+    pub fn local_text(&self, at: UnixSeconds) -> String {
+        let local = OffsetDateTime::from_unix_timestamp(at)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+            .to_offset(self.offset);
+        let (h, m, _) = self.offset.as_hms();
+        format!(
+            "{} {:02}:{:02} {}{:02}:{:02}",
+            local.date(),
+            local.hour(),
+            local.minute(),
+            if h < 0 || m < 0 { '-' } else { '+' },
+            h.unsigned_abs(),
+            m.unsigned_abs()
+        )
     }
 
     /// Whether `date` is a working day.

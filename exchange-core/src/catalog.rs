@@ -22,6 +22,41 @@ closed_set! {
     }
 }
 
+closed_set! {
+    /// How often a dataset is declared to change (`update_frequency`): what the early warning
+    /// and the scoreboard judge its freshness against.
+    pub enum Frequency ("update_frequency", "frequency") {
+        /// Changes as things happen; judged as hourly.
+        Realtime = "realtime",
+        Hourly = "hourly",
+        Daily = "daily",
+        Weekly = "weekly",
+        Monthly = "monthly",
+        Quarterly = "quarterly",
+        Yearly = "yearly",
+        /// No rhythm to judge by: never stale.
+        Irregular = "irregular",
+    }
+}
+
+impl Frequency {
+    /// The longest a dataset of this frequency goes unchanged on schedule, in seconds (none for
+    /// irregular ones). Months and years are counted at their longest (31 and 366 days).
+    pub fn period_secs(self) -> Option<i64> {
+        const HOUR: i64 = 3600;
+        const DAY: i64 = 24 * HOUR;
+        match self {
+            Frequency::Realtime | Frequency::Hourly => Some(HOUR),
+            Frequency::Daily => Some(DAY),
+            Frequency::Weekly => Some(7 * DAY),
+            Frequency::Monthly => Some(31 * DAY),
+            Frequency::Quarterly => Some(92 * DAY),
+            Frequency::Yearly => Some(366 * DAY),
+            Frequency::Irregular => None,
+        }
+    }
+}
+
 /// A dataset in the catalog. Its schema versions are stored beside it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dataset {
@@ -59,6 +94,12 @@ impl Dataset {
     /// The owning department's id: everything before the `/`.
     pub fn owner(&self) -> &str {
         owner_of(&self.id)
+    }
+
+    /// Its declared frequency: none when left empty, or when stored before frequencies were
+    /// checked and not one of their names.
+    pub fn frequency(&self) -> Option<Frequency> {
+        self.update_frequency.parse().ok()
     }
 
     /// Whether `text` (already lowercased) occurs in the id, title, description or tags.
@@ -149,6 +190,9 @@ pub fn validate(dataset: &Dataset) -> Result<(), ValidationError> {
             return Err(ValidationError::new(field, format!("must be at most {max} characters")));
         }
     }
+    if !dataset.update_frequency.is_empty() {
+        dataset.update_frequency.parse::<Frequency>()?;
+    }
     if dataset.tags.len() > 32
         || dataset
             .tags
@@ -178,6 +222,26 @@ mod tests {
             assert!(check_dataset_id(bad).is_err(), "{bad}");
         }
         assert_eq!(owner_of("js.gongan/population"), "js.gongan");
+    }
+
+    #[test]
+    fn frequencies_are_checked_when_given_and_judged_when_known() {
+        let mut dataset = crate::testing::population(Classification::Conditional);
+        for (text, period) in [("", None), ("daily", Some(86_400)), ("irregular", None)] {
+            dataset.update_frequency = text.into();
+            assert!(validate(&dataset).is_ok(), "{text}");
+            assert_eq!(dataset.frequency().and_then(Frequency::period_secs), period, "{text}");
+        }
+        dataset.update_frequency = "每日".into();
+        let refused = validate(&dataset).unwrap_err();
+        assert_eq!(refused.field, "update_frequency");
+        assert!(
+            refused.message.contains("use one of realtime, hourly, daily"),
+            "{}",
+            refused.message
+        );
+        // Stored before frequencies were checked: it still loads, and is not judged.
+        assert_eq!(dataset.frequency(), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - `closed_set`: the `closed_set!` macro every named enum is declared with (one name per value
 //!   for serde, `Display`, `FromStr` and the list of values).
 //! - `identity`: principals (department + role) and the SPIFFE-style certificate URI they come from.
+//! - `alert`: early warning: the rules over shipped reads and the registry's state, and alerts.
 //! - `audit_index`: the registry's store of shipped audit events and its indexes, for auditors.
 //! - `authz`: who may do what, as plain functions over a principal.
 //! - `department`: members of the exchange, their levels and region codes.
@@ -29,6 +30,7 @@
 //! - `store`: the `Store` trait, its sled and in-memory engines, and their conformance suite.
 //! - `error`: the error types, one enum per area.
 
+pub mod alert;
 pub mod audit_index;
 pub mod authz;
 pub mod calendar;

@@ -1,6 +1,6 @@
 //! Stored data outlives the code that wrote it: the core types the registry and the nodes keep
-//! (departments, datasets, schema versions, grants, demands, correction requests, ledger
-//! entries) must decode from every form any release wrote. `fixtures/stored/<date>/` holds each
+//! (departments, datasets, schema versions, grants, demands, correction requests, alerts,
+//! ledger entries) must decode from every form any release wrote. `fixtures/stored/<date>/` holds each
 //! type as the code of that date writes it; a set is never changed or removed once committed. A set holds the types whose stored form
 //! changed that day (`<date>.<n>` for a second change on one date); a type's newest form is in
 //! the newest set that has it.
@@ -391,6 +391,68 @@ mod set_2026_12_02_2 {
     }
 }
 
+/// The set of 2026-12-03: the first form of alerts (one acknowledged, one open: the fields left
+/// out while empty).
+mod set_2026_12_03 {
+    use crate::alert::{Alert, AlertRule, AlertState};
+
+    pub(super) const ALERT: &[u8] = include_bytes!("../fixtures/stored/2026-12-03/alert.json");
+    pub(super) const ALERT_OPEN: &[u8] = include_bytes!("../fixtures/stored/2026-12-03/alert-open.json");
+
+    /// Raised for denied reads, acknowledged by an admin.
+    pub(super) fn alert() -> Alert {
+        Alert {
+            id: "a-000007".into(),
+            rule: AlertRule::DeniedReads,
+            key: "denied_reads/js.scjg/498889".into(),
+            department: "js.scjg".into(),
+            subject: "js.scjg".into(),
+            dataset_id: "js.gongan/population".into(),
+            grant_id: String::new(),
+            summary: "js.scjg had 20 reads denied in the hour from 2026-12-01 09:00 +08:00".into(),
+            observed: 20,
+            threshold: 20,
+            window_from_ms: 1_796_000_400_000,
+            window_to_ms: 1_796_004_000_000,
+            raised_at_ms: 1_796_001_234_567,
+            state: AlertState::Acknowledged,
+            acknowledged_by: "spiffe://exchange.example/dept/js.dsj/admin".into(),
+            acknowledged_at_ms: 1_796_002_000_000,
+            note: "一次系统升级后用途填写错误，已修正".into(),
+        }
+    }
+
+    /// A node gone silent, open.
+    pub(super) fn open() -> Alert {
+        Alert {
+            id: "a-000008".into(),
+            rule: AlertRule::NodeSilent,
+            key: "node_silent/js.gongan/1796000000".into(),
+            department: "js.gongan".into(),
+            subject: "js.gongan".into(),
+            dataset_id: String::new(),
+            summary: "js.gongan's node has not reported to the registry since 2026-12-01 09:33 +08:00 (31 minutes)"
+                .into(),
+            observed: 31,
+            threshold: 30,
+            window_from_ms: 1_796_000_000_000,
+            window_to_ms: 1_796_001_860_000,
+            raised_at_ms: 1_796_001_860_000,
+            state: AlertState::Open,
+            acknowledged_by: String::new(),
+            acknowledged_at_ms: 0,
+            note: String::new(),
+            ..alert()
+        }
+    }
+
+    #[test]
+    fn every_type_decodes_as_written() {
+        assert_eq!(serde_json::from_slice::<Alert>(ALERT).unwrap(), alert());
+        assert_eq!(serde_json::from_slice::<Alert>(ALERT_OPEN).unwrap(), open());
+    }
+}
+
 /// What today's code writes, byte for byte, must be the newest set: a type whose stored form
 /// changed needs a new set (see the module documentation).
 #[test]
@@ -440,6 +502,16 @@ fn the_newest_set_is_what_this_code_writes() {
         "2026-12-02/grant-requested.json",
         json(serde_json::to_vec(&set_2026_12_02::requested())),
         set_2026_12_02::REQUESTED,
+    );
+    check(
+        "2026-12-03/alert.json",
+        json(serde_json::to_vec(&set_2026_12_03::alert())),
+        set_2026_12_03::ALERT,
+    );
+    check(
+        "2026-12-03/alert-open.json",
+        json(serde_json::to_vec(&set_2026_12_03::open())),
+        set_2026_12_03::ALERT_OPEN,
     );
     check(
         "2026-12-02.2/demand.json",

@@ -34,6 +34,11 @@ const BATCH_BYTES: usize = 2 * 1024 * 1024;
 const POLL: Duration = Duration::from_millis(200);
 /// How long to wait after the registry refused the ledger before asking again.
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
+/// With nothing to ship, the node still reports this often: the registry takes a node it has
+/// not heard from in `alerts.node_silent_minutes` for silent.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
+/// A dataset's new records are reported when nothing else is shipped, at most this often.
+const REPORT_CHANGES_EVERY: Duration = Duration::from_secs(5);
 
 /// How shipping is going, for `Status`.
 #[derive(Debug, Clone, Default)]
@@ -61,6 +66,19 @@ pub(crate) struct Shipper {
 }
 
 impl Shipper {
+    /// What the node says of itself with each call (the registry's early warning reads it).
+    fn report(&self) -> pb::NodeReport {
+        pb::NodeReport {
+            ledger_size: self.ledger.size(),
+            datasets: self
+                .writer
+                .sequences()
+                .into_iter()
+                .map(|(dataset_id, sequence)| pb::DatasetSequence { dataset_id, sequence })
+                .collect(),
+        }
+    }
+
     /// Prunes the shipped events older than the retention period.
     async fn prune(&self, shipped: u64) {
         let Some(cutoff) = self.audit.cutoff_ms(self.clock.now_ms()) else {
@@ -139,10 +157,12 @@ async fn ship_once(client: &ClientConfig, shipper: &Shipper) -> Result<(), tonic
     let mut held = registry
         .ship_ledger(pb::ShipLedgerRequest {
             vkey: vkey.clone(),
+            report: Some(shipper.report()),
             ..Default::default()
         })
         .await?
         .into_inner();
+    let mut reported = (std::time::Instant::now(), shipper.report().datasets);
     set(status, |s| {
         s.shipped = held.size;
         s.error.clear();
@@ -150,6 +170,19 @@ async fn ship_once(client: &ClientConfig, shipper: &Shipper) -> Result<(), tonic
     shipper.prune(held.size).await;
     loop {
         let Some(checkpoint) = ledger.checkpoint().filter(|c| c.size > held.size) else {
+            let report = shipper.report();
+            let since = reported.0.elapsed();
+            if since >= REPORT_EVERY || (since >= REPORT_CHANGES_EVERY && report.datasets != reported.1) {
+                reported = (std::time::Instant::now(), report.datasets.clone());
+                held = registry
+                    .ship_ledger(pb::ShipLedgerRequest {
+                        vkey: vkey.clone(),
+                        report: Some(report),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+            }
             tokio::time::sleep(POLL).await;
             continue;
         };
@@ -182,7 +215,9 @@ async fn ship_once(client: &ClientConfig, shipper: &Shipper) -> Result<(), tonic
             accepted_proof: proof(held.checkpoint_size)?,
             events,
             checkpoint: checkpoint.note.clone(),
+            report: Some(shipper.report()),
         };
+        reported.0 = std::time::Instant::now();
         held = registry.ship_ledger(request).await?.into_inner();
         set(status, |s| {
             s.shipped = held.size;

@@ -239,6 +239,14 @@ impl Writer {
         self.shared.feed(dataset)
     }
 
+    /// Every dataset's last committed sequence number, by dataset id.
+    pub(crate) fn sequences(&self) -> Vec<(String, u64)> {
+        let feeds = self.shared.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sequences: Vec<_> = feeds.iter().map(|(d, f)| (d.clone(), *f.borrow())).collect();
+        sequences.sort();
+        sequences
+    }
+
     /// How many records a dataset holds, as of the last commit.
     pub(crate) fn records(&self, dataset: &str) -> u64 {
         let counts = self.shared.counts.lock().unwrap_or_else(|p| p.into_inner());

@@ -2,6 +2,7 @@
 //! serves them) and the nodes (which read them from the registry's Watch). Enum values a caller
 //! leaves unspecified get the documented default or a clear error.
 
+use exchange_core::alert::{Alert, AlertRule, AlertState};
 use exchange_core::catalog::{Classification, Dataset, SchemaVersion};
 use exchange_core::compat::CompatMode;
 use exchange_core::correction::{Answer, Correction, CorrectionRequest, CorrectionState};
@@ -493,9 +494,89 @@ pub fn correction_answer_from_pb(r: &pb::AnswerCorrectionRequest) -> Result<Answ
     }
 }
 
+/// An alert as sent.
+pub fn alert_to_pb(a: Alert) -> pb::Alert {
+    pb::Alert {
+        rule: alert_rule_to_pb(a.rule) as i32,
+        state: alert_state_to_pb(a.state) as i32,
+        id: a.id,
+        key: a.key,
+        department_id: a.department,
+        subject: a.subject,
+        dataset_id: a.dataset_id,
+        grant_id: a.grant_id,
+        summary: a.summary,
+        observed: a.observed,
+        threshold: a.threshold,
+        window_from_ms: a.window_from_ms,
+        window_to_ms: a.window_to_ms,
+        raised_at_ms: a.raised_at_ms,
+        acknowledged_by: a.acknowledged_by,
+        acknowledged_at_ms: a.acknowledged_at_ms,
+        note: a.note,
+    }
+}
+
+// The API's enums list the core's values in the same order after UNSPECIFIED (a test checks
+// their names agree), so each maps by position.
+pub fn alert_rule_to_pb(rule: AlertRule) -> pb::AlertRule {
+    let position = AlertRule::ALL.iter().position(|r| *r == rule).unwrap_or(0);
+    pb::AlertRule::try_from(position as i32 + 1).unwrap_or(pb::AlertRule::Unspecified)
+}
+
+pub fn alert_state_to_pb(state: AlertState) -> pb::AlertState {
+    let position = AlertState::ALL.iter().position(|s| *s == state).unwrap_or(0);
+    pb::AlertState::try_from(position as i32 + 1).unwrap_or(pb::AlertState::Unspecified)
+}
+
+/// An alert rule named in a request; unspecified is `None`.
+pub fn alert_rule_from_pb(value: i32) -> Result<Option<AlertRule>, ValidationError> {
+    match value {
+        0 => Ok(None),
+        v => usize::try_from(v - 1)
+            .ok()
+            .and_then(|i| AlertRule::ALL.get(i).copied())
+            .map(Some)
+            .ok_or_else(|| ValidationError::new("rule", format!("{value} is not an alert rule"))),
+    }
+}
+
+/// An alert state named in a request; unspecified is `None`.
+pub fn alert_state_from_pb(value: i32) -> Result<Option<AlertState>, ValidationError> {
+    match value {
+        0 => Ok(None),
+        v => usize::try_from(v - 1)
+            .ok()
+            .and_then(|i| AlertState::ALL.get(i).copied())
+            .map(Some)
+            .ok_or_else(|| ValidationError::new("state", format!("{value} is not an alert state"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alert_enums_name_the_same_values_in_the_same_order() {
+        for rule in AlertRule::ALL {
+            let sent = alert_rule_to_pb(rule);
+            assert_eq!(
+                sent.as_str_name(),
+                format!("ALERT_RULE_{}", rule.as_str().to_uppercase())
+            );
+            assert_eq!(alert_rule_from_pb(sent as i32).unwrap(), Some(rule));
+        }
+        for state in AlertState::ALL {
+            let sent = alert_state_to_pb(state);
+            assert_eq!(
+                sent.as_str_name(),
+                format!("ALERT_STATE_{}", state.as_str().to_uppercase())
+            );
+            assert_eq!(alert_state_from_pb(sent as i32).unwrap(), Some(state));
+        }
+        assert!(alert_rule_from_pb(99).is_err() && alert_state_from_pb(-1).is_err());
+    }
 
     /// A node older than its registry keeps following it: a sensitivity it does not know is
     /// masked whole rather than refusing the dataset (and with it every later change).

@@ -31,7 +31,13 @@ pub struct Config {
     /// The working days request clocks count: China's national calendar for 2026 by default.
     #[serde(default)]
     pub calendar: CalendarConfig,
+    /// The early warning's rules and their limits.
+    #[serde(default)]
+    pub alerts: AlertConfig,
 }
+
+/// The early warning's rules.
+pub use exchange_core::alert::AlertConfig;
 
 /// Working days, weekends, holidays and make-up working days.
 pub use exchange_core::calendar::CalendarConfig;

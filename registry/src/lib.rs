@@ -8,8 +8,10 @@
 //! - `ledger`: the registry's own audit ledger, where every change is recorded.
 //! - `shipping`: the nodes' audit ledgers, shipped here and checked as a witness checks a log.
 //! - `auditing`: auditors' searches and counts, and access reports of one record.
+//! - `alerts`: the early warning: rules over shipped reads and the state, and their alerts.
 //! - [`run`]: serve on a listener the caller bound, until the shutdown future resolves.
 
+pub mod alerts;
 pub mod auditing;
 pub mod config;
 pub mod ledger;
@@ -107,18 +109,26 @@ pub async fn run_with_clock(
     let ledger = Arc::new(
         ledger::RegistryLedger::open(&config.data_dir, &origin, index.clone()).map_err(RunError::from_display)?,
     );
+    let state = Arc::new(
+        state::State::open(
+            store.clone(),
+            limits,
+            clock.clone(),
+            ledger.clone(),
+            &config.trust_domain,
+        )
+        .map(|state| state.with_clocks(clocks, calendar))
+        .map_err(RunError::from_display)?,
+    );
+    let alerts = Arc::new(alerts::Alerts::open(store.clone(), state.clone(), config.alerts).map_err(RunError)?);
     let shipping = Arc::new(shipping::Shipping::new(
-        store.clone(),
+        store,
         index.clone(),
         ledger.clone(),
         &config.trust_domain,
-        clock.clone(),
+        clock,
+        alerts.clone(),
     ));
-    let state = Arc::new(
-        state::State::open(store, limits, clock, ledger.clone(), &config.trust_domain)
-            .map(|state| state.with_clocks(clocks, calendar))
-            .map_err(RunError::from_display)?,
-    );
 
     let membership_state = state.clone();
     let membership: exchange_transport::auth::Membership =
@@ -140,10 +150,12 @@ pub async fn run_with_clock(
     let signer = ledger.spawn_signer(server.stopping());
     let auditing = Arc::new(auditing::Auditing::new(index, state.clone()));
     let retention = auditing.spawn_retention(config.audit, server.stopping());
+    let checks = alerts.spawn_checks(server.stopping());
     let service = service::RegistryService::new(
         state,
         shipping,
         auditing,
+        alerts,
         config.trust_domain.clone(),
         server.stopping(),
     );
@@ -151,6 +163,7 @@ pub async fn run_with_clock(
     tracing::info!(trust_domain = %config.trust_domain, data_dir = %config.data_dir.display(), vkey = ledger.reader().verifier().text(), "registry starting");
     let served = server.serve(listener, shutdown).await;
     let _ = retention.await;
+    let _ = checks.await;
     let _ = signer.await;
     served
 }

@@ -12,8 +12,9 @@ use futures_util::Stream;
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
+use crate::alerts::{AlertQuery, Alerts};
 use crate::auditing::Auditing;
-use crate::shipping::{ShipBatch, ShipMeta, Shipping};
+use crate::shipping::{NodeReport, ShipBatch, ShipMeta, Shipping};
 use crate::state::{CorrectionQuery, DatasetQuery, DemandQuery, GrantQuery, State, WatchItem};
 use exchange_transport::convert::*;
 
@@ -22,6 +23,7 @@ pub struct RegistryService {
     state: Arc<State>,
     shipping: Arc<Shipping>,
     auditing: Arc<Auditing>,
+    alerts: Arc<Alerts>,
     trust_domain: String,
     /// Flips to true when the server shuts down, ending Watch streams so that graceful shutdown
     /// does not wait on them forever.
@@ -34,6 +36,7 @@ impl RegistryService {
         state: Arc<State>,
         shipping: Arc<Shipping>,
         auditing: Arc<Auditing>,
+        alerts: Arc<Alerts>,
         trust_domain: String,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
@@ -41,6 +44,7 @@ impl RegistryService {
             state,
             shipping,
             auditing,
+            alerts,
             trust_domain,
             shutdown,
         }
@@ -417,6 +421,80 @@ impl pb::registry_server::Registry for RegistryService {
             }))
     }
 
+    async fn list_alerts(&self, request: Request<pb::ListAlertsRequest>) -> Result<pb::ListAlertsResponse> {
+        let me = caller(&request)?.principal;
+        let r = request.into_inner();
+        let query = AlertQuery {
+            rule: alert_rule_from_pb(r.rule).map_err(to_status)?,
+            state: alert_state_from_pb(r.state).map_err(to_status)?,
+            department: Some(r.department_id).filter(|d| !d.is_empty()),
+            from_ms: Some(r.from_ms).filter(|t| *t != 0),
+            to_ms: Some(r.to_ms).filter(|t| *t != 0),
+            limit: r.limit as usize,
+        };
+        ok(self.alerts.list(&me, &query).map(|alerts| pb::ListAlertsResponse {
+            alerts: alerts.into_iter().map(alert_to_pb).collect(),
+        }))
+    }
+
+    async fn get_alert(&self, request: Request<pb::GetAlertRequest>) -> Result<pb::Alert> {
+        let me = caller(&request)?.principal;
+        ok(self.alerts.get(&me, &request.into_inner().alert_id).map(alert_to_pb))
+    }
+
+    async fn acknowledge_alert(&self, request: Request<pb::AcknowledgeAlertRequest>) -> Result<pb::Alert> {
+        let me = caller(&request)?.principal;
+        let r = request.into_inner();
+        ok(self
+            .alerts
+            .acknowledge(&me, &r.alert_id, &r.note)
+            .await
+            .map(alert_to_pb))
+    }
+
+    type WatchAlertsStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::Alert, Status>> + Send>>;
+
+    async fn watch_alerts(&self, request: Request<pb::WatchAlertsRequest>) -> Result<Self::WatchAlertsStream> {
+        let me = caller(&request)?.principal;
+        let after_id = request.into_inner().after_id;
+        // Refused here, before the stream opens, when the caller may not see alerts or the id is
+        // not one.
+        self.alerts.after(&me, &after_id, 1).map_err(to_status)?;
+        let (tx, rx) = mpsc::channel(64);
+        let alerts = self.alerts.clone();
+        let mut latest = alerts.subscribe();
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut last = after_id;
+            loop {
+                let found = match alerts.after(&me, &last, WATCH_BATCH) {
+                    Ok(found) => found,
+                    Err(e) => {
+                        send_unless_stopping(&tx, Err(to_status(e)), &mut shutdown).await;
+                        return;
+                    }
+                };
+                let more = found.len() == WATCH_BATCH;
+                for alert in found {
+                    last.clone_from(&alert.id);
+                    if !send_unless_stopping(&tx, Ok(alert_to_pb(alert)), &mut shutdown).await {
+                        return;
+                    }
+                }
+                if more {
+                    continue;
+                }
+                let seen = crate::alerts::seq_of(&last).unwrap_or(0);
+                tokio::select! {
+                    changed = latest.wait_for(|&n| n > seen) => if changed.is_err() { return },
+                    _ = shutdown.wait_for(|&down| down) => return,
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
     type WatchStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::WatchEvent, Status>> + Send>>;
 
     async fn ship_ledger(&self, request: Request<pb::ShipLedgerRequest>) -> Result<pb::ShippedLedger> {
@@ -429,6 +507,14 @@ impl pb::registry_server::Registry for RegistryService {
             checkpoint: r.checkpoint,
             batch_proof: r.batch_proof,
             accepted_proof: r.accepted_proof,
+            report: r.report.map(|report| NodeReport {
+                ledger_size: report.ledger_size,
+                datasets: report
+                    .datasets
+                    .into_iter()
+                    .map(|d| (d.dataset_id, d.sequence))
+                    .collect(),
+            }),
         };
         ok(self.shipping.ship(&me, batch).await.map(shipped_to_pb))
     }

@@ -26,7 +26,9 @@ use exchange_core::tlog::{self, Frontier, LogVerifier};
 use exchange_core::{authz, CoreError, ValidationError};
 use serde::{Deserialize, Serialize};
 
+use crate::alerts::Alerts;
 use crate::ledger::RegistryLedger;
+use exchange_core::alert::Alert;
 
 /// What the registry holds of one node's ledger.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +56,39 @@ pub struct ShipMeta {
     pub refused_at: i64,
 }
 
+/// What a node last told the registry of itself (`health/<dept>`), and when each of its datasets
+/// was last seen to change: what the early warning judges silent nodes, lagging ones and stale
+/// datasets by.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeHealth {
+    pub department: String,
+    /// When it last called, Unix milliseconds.
+    pub reported_at_ms: i64,
+    /// Events its ledger held then, shipped or not.
+    pub ledger_size: u64,
+    /// Its datasets, by id.
+    pub datasets: std::collections::BTreeMap<String, Freshness>,
+}
+
+/// Where a dataset's change feed stood at its node's last report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Freshness {
+    /// Its last change-feed sequence (0: no records yet).
+    pub sequence: u64,
+    /// When the registry first saw that sequence, Unix seconds: within a few seconds of the
+    /// change while the node reports (a dataset first reported counts from then).
+    pub changed_at: i64,
+}
+
+/// What a node says of itself with a call.
+#[derive(Debug, Clone, Default)]
+pub struct NodeReport {
+    /// Events in its ledger.
+    pub ledger_size: u64,
+    /// Each dataset's last sequence.
+    pub datasets: Vec<(String, u64)>,
+}
+
 /// One batch a node ships.
 #[derive(Debug, Clone, Default)]
 pub struct ShipBatch {
@@ -69,6 +104,8 @@ pub struct ShipBatch {
     pub batch_proof: Vec<Vec<u8>>,
     /// From the last accepted checkpoint's size to this checkpoint's.
     pub accepted_proof: Vec<Vec<u8>>,
+    /// How the node stands (none from nodes older than reports).
+    pub report: Option<NodeReport>,
 }
 
 /// At most this many events are read back in one call.
@@ -78,8 +115,39 @@ fn meta_key(department: &str) -> Vec<u8> {
     format!("ship/{department}").into_bytes()
 }
 
+fn health_key(department: &str) -> Vec<u8> {
+    format!("health/{department}").into_bytes()
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, CoreError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        CoreError::Store(StoreError::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            message: e.to_string(),
+        })
+    })
+}
+
+/// What the registry holds of every node's ledger.
+pub(crate) fn all_metas(store: &dyn Store) -> Result<Vec<ShipMeta>, CoreError> {
+    store.scan_prefix(b"ship/")?.iter().map(|(k, v)| decode(k, v)).collect()
+}
+
+/// Every node's last report.
+pub(crate) fn all_health(store: &dyn Store) -> Result<Vec<NodeHealth>, CoreError> {
+    store
+        .scan_prefix(b"health/")?
+        .iter()
+        .map(|(k, v)| decode(k, v))
+        .collect()
+}
+
 fn encode(meta: &ShipMeta) -> Result<Vec<u8>, CoreError> {
-    serde_json::to_vec(meta).map_err(|e| CoreError::Store(StoreError::Engine(format!("cannot encode: {e}"))))
+    encode_json(meta)
+}
+
+fn encode_json<T: Serialize>(value: &T) -> Result<Vec<u8>, CoreError> {
+    serde_json::to_vec(value).map_err(|e| CoreError::Store(StoreError::Engine(format!("cannot encode: {e}"))))
 }
 
 fn save(store: &dyn Store, meta: &ShipMeta, mut batch: Batch) -> Result<(), CoreError> {
@@ -96,6 +164,8 @@ pub struct Shipping {
     clock: Clock,
     /// One batch at a time per node.
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The early warning, shown every batch accepted and every refusal.
+    alerts: Arc<Alerts>,
 }
 
 impl Shipping {
@@ -107,6 +177,7 @@ impl Shipping {
         ledger: Arc<RegistryLedger>,
         trust_domain: &str,
         clock: Clock,
+        alerts: Arc<Alerts>,
     ) -> Self {
         Self {
             store,
@@ -115,7 +186,43 @@ impl Shipping {
             trust_domain: trust_domain.to_string(),
             clock,
             locks: std::sync::Mutex::new(HashMap::new()),
+            alerts,
         }
+    }
+
+    /// `department`'s health after a call reporting `report` now: a dataset's sequence that
+    /// moved is stamped with the time.
+    fn health(&self, department: &str, report: Option<&NodeReport>) -> Result<NodeHealth, CoreError> {
+        let key = health_key(department);
+        let mut health: NodeHealth = match self.store.get(&key)? {
+            Some(bytes) => decode(&key, &bytes)?,
+            None => NodeHealth {
+                department: department.to_string(),
+                ..NodeHealth::default()
+            },
+        };
+        let now_ms = self.clock.now_ms();
+        health.reported_at_ms = now_ms;
+        if let Some(report) = report {
+            health.ledger_size = report.ledger_size;
+            let owned = |id: &str| exchange_core::catalog::owner_of(id) == department && id.contains('/');
+            for (dataset, sequence) in report.datasets.iter().filter(|(d, _)| owned(d)) {
+                let seen = health.datasets.entry(dataset.clone()).or_default();
+                if *sequence != seen.sequence {
+                    *seen = Freshness {
+                        sequence: *sequence,
+                        changed_at: if *sequence == 0 { 0 } else { now_ms.div_euclid(1000) },
+                    };
+                }
+            }
+        }
+        Ok(health)
+    }
+
+    fn save_health(&self, health: &NodeHealth) -> Result<(), CoreError> {
+        let mut batch = Batch::default();
+        batch.put(health_key(&health.department), encode_json(health)?);
+        Ok(self.store.commit(batch)?)
     }
 
     fn lock(&self, department: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -127,12 +234,7 @@ impl Shipping {
     pub fn meta(&self, department: &str) -> Result<ShipMeta, CoreError> {
         let key = meta_key(department);
         match self.store.get(&key)? {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                CoreError::Store(StoreError::Corrupt {
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    message: e.to_string(),
-                })
-            }),
+            Some(bytes) => decode(&key, &bytes),
             None => Ok(ShipMeta {
                 department: department.to_string(),
                 ..ShipMeta::default()
@@ -210,10 +312,13 @@ impl Shipping {
                 meta.vkey
             )));
         }
+        let health = self.health(&department, batch.report.as_ref())?;
         if !meta.refused.is_empty() {
+            self.save_health(&health)?;
             return Err(refused(&meta));
         }
         if batch.events.is_empty() && batch.checkpoint.is_empty() {
+            self.save_health(&health)?;
             return Ok(meta);
         }
         let verifier = LogVerifier::parse(&meta.vkey).map_err(|e| CoreError::Unavailable(e.to_string()))?;
@@ -254,6 +359,7 @@ impl Shipping {
             frontier.push(tlog::leaf_hash(event));
         }
         if let Err(why) = self.check_history(&meta, &checkpoint, end, &frontier, &batch) {
+            self.save_health(&health)?;
             return Err(self.refuse(who, meta, &checkpoint, why).await);
         }
         // The events first, then the size that says they are held: after a crash in between the
@@ -266,12 +372,21 @@ impl Shipping {
         meta.checkpoint_size = checkpoint.size;
         // Thousands of index entries and a flush: off the async threads, which serve everyone.
         let (index, store, held) = (self.index.clone(), self.store.clone(), meta.clone());
-        tokio::task::spawn_blocking(move || -> Result<(), CoreError> {
+        let alerts = self.alerts.clone();
+        let raised = tokio::task::spawn_blocking(move || -> Result<Vec<Alert>, CoreError> {
             index.add(&department, &events)?;
-            save(&*store, &held, Batch::default())
+            let mut batch = Batch::default();
+            batch.put(health_key(&department), encode_json(&health)?);
+            save(&*store, &held, batch)?;
+            Ok(alerts.observe(&department, &events))
         })
         .await
         .map_err(|e| CoreError::Unavailable(format!("shipping task failed: {e}")))??;
+        // The batch is taken whatever becomes of its alerts: a failure to raise one is logged,
+        // not a reason for the node to ship again.
+        if let Err(e) = self.alerts.raise(raised).await {
+            tracing::error!(error = %e, "could not raise the alerts of a shipped batch");
+        }
         Ok(meta)
     }
 
@@ -343,6 +458,10 @@ impl Shipping {
         }
         if let Err(e) = self.save(&meta, Batch::default()) {
             return e;
+        }
+        let alert = exchange_core::alert::refused_ledger(&department, &meta.refused, meta.refused_at, meta.size);
+        if let Err(e) = self.alerts.raise(vec![alert]).await {
+            tracing::error!(error = %e, "could not raise the alert of a refused ledger");
         }
         refused(&meta)
     }

@@ -1,4 +1,5 @@
-//! Every config in deploy/ parses, and every schema in schemas/ is a valid dataset schema.
+//! Every config in deploy/ parses, the settings it documents are the defaults, and every schema
+//! in schemas/ is a valid dataset schema.
 
 use std::path::{Path, PathBuf};
 
@@ -60,4 +61,31 @@ fn every_sample_schema_is_a_valid_dataset_schema_with_its_key() {
         seen += 1;
     }
     assert!(seen >= 5, "expected the five sample schemas");
+}
+
+/// The `[alerts]` block deploy/registry.toml documents, uncommented, is what the registry does
+/// with it left out (apart from the two examples that have no default).
+#[test]
+fn the_alert_settings_documented_are_the_defaults() {
+    let text = std::fs::read_to_string(repo().join("deploy/registry.toml")).unwrap();
+    let (before, block) = text.split_once("# [alerts]\n").expect("an [alerts] block");
+    fn setting(line: &str) -> Option<&str> {
+        let line = line.strip_prefix("# ")?;
+        let (name, _) = line.split_once(" = ")?;
+        name.chars().all(|c| c.is_ascii_lowercase() || c == '_').then_some(line)
+    }
+    let settings: Vec<&str> = block.lines().filter_map(setting).collect();
+    assert_eq!(settings.len(), 13, "{settings:?}");
+    let uncommented = format!("{before}[alerts]\n{}\n", settings.join("\n"));
+    let config = registry::Config::from_toml(&uncommented).unwrap();
+    let expected = registry::config::AlertConfig {
+        reading_hours: "07:00-22:00".into(),
+        round_the_clock: vec!["js.gongan".into()],
+        ..Default::default()
+    };
+    assert_eq!(config.alerts, expected);
+    assert_eq!(
+        registry::Config::from_toml(before).unwrap().alerts,
+        registry::config::AlertConfig::default()
+    );
 }

@@ -60,6 +60,11 @@ fn local_deployment_with_a_killed_node(engine: Option<&str>) {
         for (i, port) in ports.iter().enumerate() {
             text = text.replace(&format!(":{}", 7500 + i), &format!(":{port}"));
         }
+        if name == "registry.toml" {
+            // One denied read is warning enough here: the flow below has one.
+            assert!(!text.contains("\n[alerts]"), "the test adds the [alerts] table");
+            text.push_str("\n[alerts]\ndenied_reads_per_hour = 1\n");
+        }
         if let (Some(engine), "node-gongan.toml") = (engine, name) {
             assert!(!text.contains("[store]"), "the test adds the [store] table");
             text.push_str(&format!("\n[store]\nengine = \"{engine}\"\n"));
@@ -387,6 +392,24 @@ fn local_deployment_with_a_killed_node(engine: Option<&str>) {
     let seen: serde_json::Value =
         serde_json::from_str(&run("js.scjg-system", &["--json", "correction", "get", "c-000001"])).unwrap();
     assert_eq!(seen["state"], "CORRECTION_STATE_CONFIRMED", "{seen}");
+    // The denied read raised an alert; the data authority sees it and says what it found.
+    let alerts = run("js.dsj-admin", &["alert", "list", "--rule", "denied_reads"]);
+    assert!(
+        alerts.contains("a-000001") && alerts.contains("js.scjg had 1 read denied"),
+        "{alerts}"
+    );
+    let (ok, _, stderr) = try_run("js.scjg-system", &["alert", "list"]);
+    assert!(!ok && stderr.contains("only admins and auditors"), "{stderr}");
+    let acknowledged = run(
+        "js.dsj-admin",
+        &["alert", "ack", "a-000001", "--note", "a test of a purpose not granted"],
+    );
+    assert!(
+        acknowledged.contains("state:       acknowledged") && acknowledged.contains("a test of a purpose"),
+        "{acknowledged}"
+    );
+    let open = run("js.dsj-admin", &["--json", "alert", "list", "--state", "open"]);
+    assert!(!open.contains("a-000001"), "{open}");
     for server in [&mut gongan, &mut scjg, &mut registry] {
         server.kill();
     }

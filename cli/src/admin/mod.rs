@@ -1,12 +1,13 @@
-//! Registry commands: departments, datasets, schemas, grants, demands, corrections, watch. Each
-//! prints a table for people or, with `--json`, the API's own messages as proto3 JSON for
-//! scripts.
+//! Registry commands: departments, datasets, schemas, grants, demands, corrections, alerts,
+//! watch. Each prints a table for people or, with `--json`, the API's own messages as proto3
+//! JSON for scripts.
 //!
 //! # Layout
 //! - this module: the command tree and `whoami`.
-//! - `dept`, `dataset`, `schema`, `grant`, `demand`, `correction`: each command family, its flags and its
-//!   tables.
+//! - `dept`, `dataset`, `schema`, `grant`, `demand`, `correction`, `alert`: each command family,
+//!   its flags and its tables.
 
+mod alert;
 mod correction;
 mod dataset;
 mod demand;
@@ -57,6 +58,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: correction::CorrectionCommand,
     },
+    /// Alerts of the early warning: list, watch, acknowledge (admins and auditors).
+    Alert {
+        #[command(subcommand)]
+        command: alert::AlertCommand,
+    },
 }
 
 /// Runs a registry command.
@@ -92,6 +98,7 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
         Command::Grant { command } => grant::run(command, common).await,
         Command::Demand { command } => demand::run(command, common).await,
         Command::Correction { command } => correction::run(command, common).await,
+        Command::Alert { command } => alert::run(command, common).await,
     }
 }
 

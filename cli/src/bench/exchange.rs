@@ -100,6 +100,7 @@ impl Exchange {
             store: registry::config::StoreConfig::default(),
             audit: Default::default(),
             calendar: Default::default(),
+            alerts: Default::default(),
         };
         let registry = Running::spawn(|stop| registry::run(registry_config, registry_listener, stop));
 

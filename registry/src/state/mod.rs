@@ -278,6 +278,28 @@ impl State {
         self.clock.now()
     }
 
+    /// The trust domain principals are named in.
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    /// The working days request clocks count.
+    pub fn calendar(&self) -> &WorkingCalendar {
+        &self.calendar
+    }
+
+    /// Everything the early warning's rules on state look at, unfiltered (no caller: the
+    /// registry itself looks).
+    pub(crate) fn watched(&self) -> Result<Watched, CoreError> {
+        Ok(Watched {
+            departments: self.scan(b"dept/")?,
+            datasets: self.scan(b"ds/")?,
+            grants: self.scan(b"grant/")?,
+            demands: self.scan(b"demand/")?,
+            corrections: self.scan(b"correction/")?,
+        })
+    }
+
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, CoreError> {
         self.store.get(key)?.map(|bytes| decode(key, &bytes)).transpose()
     }
@@ -348,6 +370,15 @@ impl State {
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.revision.subscribe()
     }
+}
+
+/// The registry's state as the early warning reads it.
+pub(crate) struct Watched {
+    pub(crate) departments: Vec<Department>,
+    pub(crate) datasets: Vec<Dataset>,
+    pub(crate) grants: Vec<Grant>,
+    pub(crate) demands: Vec<exchange_core::demand::Demand>,
+    pub(crate) corrections: Vec<exchange_core::correction::Correction>,
 }
 
 fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, CoreError> {

@@ -64,6 +64,7 @@ pub fn registry_config(dir: &Path, listen: SocketAddr) -> registry::Config {
         store: registry::config::StoreConfig::default(),
         audit: Default::default(),
         calendar: Default::default(),
+        alerts: Default::default(),
     }
 }
 

@@ -1,8 +1,9 @@
 //! Department nodes: validated publish, authorized reads with projection and masking, row
-//! filters, revocation, registry outages, the change feed, the audit of every read, and
-//! correction requests on records read. Helpers shared by the themes are here; each theme has
+//! filters, revocation, registry outages, the change feed, the audit of every read, correction
+//! requests on records read, and the early warning over what nodes ship and report. Helpers shared by the themes are here; each theme has
 //! its file.
 
+mod alerts;
 mod auditing;
 mod corrections;
 mod denials;
@@ -135,7 +136,14 @@ pub(super) async fn approve(ex: &TestExchange, id: &str) -> pb::Grant {
 /// Suzhou (3205xx), and an approved grant for js.scjg on name, region_code and phone for
 /// business-licensing, limited to Nanjing. Returns the keys and the grant id.
 pub(super) async fn setup() -> (TestExchange, TestNode, Vec<String>, String) {
-    let ex = TestExchange::start().await;
+    setup_configured(|_| {}).await
+}
+
+/// [`setup`] with the registry's configuration changed by `configure`.
+pub(super) async fn setup_configured(
+    configure: fn(&mut registry::Config),
+) -> (TestExchange, TestNode, Vec<String>, String) {
+    let ex = TestExchange::start_configured(configure).await;
     ex.seed().await;
     let mut scjg = ex.client("js.scjg", Role::System).await;
     let mut request = grant_request("js.gongan/population", &["name", "region_code", "phone"]);

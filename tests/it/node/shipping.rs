@@ -202,6 +202,23 @@ async fn a_node_whose_history_changed_is_refused_and_the_refusal_is_recorded() {
         refusals[0].fields[0].starts_with("exchange.test/node/js.gongan\n"),
         "the checkpoint is kept as evidence"
     );
+    // And the data authority is warned at once.
+    let alerts = auditor
+        .list_alerts(pb::ListAlertsRequest {
+            rule: pb::AlertRule::RefusedLedger as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].department_id, "js.gongan");
+    assert!(
+        alerts[0].summary.contains("its history changed"),
+        "{}",
+        alerts[0].summary
+    );
 }
 
 #[tokio::test]
