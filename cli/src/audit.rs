@@ -77,11 +77,11 @@ pub(crate) enum Command {
         /// The record key (e.g. an id number).
         record: String,
     },
-    /// A report of events per consumer, provider, dataset or decision, per day (auditors and
-    /// admins).
+    /// A report of events per consumer, provider, dataset, decision or provider and decision,
+    /// per day (auditors and admins).
     #[command(alias = "counts")]
     Report {
-        /// consumer, provider, dataset or decision.
+        /// consumer, provider, dataset, decision or provider_decision.
         #[arg(long, value_parser = crate::output::one_of::<exchange_core::audit_index::CountBy>())]
         by: exchange_core::audit_index::CountBy,
         /// From this day (yyyy-mm-dd, UTC), inclusive.
@@ -463,6 +463,7 @@ async fn query(args: QueryArgs, common: &Common) -> anyhow::Result<()> {
         "DECISION",
         "GRANT",
         "RECORDS",
+        "REASON",
     ]);
     let mut shown = 0;
     loop {
@@ -496,6 +497,7 @@ async fn query(args: QueryArgs, common: &Common) -> anyhow::Result<()> {
                 event.decision.to_string(),
                 event.grant_id,
                 event.count.to_string(),
+                event.reason,
             ]);
         }
         if page.next_page_token.is_empty() || shown == args.limit {

@@ -172,10 +172,21 @@ impl ConnectArgs {
     }
 
     /// A client of the node serving `dataset`: the server must prove it is the owner's node, so
-    /// a read states its purpose, and a publish sends records, only to that department.
+    /// a read states its purpose, and a publish sends records, only to that department. Without
+    /// `--node`, another department's dataset is read at the node the registry names for it (a
+    /// profile's `node` is its own department's).
     pub(crate) async fn node_of(&self, dataset: &str) -> anyhow::Result<NodeClient<Channel>> {
-        let mut config = self.resolve(true)?;
         let owner = dataset.split('/').next().unwrap_or_default();
+        if self.node.is_none() {
+            let me = self
+                .resolve(false)
+                .ok()
+                .and_then(|c| exchange_transport::auth::principal_of(&c.tls.cert_pem));
+            if me.is_some_and(|me| me.department != owner) {
+                return self.node_of_department(owner).await;
+            }
+        }
+        let mut config = self.resolve(true)?;
         config.server_identity = exchange_transport::auth::trust_domain_of(&config.tls.cert_pem)
             .map(|td| Principal::new(owner, Role::Node).uri(&td));
         Ok(NodeClient::new(connect(&config).await?).max_decoding_message_size(64 * 1024 * 1024))

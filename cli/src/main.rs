@@ -123,7 +123,28 @@ fn write_samples(dataset: &str, count: usize, out: Option<PathBuf>, csv: bool) -
     }
 }
 
+/// Printing to a pipe whose reader has gone (`exchange ... | head`) ends the command quietly, as
+/// a SIGPIPE would: Rust ignores the signal, so `println!` panics instead, and setting the signal
+/// back needs unsafe code, which the workspace forbids.
+fn exit_quietly_on_a_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            // 128 + SIGPIPE, what a shell reports for a command ended by it.
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    exit_quietly_on_a_closed_pipe();
     let cli = Cli::parse();
     init_logging(&cli);
     let runtime = match tokio::runtime::Runtime::new() {

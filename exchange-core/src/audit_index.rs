@@ -112,6 +112,10 @@ closed_set! {
         Dataset = "dataset",
         /// Allowed or denied.
         Decision = "decision",
+        /// The node that served and the decision, `js.gongan/allow`: reads of other
+        /// departments each node served and denied (counted from the release that added it on;
+        /// a department's reads of its own data are not counted here).
+        ProviderDecision = "provider_decision",
     }
 }
 
@@ -122,6 +126,7 @@ impl CountBy {
             CountBy::Provider => "p",
             CountBy::Dataset => "d",
             CountBy::Decision => "x",
+            CountBy::ProviderDecision => "pd",
         }
     }
 }

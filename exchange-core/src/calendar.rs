@@ -266,8 +266,13 @@ impl WorkingCalendar {
         count
     }
 
+    /// Midnight at the start of `date`, in Unix seconds.
+    pub fn start_of(&self, date: Date) -> UnixSeconds {
+        date.midnight().assume_offset(self.offset).unix_timestamp()
+    }
+
     /// Midnight at the end of `date`, in Unix seconds.
-    fn end_of(&self, date: Date) -> UnixSeconds {
+    pub fn end_of(&self, date: Date) -> UnixSeconds {
         let next = date.next_day().unwrap_or(date);
         next.midnight().assume_offset(self.offset).unix_timestamp()
     }

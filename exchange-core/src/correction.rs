@@ -115,6 +115,22 @@ fn is_zero_time(t: &UnixSeconds) -> bool {
 pub struct Served {
     /// Every field served of it, in any read.
     pub fields: Vec<String>,
+    /// The dataset's last change-feed sequence, as its node last reported it (none when it has
+    /// not reported): no record was read at a later one.
+    pub latest_sequence: Option<u64>,
+}
+
+/// Checks that `sequence` (named in `field`) is one the dataset of `dataset_id` has reached, by
+/// `latest`, its last sequence its node reported (not checked when it has not reported).
+pub fn check_sequence(field: &str, sequence: u64, dataset_id: &str, latest: Option<u64>) -> Result<(), CoreError> {
+    match latest {
+        Some(latest) if sequence > latest => Err(CoreError::FailedPrecondition(format!(
+            "{field} {sequence} is past the last change of {dataset_id} its node reported ({latest}): \
+             name the sequence `exchange get --sequences` prints for the record (a node reports a \
+             change within seconds; if it was published just now, try again shortly)"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn text(field: &str, value: &str, what: &str) -> Result<String, CoreError> {
@@ -178,6 +194,12 @@ pub fn new_correction(
             request.key, request.dataset_id
         )));
     }
+    check_sequence(
+        "sequence",
+        request.sequence,
+        &request.dataset_id,
+        served.latest_sequence,
+    )?;
     let unserved: Vec<&str> = fields
         .iter()
         .filter(|f| !served.fields.contains(f))
@@ -315,6 +337,7 @@ mod tests {
     fn served() -> Served {
         Served {
             fields: vec!["id_number".into(), "name".into(), "address".into()],
+            latest_sequence: Some(60),
         }
     }
 
@@ -367,6 +390,21 @@ mod tests {
         assert!(own.unwrap_err().to_string().contains("by publishing them again"));
         assert!(refuse(&|r| r.fields.clear()).contains("at least one field"));
         assert!(refuse(&|r| r.sequence = 0).contains("sequence as you read it"));
+        let err = raise(&|r| r.sequence = 61, &served()).unwrap_err();
+        assert!(matches!(err, CoreError::FailedPrecondition(_)), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("past the last change of js.gongan/population its node reported (60)"),
+            "{err}"
+        );
+        let unreported = Served {
+            latest_sequence: None,
+            ..served()
+        };
+        assert!(
+            raise(&|r| r.sequence = 61, &unreported).is_ok(),
+            "not checked without a report"
+        );
         assert!(refuse(&|r| r.problem = " ".into()).contains("what looks wrong"));
         assert!(refuse(&|r| r.evidence = "x".repeat(MAX_TEXT + 1)).contains("what shows it"));
         let err = refuse(&|r| r.fields = vec!["address".into(), "phone".into()]);

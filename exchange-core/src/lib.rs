@@ -22,6 +22,8 @@
 //! - `demand`: data demands, a consumer asking for data no dataset offers yet.
 //! - `correction`: correction requests, a consumer questioning a record it was served.
 //! - `calendar`: working days (weekends, public holidays, make-up working days) and due dates.
+//! - `scoreboard`: the sharing scoreboard: each department's figures over a period, and the
+//!   ranking.
 //! - `policy`: read authorization on a node: grant, purpose, fields, masking, row filter.
 //! - `mask`: masking of sensitive values.
 //! - `ledger`: the hash-chained audit ledger and its verification.
@@ -51,6 +53,7 @@ pub mod ledger;
 pub mod mask;
 pub mod policy;
 pub mod schema;
+pub mod scoreboard;
 pub mod store;
 #[cfg(test)]
 mod stored_fixtures;

@@ -275,6 +275,7 @@ mod set_2026_12_02 {
             reviewed_by: "spiffe://exchange.example/dept/js.dsj/admin".into(),
             reviewed_at: 1_796_000_450,
             decided_in_place: false,
+            decided_at: 0,
             appeal: Some(Appeal {
                 rejected_for: "names are not needed to register a company".into(),
                 grounds: "article 35 names the legal representative".into(),
@@ -453,6 +454,33 @@ mod set_2026_12_03 {
     }
 }
 
+/// The set of 2026-12-03.2: a grant keeps when its owner decided it (`decided_at`).
+mod set_2026_12_03_2 {
+    use crate::grant::{Grant, GrantState};
+
+    pub(super) const GRANT: &[u8] = include_bytes!("../fixtures/stored/2026-12-03.2/grant.json");
+
+    /// Reviewed, then approved by its owner at the decision step.
+    pub(super) fn grant() -> Grant {
+        let mut grant = super::set_2026_12_02::requested();
+        grant.state = GrantState::Approved;
+        grant.reason = "identity check".into();
+        grant.decided_by = "spiffe://exchange.example/dept/js.gongan/system".into();
+        grant.steps.stage = None;
+        grant.steps.due_at = 1_796_400_000;
+        grant.steps.reviewed_by = "spiffe://exchange.example/dept/js.dsj/admin".into();
+        grant.steps.reviewed_at = 1_796_000_450;
+        grant.steps.decided_at = 1_796_090_000;
+        grant.updated_at = 1_796_090_000;
+        grant
+    }
+
+    #[test]
+    fn every_type_decodes_as_written() {
+        assert_eq!(serde_json::from_slice::<Grant>(GRANT).unwrap(), grant());
+    }
+}
+
 /// What today's code writes, byte for byte, must be the newest set: a type whose stored form
 /// changed needs a new set (see the module documentation).
 #[test]
@@ -502,6 +530,11 @@ fn the_newest_set_is_what_this_code_writes() {
         "2026-12-02/grant-requested.json",
         json(serde_json::to_vec(&set_2026_12_02::requested())),
         set_2026_12_02::REQUESTED,
+    );
+    check(
+        "2026-12-03.2/grant.json",
+        json(serde_json::to_vec(&set_2026_12_03_2::grant())),
+        set_2026_12_03_2::GRANT,
     );
     check(
         "2026-12-03/alert.json",

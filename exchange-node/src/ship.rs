@@ -37,8 +37,9 @@ const REFUSED_RETRY: Duration = Duration::from_secs(30);
 /// With nothing to ship, the node still reports this often: the registry takes a node it has
 /// not heard from in `alerts.node_silent_minutes` for silent.
 const REPORT_EVERY: Duration = Duration::from_secs(60);
-/// A dataset's new records are reported when nothing else is shipped, at most this often.
-const REPORT_CHANGES_EVERY: Duration = Duration::from_secs(5);
+/// A dataset's new records are reported when nothing else is shipped, at most this often (a
+/// correction names a change only once it is reported).
+const REPORT_CHANGES_EVERY: Duration = Duration::from_secs(1);
 
 /// How shipping is going, for `Status`.
 #[derive(Debug, Clone, Default)]

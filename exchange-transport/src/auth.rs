@@ -151,18 +151,29 @@ pub fn caller<T>(request: &Request<T>) -> Result<Authenticated, Status> {
     })
 }
 
-/// Every URI in a certificate's subject alternative names.
-/// The trust domain of the spiffe:// identity in a PEM certificate, if it has one.
-pub fn trust_domain_of(cert_pem: &str) -> Option<String> {
+/// The SAN URIs of the first certificate of a PEM text.
+fn pem_uris(cert_pem: &str) -> Option<Vec<String>> {
     let der = crate::tls::parse_certs(cert_pem, "certificate")
         .ok()?
         .into_iter()
         .next()?;
     let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
-    san_uris(&cert).iter().find_map(|uri| {
+    Some(san_uris(&cert))
+}
+
+/// The trust domain of the spiffe:// identity in a PEM certificate, if it has one.
+pub fn trust_domain_of(cert_pem: &str) -> Option<String> {
+    pem_uris(cert_pem)?.iter().find_map(|uri| {
         let rest = uri.strip_prefix("spiffe://")?;
         Some(rest.split('/').next()?.to_string())
     })
+}
+
+/// The principal a PEM certificate names, if it names one (what a client presents).
+pub fn principal_of(cert_pem: &str) -> Option<exchange_core::identity::Principal> {
+    let trust_domain = trust_domain_of(cert_pem)?;
+    let uris = pem_uris(cert_pem)?;
+    exchange_core::identity::Principal::from_uris(uris.iter().map(String::as_str), &trust_domain).ok()
 }
 
 /// The URIs among a certificate's subject alternative names.

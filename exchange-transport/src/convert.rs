@@ -11,6 +11,7 @@ use exchange_core::department::{Department, Level};
 use exchange_core::grant::{AppealOutcome, Grant, GrantRequest, GrantState, Stage};
 use exchange_core::identity::Role;
 use exchange_core::mask::Sensitivity;
+use exchange_core::scoreboard::Score;
 use exchange_core::ValidationError;
 use exchange_proto::registry::v1 as pb;
 
@@ -491,6 +492,32 @@ pub fn correction_answer_from_pb(r: &pb::AnswerCorrectionRequest) -> Result<Answ
             "outcome",
             "say how it is answered: corrected, confirmed or rejected",
         )),
+    }
+}
+
+/// A department's line of the scoreboard as sent.
+pub fn score_to_pb(s: Score) -> pb::DepartmentScore {
+    pb::DepartmentScore {
+        department_id: s.department,
+        rank: s.rank,
+        score: s.score,
+        datasets_unconditional: s.datasets.unconditional,
+        datasets_conditional: s.datasets.conditional,
+        datasets_not_shared: s.datasets.not_shared,
+        datasets_open: s.datasets.open,
+        datasets_judged: s.judged,
+        datasets_fresh: s.fresh,
+        grants_requested: s.requested,
+        grants_given: s.given,
+        decisions: s.decided,
+        decisions_on_time: s.decided_on_time,
+        median_decision_days: s.median_decision_days,
+        pending: s.pending,
+        overdue: s.overdue,
+        reads_served: s.reads.served,
+        reads_denied: s.reads.denied,
+        corrections_answered: s.corrections_answered,
+        corrections_on_time: s.corrections_on_time,
     }
 }
 

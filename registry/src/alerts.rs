@@ -350,6 +350,13 @@ impl Alerts {
     }
 
     fn found(&self, id: &str) -> Result<(u64, Alert), CoreError> {
+        if id.is_empty() {
+            return Err(ValidationError::new(
+                "alert_id",
+                "name the alert (a-000012); list them with `exchange alert list`",
+            )
+            .into());
+        }
         let missing = || CoreError::NotFound(format!("no alert {id}; list them with `exchange alert list`"));
         let seq = seq_of(id).ok_or_else(missing)?;
         Ok((seq, self.read(seq)?.ok_or_else(missing)?))
@@ -389,6 +396,16 @@ impl Alerts {
             id => seq_of(id)
                 .ok_or_else(|| ValidationError::new("after_id", format!("{id:?} is not an alert id like a-000012")))?,
         };
+        let latest = *self.latest.borrow();
+        if after > latest {
+            return Err(CoreError::OutOfRange(format!(
+                "no alert {after_id} yet: the latest is {}",
+                match latest {
+                    0 => "none".to_string(),
+                    n => id_of(n),
+                }
+            )));
+        }
         self.store
             .range(&alert_key(after + 1), b"alert0", limit)?
             .iter()

@@ -68,6 +68,9 @@ pub struct GrantConfig {
     /// Working days a dataset's owner has to decide a request. Default 5.
     #[serde(default = "default_decision_days")]
     pub decision_days: u32,
+    /// ... on a dataset with no records published yet. Default 10.
+    #[serde(default = "default_unpublished_decision_days")]
+    pub unpublished_decision_days: u32,
     /// Working days the data authority has to answer an appeal. Default 5.
     #[serde(default = "default_appeal_days")]
     pub appeal_days: u32,
@@ -86,6 +89,7 @@ impl GrantConfig {
             review: self.review,
             review_days: self.review_days,
             decision_days: self.decision_days,
+            unpublished_decision_days: self.unpublished_decision_days,
             appeal_days: self.appeal_days,
             demand_days: self.demand_days,
             correction_days: self.correction_days,
@@ -101,6 +105,7 @@ impl Default for GrantConfig {
             review: clocks.review,
             review_days: clocks.review_days,
             decision_days: clocks.decision_days,
+            unpublished_decision_days: clocks.unpublished_decision_days,
             appeal_days: clocks.appeal_days,
             demand_days: clocks.demand_days,
             correction_days: clocks.correction_days,
@@ -118,6 +123,9 @@ fn default_review_days() -> u32 {
 }
 fn default_decision_days() -> u32 {
     Clocks::default().decision_days
+}
+fn default_unpublished_decision_days() -> u32 {
+    Clocks::default().unpublished_decision_days
 }
 fn default_appeal_days() -> u32 {
     Clocks::default().appeal_days

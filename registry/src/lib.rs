@@ -8,6 +8,7 @@
 //! - `ledger`: the registry's own audit ledger, where every change is recorded.
 //! - `shipping`: the nodes' audit ledgers, shipped here and checked as a witness checks a log.
 //! - `auditing`: auditors' searches and counts, and access reports of one record.
+//! - `scoreboard`: the sharing scoreboard over the state, node reports and read counts.
 //! - `alerts`: the early warning: rules over shipped reads and the state, and their alerts.
 //! - [`run`]: serve on a listener the caller bound, until the shutdown future resolves.
 
@@ -15,6 +16,7 @@ pub mod alerts;
 pub mod auditing;
 pub mod config;
 pub mod ledger;
+pub mod scoreboard;
 pub mod service;
 pub mod shipping;
 pub mod state;
@@ -83,7 +85,7 @@ pub async fn run_with_clock(
         if needed && !calendar.covers(year) {
             tracing::warn!(
                 year,
-                "the calendar lists no holidays or make-up working days for this year: request clocks count only weekends as days off in it until [[calendar.year]] for it is added"
+                "the calendar lists no holidays or make-up working days for {year}: request clocks count only weekends as days off in it until [[calendar.year]] year = {year} is added"
             );
         }
     }
@@ -120,6 +122,12 @@ pub async fn run_with_clock(
         .map(|state| state.with_clocks(clocks, calendar))
         .map_err(RunError::from_display)?,
     );
+    let scoreboards = Arc::new(scoreboard::Scoreboards::new(
+        store.clone(),
+        index.clone(),
+        state.clone(),
+        config.alerts.clone(),
+    ));
     let alerts = Arc::new(alerts::Alerts::open(store.clone(), state.clone(), config.alerts).map_err(RunError)?);
     let shipping = Arc::new(shipping::Shipping::new(
         store,
@@ -156,6 +164,7 @@ pub async fn run_with_clock(
         shipping,
         auditing,
         alerts,
+        scoreboards,
         config.trust_domain.clone(),
         server.stopping(),
     );

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::alerts::{AlertQuery, Alerts};
 use crate::auditing::Auditing;
+use crate::scoreboard::Scoreboards;
 use crate::shipping::{NodeReport, ShipBatch, ShipMeta, Shipping};
 use crate::state::{CorrectionQuery, DatasetQuery, DemandQuery, GrantQuery, State, WatchItem};
 use exchange_transport::convert::*;
@@ -24,6 +25,7 @@ pub struct RegistryService {
     shipping: Arc<Shipping>,
     auditing: Arc<Auditing>,
     alerts: Arc<Alerts>,
+    scoreboards: Arc<Scoreboards>,
     trust_domain: String,
     /// Flips to true when the server shuts down, ending Watch streams so that graceful shutdown
     /// does not wait on them forever.
@@ -37,6 +39,7 @@ impl RegistryService {
         shipping: Arc<Shipping>,
         auditing: Arc<Auditing>,
         alerts: Arc<Alerts>,
+        scoreboards: Arc<Scoreboards>,
         trust_domain: String,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
@@ -45,6 +48,7 @@ impl RegistryService {
             shipping,
             auditing,
             alerts,
+            scoreboards,
             trust_domain,
             shutdown,
         }
@@ -364,11 +368,12 @@ impl pb::registry_server::Registry for RegistryService {
         let me = caller(&request)?.principal;
         let uri = me.uri(&self.trust_domain);
         let r = correction_request_from_pb(request.into_inner());
-        let served = self
+        let mut served = self
             .auditing
             .served(&me.department, &r.dataset_id, &r.key)
             .await
             .map_err(to_status)?;
+        served.latest_sequence = self.shipping.latest_sequence(&r.dataset_id).map_err(to_status)?;
         let t = self.state.now();
         ok(self
             .state
@@ -383,9 +388,11 @@ impl pb::registry_server::Registry for RegistryService {
         let r = request.into_inner();
         let answer = correction_answer_from_pb(&r).map_err(to_status)?;
         let t = self.state.now();
+        let shipping = self.shipping.clone();
+        let latest = move |dataset: &str| shipping.latest_sequence(dataset);
         ok(self
             .state
-            .answer_correction(&me, &uri, &r.correction_id, answer, &r.answer)
+            .answer_correction(&me, &uri, &r.correction_id, answer, &r.answer, &latest)
             .await
             .map(|c| correction_to_pb(c, t)))
     }
@@ -450,6 +457,22 @@ impl pb::registry_server::Registry for RegistryService {
             .acknowledge(&me, &r.alert_id, &r.note)
             .await
             .map(alert_to_pb))
+    }
+
+    async fn get_scoreboard(&self, request: Request<pb::GetScoreboardRequest>) -> Result<pb::Scoreboard> {
+        let me = caller(&request)?.principal;
+        let r = request.into_inner();
+        ok(self
+            .scoreboards
+            .get(&me, &r.from_day, &r.to_day)
+            .await
+            .map(|(period, scores, as_of)| pb::Scoreboard {
+                from_day: period.from_day.to_string(),
+                to_day: period.to_day.to_string(),
+                as_of,
+                formula: exchange_core::scoreboard::FORMULA.to_string(),
+                departments: scores.into_iter().map(score_to_pb).collect(),
+            }))
     }
 
     type WatchAlertsStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::Alert, Status>> + Send>>;

@@ -133,6 +133,27 @@ pub(crate) fn all_metas(store: &dyn Store) -> Result<Vec<ShipMeta>, CoreError> {
     store.scan_prefix(b"ship/")?.iter().map(|(k, v)| decode(k, v)).collect()
 }
 
+/// The last change-feed sequence of `dataset` its node reported, if it did.
+pub(crate) fn latest_sequence(store: &dyn Store, dataset: &str) -> Result<Option<u64>, CoreError> {
+    let key = health_key(exchange_core::catalog::owner_of(dataset));
+    let Some(bytes) = store.get(&key)? else {
+        return Ok(None);
+    };
+    let health: NodeHealth = decode(&key, &bytes)?;
+    Ok(health.datasets.get(dataset).map(|f| f.sequence))
+}
+
+/// Whether `dataset` has records, as its node last reported; true when its node never reported
+/// (a node older than reports, or none: not known to be empty).
+pub(crate) fn published(store: &dyn Store, dataset: &str) -> Result<bool, CoreError> {
+    let key = health_key(exchange_core::catalog::owner_of(dataset));
+    let Some(bytes) = store.get(&key)? else {
+        return Ok(true);
+    };
+    let health: NodeHealth = decode(&key, &bytes)?;
+    Ok(health.datasets.get(dataset).is_some_and(|f| f.sequence > 0))
+}
+
 /// Every node's last report.
 pub(crate) fn all_health(store: &dyn Store) -> Result<Vec<NodeHealth>, CoreError> {
     store
@@ -240,6 +261,11 @@ impl Shipping {
                 ..ShipMeta::default()
             }),
         }
+    }
+
+    /// The last change-feed sequence of `dataset` its node reported, if it did.
+    pub fn latest_sequence(&self, dataset: &str) -> Result<Option<u64>, CoreError> {
+        latest_sequence(&*self.store, dataset)
     }
 
     /// [`Shipping::meta`] for a caller who may see it.

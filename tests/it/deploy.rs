@@ -410,6 +410,22 @@ fn local_deployment_with_a_killed_node(engine: Option<&str>) {
     );
     let open = run("js.dsj-admin", &["--json", "alert", "list", "--state", "open"]);
     assert!(!open.contains("a-000001"), "{open}");
+    // The scoreboard as CSV: a header, then js.gongan's line with the read it served js.scjg and
+    // the one it denied (its own query is not sharing).
+    let csv = run("js.scjg-system", &["scoreboard", "--csv"]);
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(&header[..3], ["rank", "department", "score"], "{csv}");
+    let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let served: Vec<&str> = lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|cells| cells[1] == "js.gongan")
+        .unwrap_or_else(|| panic!("{csv}"));
+    assert_eq!(
+        (served[column("reads_served")], served[column("reads_denied")]),
+        ("1", "1"),
+        "{csv}"
+    );
     for server in [&mut gongan, &mut scjg, &mut registry] {
         server.kill();
     }

@@ -42,8 +42,8 @@ pub(crate) enum AlertCommand {
     /// messages).
     Watch {
         /// Start after this alert (default: from the first).
-        #[arg(long, default_value = "")]
-        after: String,
+        #[arg(long)]
+        after: Option<String>,
     },
 }
 
@@ -55,15 +55,24 @@ fn state_of(a: &pb::Alert) -> String {
     name_of(convert::alert_state_from_pb(a.state))
 }
 
+/// What an alert is about beyond its department: the request, grant or dataset.
+fn about(a: &pb::Alert) -> String {
+    [&a.subject, &a.grant_id, &a.dataset_id]
+        .into_iter()
+        .find(|what| !what.is_empty() && **what != a.department_id)
+        .cloned()
+        .unwrap_or_default()
+}
+
 fn print_alerts(alerts: &[pb::Alert]) {
-    let mut table = Table::new(&["ID", "RAISED", "RULE", "DEPARTMENT", "SUBJECT", "STATE", "SUMMARY"]);
+    let mut table = Table::new(&["ID", "RAISED", "RULE", "DEPARTMENT", "ABOUT", "STATE", "SUMMARY"]);
     for a in alerts {
         table.row(vec![
             a.id.clone(),
             time_ms(a.raised_at_ms),
             rule_of(a),
             a.department_id.clone(),
-            a.subject.clone(),
+            about(a),
             state_of(a),
             a.summary.clone(),
         ]);
@@ -93,7 +102,7 @@ fn print_alert(a: &pb::Alert) {
     println!("state:       {}", state_of(a));
     if a.acknowledged_at_ms != 0 {
         println!(
-            "acknowledged: {} by {}",
+            "acked:       {} by {}",
             time_ms(a.acknowledged_at_ms),
             a.acknowledged_by
         );
@@ -147,7 +156,9 @@ pub(super) async fn run(command: AlertCommand, common: Common) -> anyhow::Result
             .map_err(status_error)?
             .into_inner(),
         AlertCommand::Watch { after } => {
-            let request = pb::WatchAlertsRequest { after_id: after };
+            let request = pb::WatchAlertsRequest {
+                after_id: after.unwrap_or_default(),
+            };
             let mut stream = client.watch_alerts(request).await.map_err(status_error)?.into_inner();
             while let Some(alert) = stream.message().await.map_err(status_error)? {
                 if common.json {

@@ -38,8 +38,8 @@ pub(crate) enum CorrectionCommand {
     Answer {
         /// Correction id.
         id: String,
-        /// Corrected by the change at this change-feed sequence (the `SEQ` of `exchange
-        /// publish` or `exchange changes`).
+        /// Corrected by the change at this change-feed sequence: publish the corrected record,
+        /// then `exchange get DATASET KEY --sequences` prints the sequence to name.
         #[arg(long, value_name = "SEQUENCE")]
         corrected: Option<u64>,
         /// Checked: the record is right as it is.

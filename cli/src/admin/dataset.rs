@@ -30,7 +30,8 @@ pub(crate) struct DatasetFields {
     /// Subject area, e.g. population.
     #[arg(long, default_value = "")]
     domain: String,
-    /// How often it changes, e.g. daily.
+    /// How often it changes: realtime, hourly, daily, weekly, monthly, quarterly, yearly or
+    /// irregular (what the early warning and the scoreboard judge freshness by).
     #[arg(long, default_value = "")]
     frequency: String,
     /// Who answers for the data (name and contact).
@@ -62,7 +63,8 @@ pub(crate) struct DatasetUpdate {
     /// New subject area.
     #[arg(long)]
     domain: Option<String>,
-    /// New update frequency.
+    /// New update frequency: realtime, hourly, daily, weekly, monthly, quarterly, yearly or
+    /// irregular ("" declares none).
     #[arg(long)]
     frequency: Option<String>,
     /// New steward.

@@ -4,8 +4,8 @@
 //!
 //! # Layout
 //! - this module: the command tree and `whoami`.
-//! - `dept`, `dataset`, `schema`, `grant`, `demand`, `correction`, `alert`: each command family,
-//!   its flags and its tables.
+//! - `dept`, `dataset`, `schema`, `grant`, `demand`, `correction`, `alert`, `scoreboard`: each
+//!   command family, its flags and its tables.
 
 mod alert;
 mod correction;
@@ -15,6 +15,7 @@ mod dept;
 mod grant;
 pub(crate) use grant::parse_expiry;
 mod schema;
+mod scoreboard;
 
 use clap::Subcommand;
 use exchange_proto::registry::v1 as pb;
@@ -63,6 +64,9 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: alert::AlertCommand,
     },
+    /// The sharing scoreboard: each department's figures over a period, ranked (table, --csv,
+    /// --json).
+    Scoreboard(scoreboard::ScoreboardArgs),
 }
 
 /// Runs a registry command.
@@ -99,6 +103,7 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
         Command::Demand { command } => demand::run(command, common).await,
         Command::Correction { command } => correction::run(command, common).await,
         Command::Alert { command } => alert::run(command, common).await,
+        Command::Scoreboard(args) => scoreboard::run(args, common).await,
     }
 }
 

@@ -286,6 +286,7 @@ fn requests_past_their_due_date_alert_and_name_who_they_wait_for() {
         },
         &Served {
             fields: vec!["name".into()],
+            latest_sequence: None,
         },
         "c",
         (&calendar, 5),

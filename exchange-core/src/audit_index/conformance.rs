@@ -272,6 +272,8 @@ fn check_counts(index: &dyn AuditIndex, history: &History) {
                 CountBy::Provider => node.clone(),
                 CountBy::Dataset => e.dataset.clone(),
                 CountBy::Decision => e.decision.to_string(),
+                CountBy::ProviderDecision if e.department == *node => continue,
+                CountBy::ProviderDecision => format!("{node}/{}", e.decision),
             };
             *want.entry((value, day_of(e.time_ms))).or_default() += 1;
         }

@@ -273,12 +273,18 @@ impl<S: Store + ?Sized> StoreAuditIndex<S> {
                 serde_json::from_slice(bytes).map_err(|e| corrupt(format!("event {index} of {node}").as_bytes(), e))?;
             if count {
                 let decision = event.decision.to_string();
+                // Reads of other departments only: what a node served in sharing.
+                let provider_decision = match event.department == node {
+                    true => String::new(),
+                    false => format!("{node}/{decision}"),
+                };
                 let day = day_of(event.time_ms);
                 for (dim, value) in [
                     ("c", event.department.as_str()),
                     ("p", node),
                     ("d", &event.dataset),
                     ("x", &decision),
+                    ("pd", &provider_decision),
                 ] {
                     if !value.is_empty() {
                         *counts

@@ -87,6 +87,10 @@ pub struct Steps {
     /// Decided by the data authority's admin in the owner's place.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub decided_in_place: bool,
+    /// When the owner's step was decided (by the owner or in its place); 0 while undecided, for
+    /// a grant that never waited for its owner, and in grants stored before it was kept.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub decided_at: UnixSeconds,
     /// The consumer's appeal of its rejection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub appeal: Option<Appeal>,
@@ -108,6 +112,9 @@ pub struct Clocks {
     pub review_days: u32,
     /// Working days the owner has to decide.
     pub decision_days: u32,
+    /// Working days the owner has to decide a request on data it has not published yet (see
+    /// [`Clocks::for_data`]).
+    pub unpublished_decision_days: u32,
     /// Working days the data authority has to answer an appeal.
     pub appeal_days: u32,
     /// Working days a department has to answer a data demand (see [`crate::demand`]).
@@ -117,14 +124,15 @@ pub struct Clocks {
 }
 
 impl Default for Clocks {
-    /// The review on, 2 working days for it, 5 for the owner's decision and 10 for a demand for
-    /// data not yet published (a provincial rule: Shanxi, 2024), and 5 for an appeal and for a
-    /// correction request.
+    /// The review on, 2 working days for it, 5 for the owner's decision, 10 for a decision on
+    /// data not yet published and for a demand for data no dataset offers (a provincial rule:
+    /// Shanxi, 2024), and 5 for an appeal and for a correction request.
     fn default() -> Self {
         Self {
             review: true,
             review_days: 2,
             decision_days: 5,
+            unpublished_decision_days: 10,
             appeal_days: 5,
             demand_days: 10,
             correction_days: 5,
@@ -133,11 +141,24 @@ impl Default for Clocks {
 }
 
 impl Clocks {
+    /// The clocks of a request on a dataset that has records (`published`) or has none yet, whose
+    /// owner gets `unpublished_decision_days` to decide.
+    pub fn for_data(self, published: bool) -> Self {
+        match published {
+            true => self,
+            false => Self {
+                decision_days: self.unpublished_decision_days,
+                ..self
+            },
+        }
+    }
+
     /// Refuses periods of no working days or beyond [`MAX_WORKING_DAYS`].
     pub fn check(&self) -> Result<(), String> {
         for (name, days) in [
             ("review_days", self.review_days),
             ("decision_days", self.decision_days),
+            ("unpublished_decision_days", self.unpublished_decision_days),
             ("appeal_days", self.appeal_days),
             ("demand_days", self.demand_days),
             ("correction_days", self.correction_days),
@@ -270,6 +291,9 @@ impl Grant {
             self.steps.reviewed_at = now;
         }
         self.steps.decided_in_place = in_place;
+        if requested && !at_review && to != GrantState::Revoked {
+            self.steps.decided_at = now;
+        }
         self.steps.stage = None;
         Ok(())
     }
@@ -415,7 +439,10 @@ mod tests {
             g.steps.decided_in_place,
             "an admin deciding the owner's step is recorded as such"
         );
-        assert_eq!((g.state, g.steps.stage), (GrantState::Approved, None));
+        assert_eq!(
+            (g.state, g.steps.stage, g.steps.decided_at),
+            (GrantState::Approved, None, late)
+        );
         assert!(g.waiting_for(late).is_empty() && !g.is_overdue(late));
     }
 
@@ -429,6 +456,7 @@ mod tests {
             (g.state, g.steps.reviewed_by.as_str(), g.steps.decided_in_place),
             (GrantState::Rejected, "admin", false)
         );
+        assert_eq!(g.steps.decided_at, 0, "the owner's step was never reached");
     }
 
     #[test]

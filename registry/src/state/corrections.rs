@@ -100,7 +100,8 @@ impl State {
         .inspect(|c| tracing::info!(by = %p, correction = %c.id, dataset = %c.dataset_id, "correction requested"))
     }
 
-    /// The dataset's owner (or an admin, in its place) answers a correction request.
+    /// The dataset's owner (or an admin, in its place) answers a correction request; a
+    /// correction names a change its node has reported (`latest_sequence` of a dataset).
     pub async fn answer_correction(
         &self,
         p: &Principal,
@@ -108,10 +109,15 @@ impl State {
         id: &str,
         answer: Answer,
         note: &str,
+        latest_sequence: &(dyn Fn(&str) -> Result<Option<u64>, CoreError> + Sync),
     ) -> Result<Correction, CoreError> {
         self.write(p, "answer_correction", |tx| {
             let mut c = self.visible_correction(p, id)?;
             authz::answer_request(p, &c.provider_id, "correction requests")?;
+            if let Answer::Corrected(sequence) = answer {
+                let latest = latest_sequence(&c.dataset_id)?;
+                correction::check_sequence("corrected_sequence", sequence, &c.dataset_id, latest)?;
+            }
             c.answer(answer, note, uri, p.role == Role::Admin, self.now())?;
             c.revision = tx.next_revision(Kind::Correction, &c.id)?;
             let outcome = match c.state {

@@ -82,7 +82,7 @@ impl State {
             .pop()
             .ok_or_else(|| CoreError::not_found(format!("dataset {} has no schema", dataset.id)))?;
         let mut g = grant::new_grant(request, &dataset, &latest.schema, self.limits, uri, self.now())?;
-        g.start_clock(&self.clocks, &self.calendar, self.now());
+        g.start_clock(&self.clocks_for(&g.dataset_id)?, &self.calendar, self.now());
         g.steps.demand_id = demand_id.to_string();
         let seq = self.get::<u64>(META_GRANT_SEQ)?.unwrap_or(0) + 1;
         tx.put(META_GRANT_SEQ.to_vec(), &seq)?;
@@ -94,6 +94,13 @@ impl State {
         tx.event.reason = format!("for {}: {}", g.consumer_id, g.state);
         tx.put(grant_key(&g.id), &g)?;
         Ok(g)
+    }
+
+    /// The request clocks of a request on `dataset`: its owner has longer to decide while its
+    /// node reports no records of it (a node that never reported is taken to have them).
+    fn clocks_for(&self, dataset: &str) -> Result<grant::Clocks, CoreError> {
+        let published = crate::shipping::published(&*self.store, dataset)?;
+        Ok(self.clocks.for_data(published))
     }
 
     /// Approves, rejects or revokes a grant.
@@ -135,7 +142,7 @@ impl State {
         authz::review_grant(p)?;
         self.write(p, "pass_review", |tx| {
             let mut g = self.grant(id)?;
-            g.pass_review(uri, &self.clocks, &self.calendar, self.now())?;
+            g.pass_review(uri, &self.clocks_for(&g.dataset_id)?, &self.calendar, self.now())?;
             record_decision(tx, &mut g, reason)?;
             Ok(g)
         })

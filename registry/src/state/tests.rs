@@ -330,3 +330,74 @@ async fn a_change_that_cannot_be_recorded_is_not_made() {
     assert!(s.get_department("js.gongan").is_err(), "not made");
     assert_eq!(*s.subscribe().borrow(), 0, "no revision taken");
 }
+
+/// A request on data its owner's node reports no records of gets the longer decision period
+/// (10 working days, not 5); once records are reported, the usual one.
+#[tokio::test]
+async fn a_request_on_data_not_yet_published_has_longer_to_be_decided() {
+    let store = Arc::new(MemStore::new());
+    let TestState { state, _dir } = state_over(store.clone(), Clock::system());
+    let clocks = grant::Clocks {
+        review: false,
+        ..grant::Clocks::default()
+    };
+    let calendar = exchange_core::calendar::WorkingCalendar::from_config(&Default::default()).unwrap();
+    let s = TestState {
+        state: state.with_clocks(clocks, calendar),
+        _dir,
+    };
+    let admin = Principal::new("js.dsj", Role::Admin);
+    s.register_department(&admin, dept("js.gongan")).await.unwrap();
+    s.register_department(&admin, dept("js.scjg")).await.unwrap();
+    let mut dataset = open_dataset("js.gongan/population");
+    dataset.classification = Classification::Conditional;
+    s.register_dataset(&admin, dataset).await.unwrap();
+    let schema = r#"{"type":"object","required":["id"],"properties":{"id":{"type":"string"}}}"#;
+    s.publish_schema(&admin, "js.gongan/population", schema).await.unwrap();
+    let consumer = Principal::new("js.scjg", Role::System);
+    let request = || GrantRequest {
+        dataset_id: "js.gongan/population".into(),
+        consumer_id: String::new(),
+        fields: vec!["id".into()],
+        clear_fields: vec![],
+        purposes: vec!["business-licensing".into()],
+        investigative_purposes: vec![],
+        legal_basis: "law".into(),
+        row_filter: String::new(),
+        expires_at: s.now() + 3600,
+    };
+    let report = |sequence: u64| {
+        let health = crate::shipping::NodeHealth {
+            department: "js.gongan".into(),
+            reported_at_ms: 1,
+            ledger_size: 0,
+            datasets: [(
+                "js.gongan/population".to_string(),
+                crate::shipping::Freshness {
+                    sequence,
+                    changed_at: 1,
+                },
+            )]
+            .into(),
+        };
+        let mut batch = Batch::default();
+        batch.put(b"health/js.gongan".to_vec(), serde_json::to_vec(&health).unwrap());
+        store.commit(batch).unwrap();
+    };
+    let now = s.now();
+    // Its node never reported: not known to be empty, the usual 5 days.
+    let g = s.request_grant(&consumer, "spiffe://x", request()).await.unwrap();
+    assert_eq!(g.steps.due_at, s.calendar().due(now, 5));
+    s.decide_grant(&consumer, "spiffe://x", &g.id, GrantState::Revoked, "asked again")
+        .await
+        .unwrap();
+    report(0);
+    let g = s.request_grant(&consumer, "spiffe://x", request()).await.unwrap();
+    assert_eq!(g.steps.due_at, s.calendar().due(now, 10), "no records yet");
+    s.decide_grant(&consumer, "spiffe://x", &g.id, GrantState::Revoked, "asked again")
+        .await
+        .unwrap();
+    report(42);
+    let g = s.request_grant(&consumer, "spiffe://x", request()).await.unwrap();
+    assert_eq!(g.steps.due_at, s.calendar().due(now, 5), "published");
+}

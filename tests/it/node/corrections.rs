@@ -153,16 +153,31 @@ async fn a_record_read_is_questioned_corrected_and_read_again_and_nothing_hidden
         Code::InvalidArgument,
         "corrected, confirmed or rejected",
     );
-    let corrected = gongan
-        .answer_correction(answer(
+    // A change its node has not reported is not one to name: past the last sequence reported.
+    assert_status(
+        gongan
+            .answer_correction(answer(&c.id, pb::CorrectionState::Corrected, 5000, ""))
+            .await,
+        Code::FailedPrecondition,
+        "is past the last change of js.gongan/population its node reported",
+    );
+    // The node reports the new sequence within a second or so.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let corrected = loop {
+        let named = answer(
             &c.id,
             pb::CorrectionState::Corrected,
             published.last_sequence,
             "户籍信息已更正",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+        );
+        match gongan.answer_correction(named).await {
+            Ok(corrected) => break corrected.into_inner(),
+            Err(e) if e.code() == Code::FailedPrecondition && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    };
     assert_eq!(
         (
             corrected.state,

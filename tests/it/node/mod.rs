@@ -1,6 +1,7 @@
 //! Department nodes: validated publish, authorized reads with projection and masking, row
 //! filters, revocation, registry outages, the change feed, the audit of every read, correction
-//! requests on records read, and the early warning over what nodes ship and report. Helpers shared by the themes are here; each theme has
+//! requests on records read, the early warning over what nodes ship and report, and the
+//! scoreboard of how departments serve. Helpers shared by the themes are here; each theme has
 //! its file.
 
 mod alerts;
@@ -12,6 +13,7 @@ mod publish;
 mod reads;
 mod receipts;
 mod registry_view;
+mod scoreboard;
 mod shipping;
 
 use std::time::Duration;
