@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use exchange_core::identity::Role;
-use exchange_core::ledger::AuditEvent;
 use exchange_proto::registry::v1 as pb;
 use tonic::Code;
 
@@ -157,19 +156,9 @@ async fn denied_reads_raise_one_alert_an_hour_that_admins_watch_and_acknowledge(
     assert_ne!(raised[0].key, raised[1].key);
 
     // Both steps are on the registry's record, under the alert's id.
-    let page = auditor
-        .search_audit_events(pb::SearchAuditEventsRequest {
-            provider_id: "registry".into(),
-            case_id: alert.id.clone(),
-            ..Default::default()
-        })
+    let steps: Vec<(String, String)> = case_events(&ex, &alert.id)
         .await
-        .unwrap()
-        .into_inner();
-    let steps: Vec<(String, String)> = page
-        .events
-        .iter()
-        .map(|e| serde_json::from_slice::<AuditEvent>(&e.event).unwrap())
+        .into_iter()
         .map(|e| (e.operation, e.reason))
         .collect();
     assert_eq!(steps.len(), 2, "{steps:?}");

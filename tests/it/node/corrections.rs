@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use exchange_core::identity::Role;
-use exchange_core::ledger::AuditEvent;
 use exchange_proto::registry::v1 as pb;
 use tonic::Code;
 
@@ -246,29 +245,12 @@ async fn a_record_read_is_questioned_corrected_and_read_again_and_nothing_hidden
     );
 
     // The registry's ledger holds each step, found by the request's id as its case.
-    let mut auditor = ex.client("js.dsj", Role::Auditor).await;
-    let page = auditor
-        .search_audit_events(pb::SearchAuditEventsRequest {
-            provider_id: "registry".into(),
-            case_id: c.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let steps: Vec<(String, String)> = page
-        .events
-        .iter()
-        .map(|e| serde_json::from_slice::<AuditEvent>(&e.event).unwrap())
-        .map(|e| (e.operation, e.keys.join(",")))
-        .collect();
+    let events = case_events(&ex, &c.id).await;
+    let steps: Vec<(String, String)> = events.iter().map(|e| (e.operation.clone(), e.keys.join(","))).collect();
     let step = |op: &str| (op.to_string(), nanjing.clone());
     assert_eq!(steps, [step("raise_correction"), step("answer_correction")]);
-    let reason = serde_json::from_slice::<AuditEvent>(&page.events[1].event)
-        .unwrap()
-        .reason;
     assert_eq!(
-        reason,
+        events[1].reason,
         format!("corrected at sequence {}: 户籍信息已更正", published.last_sequence)
     );
 }

@@ -113,6 +113,25 @@ pub(super) async fn wait_shipped(node: &TestNode, ex: &TestExchange) -> npb::Nod
     }
 }
 
+/// The events of the registry's ledger whose case is `case_id` (a request's or an alert's id), in
+/// order, as an auditor finds them.
+pub(super) async fn case_events(ex: &TestExchange, case_id: &str) -> Vec<exchange_core::ledger::AuditEvent> {
+    let mut auditor = ex.client("js.dsj", Role::Auditor).await;
+    let page = auditor
+        .search_audit_events(pb::SearchAuditEventsRequest {
+            provider_id: "registry".into(),
+            case_id: case_id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    page.events
+        .iter()
+        .map(|e| serde_json::from_slice(&e.event).unwrap())
+        .collect()
+}
+
 pub(super) fn records(response: &npb::GetResponse) -> Vec<Value> {
     response
         .records
