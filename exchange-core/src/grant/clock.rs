@@ -266,7 +266,7 @@ impl Grant {
         by: &str,
         by_admin: bool,
         reason: &str,
-        now: UnixSeconds,
+        (calendar, now): (&WorkingCalendar, UnixSeconds),
     ) -> Result<(), CoreError> {
         let requested = self.state_at(now) == GrantState::Requested;
         let at_review = requested && self.steps.stage == Some(Stage::Review) && to != GrantState::Revoked;
@@ -274,14 +274,14 @@ impl Grant {
             return Err(CoreError::FailedPrecondition(format!(
                 "grant {} is at the data authority's review (due {}): an admin passes the review first (`exchange grant pass-review`, the PassReview call), then its owner decides",
                 self.id,
-                utc(self.steps.due_at)
+                calendar.local_text(self.steps.due_at)
             )));
         }
         if at_review && !by_admin {
             return Err(CoreError::FailedPrecondition(format!(
                 "grant {} is at the data authority's review (due {}); it comes to its owner once reviewed",
                 self.id,
-                utc(self.steps.due_at)
+                calendar.local_text(self.steps.due_at)
             )));
         }
         let in_place = requested && !at_review && by_admin && to != GrantState::Revoked;
@@ -365,22 +365,6 @@ impl Grant {
     }
 }
 
-/// A due date for a message: UTC, to the minute.
-fn utc(t: UnixSeconds) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .map(|d| {
-            format!(
-                "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-                d.year(),
-                u8::from(d.month()),
-                d.day(),
-                d.hour(),
-                d.minute()
-            )
-        })
-        .unwrap_or_else(|_| t.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,10 +398,13 @@ mod tests {
             (GrantState::Approved, true),
             (GrantState::Rejected, false),
         ] {
-            let err = g.clone().decide_at_step(to, "x", by_admin, "why", asked).unwrap_err();
+            let err = g
+                .clone()
+                .decide_at_step(to, "x", by_admin, "why", (&china(), asked))
+                .unwrap_err();
             assert!(
                 err.to_string()
-                    .contains("at the data authority's review (due 2026-10-09 16:00 UTC)"),
+                    .contains("at the data authority's review (due 2026-10-10 00:00 +08:00)"),
                 "{err}"
             );
         }
@@ -434,7 +421,8 @@ mod tests {
         let late = beijing("2026-10-16", 9, 0);
         assert!(g.is_overdue(late));
         assert_eq!(g.waiting_for(late), vec![WaitingFor::Owner, WaitingFor::Authority]);
-        g.decide_at_step(GrantState::Approved, "admin", true, "", late).unwrap();
+        g.decide_at_step(GrantState::Approved, "admin", true, "", (&china(), late))
+            .unwrap();
         assert!(
             g.steps.decided_in_place,
             "an admin deciding the owner's step is recorded as such"
@@ -450,8 +438,14 @@ mod tests {
     fn a_rejection_at_review_is_the_authoritys() {
         let asked = beijing("2026-11-27", 10, 0);
         let mut g = requested(asked);
-        g.decide_at_step(GrantState::Rejected, "admin", true, "no legal basis given", asked)
-            .unwrap();
+        g.decide_at_step(
+            GrantState::Rejected,
+            "admin",
+            true,
+            "no legal basis given",
+            (&china(), asked),
+        )
+        .unwrap();
         assert_eq!(
             (g.state, g.steps.reviewed_by.as_str(), g.steps.decided_in_place),
             (GrantState::Rejected, "admin", false)

@@ -125,7 +125,7 @@ impl State {
                 GrantState::Revoked => authz::revoke_grant(p, &owner, &g.consumer_id)?,
                 _ => authz::decide_grant(p, &owner)?,
             }
-            g.decide_at_step(to, uri, p.role == Role::Admin, reason, self.now())?;
+            g.decide_at_step(to, uri, p.role == Role::Admin, reason, (&self.calendar, self.now()))?;
             let reason = match g.steps.decided_in_place {
                 true => format!("in the owner's place: {reason}"),
                 false => reason.to_string(),
