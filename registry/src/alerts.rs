@@ -388,8 +388,9 @@ impl Alerts {
         Ok(found)
     }
 
-    /// The alerts raised after `after_id` ("" for all), oldest first, at most `limit`.
-    pub fn after(&self, who: &Principal, after_id: &str, limit: usize) -> Result<Vec<Alert>, CoreError> {
+    /// Where a watch of the caller's starting after `after_id` ("" for all) begins: refused when
+    /// the caller may not see alerts, the id is not one, or no such alert was raised yet.
+    pub fn watch_from(&self, who: &Principal, after_id: &str) -> Result<u64, CoreError> {
         authz::see_alerts(who)?;
         let after = match after_id {
             "" => 0,
@@ -406,6 +407,12 @@ impl Alerts {
                 }
             )));
         }
+        Ok(after)
+    }
+
+    /// The alerts numbered after `after`, oldest first, at most `limit` (for a watch
+    /// [`Alerts::watch_from`] let start).
+    pub fn after(&self, after: u64, limit: usize) -> Result<Vec<Alert>, CoreError> {
         self.store
             .range(&alert_key(after + 1), b"alert0", limit)?
             .iter()

@@ -479,18 +479,18 @@ impl pb::registry_server::Registry for RegistryService {
 
     async fn watch_alerts(&self, request: Request<pb::WatchAlertsRequest>) -> Result<Self::WatchAlertsStream> {
         let me = caller(&request)?.principal;
-        let after_id = request.into_inner().after_id;
-        // Refused here, before the stream opens, when the caller may not see alerts or the id is
-        // not one.
-        self.alerts.after(&me, &after_id, 1).map_err(to_status)?;
+        // Refused here, before the stream opens.
+        let mut last = self
+            .alerts
+            .watch_from(&me, &request.into_inner().after_id)
+            .map_err(to_status)?;
         let (tx, rx) = mpsc::channel(64);
         let alerts = self.alerts.clone();
         let mut latest = alerts.subscribe();
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            let mut last = after_id;
             loop {
-                let found = match alerts.after(&me, &last, WATCH_BATCH) {
+                let found = match alerts.after(last, WATCH_BATCH) {
                     Ok(found) => found,
                     Err(e) => {
                         send_unless_stopping(&tx, Err(to_status(e)), &mut shutdown).await;
@@ -499,7 +499,7 @@ impl pb::registry_server::Registry for RegistryService {
                 };
                 let more = found.len() == WATCH_BATCH;
                 for alert in found {
-                    last.clone_from(&alert.id);
+                    last = crate::alerts::seq_of(&alert.id).unwrap_or(last);
                     if !send_unless_stopping(&tx, Ok(alert_to_pb(alert)), &mut shutdown).await {
                         return;
                     }
@@ -507,9 +507,8 @@ impl pb::registry_server::Registry for RegistryService {
                 if more {
                     continue;
                 }
-                let seen = crate::alerts::seq_of(&last).unwrap_or(0);
                 tokio::select! {
-                    changed = latest.wait_for(|&n| n > seen) => if changed.is_err() { return },
+                    changed = latest.wait_for(|&n| n > last) => if changed.is_err() { return },
                     _ = shutdown.wait_for(|&down| down) => return,
                     () = tx.closed() => return,
                 }

@@ -144,6 +144,15 @@ async fn denied_reads_raise_one_alert_an_hour_that_admins_watch_and_acknowledge(
         Code::NotFound,
         "no alert a-999999",
     );
+    assert_status(
+        auditor
+            .watch_alerts(pb::WatchAlertsRequest {
+                after_id: "a-999999".into(),
+            })
+            .await,
+        Code::OutOfRange,
+        "no alert a-999999 yet: the latest is a-000001",
+    );
 
     // A fourth denial in the same hour: still one alert. The next hour counts again.
     let _ = reader.get(get(&keys[..1], &["name"], "marketing")).await;
