@@ -257,10 +257,32 @@ struct DistinctDay {
 /// The windows the rules on events count in (in memory: after a restart they count from then).
 #[derive(Debug, Default)]
 pub struct Windows {
-    denied: HashMap<(String, i64), u64>,
-    volume: HashMap<(String, i64), u64>,
-    distinct: HashMap<(String, Date), DistinctDay>,
-    off_hours: HashSet<(String, Date)>,
+    /// Per consumer, per hour.
+    denied: ByName<i64, u64>,
+    /// Per grant, per hour.
+    volume: ByName<i64, u64>,
+    /// Per consumer, per day.
+    distinct: ByName<Date, DistinctDay>,
+    /// Per consumer, the days it was alerted for.
+    off_hours: ByName<Date, ()>,
+}
+
+/// Windows by a name (a consumer, a grant), then by hour or day: looked up by the event's
+/// borrowed name, so an event allocates nothing for a window that exists.
+type ByName<K, V> = HashMap<String, HashMap<K, V>>;
+
+fn windows_of<'m, K, V>(map: &'m mut ByName<K, V>, name: &str) -> &'m mut HashMap<K, V> {
+    if !map.contains_key(name) {
+        map.insert(name.to_owned(), HashMap::new());
+    }
+    map.get_mut(name).expect("inserted above")
+}
+
+fn forget<K: Copy, V>(map: &mut ByName<K, V>, keep: impl Fn(K) -> bool) {
+    for windows in map.values_mut() {
+        windows.retain(|k, _| keep(*k));
+    }
+    map.retain(|_, windows| !windows.is_empty());
 }
 
 /// The `n` days before `date`, the latest first.
@@ -353,7 +375,7 @@ impl Windows {
         let date = calendar.date_at(event.time_ms.div_euclid(1000));
         match event.decision {
             Decision::Deny if config.denied_reads_per_hour > 0 => {
-                let denied = self.denied.entry((consumer.to_string(), hour)).or_default();
+                let denied = windows_of(&mut self.denied, consumer).entry(hour).or_default();
                 *denied += 1;
                 if *denied == config.denied_reads_per_hour {
                     raised.push(
@@ -377,7 +399,7 @@ impl Windows {
             Decision::Allow => {
                 if config.records_per_hour > 0 && !event.grant_id.is_empty() {
                     let grant = event.grant_id.as_ref();
-                    let records = self.volume.entry((grant.to_string(), hour)).or_default();
+                    let records = windows_of(&mut self.volume, grant).entry(hour).or_default();
                     let before = *records;
                     *records += event.count;
                     if before < config.records_per_hour && *records >= config.records_per_hour {
@@ -405,7 +427,10 @@ impl Windows {
                 if let Some(hours) = hours {
                     let minute = calendar.minute_of_day(event.time_ms.div_euclid(1000));
                     let exempt = config.round_the_clock.iter().any(|d| d == consumer);
-                    if !exempt && !hours.contains(minute) && self.off_hours.insert((consumer.to_string(), date)) {
+                    if !exempt
+                        && !hours.contains(minute)
+                        && windows_of(&mut self.off_hours, consumer).insert(date, ()).is_none()
+                    {
                         let (from, to) = day_ms(calendar, event.time_ms);
                         raised.push(
                             alert(
@@ -439,7 +464,7 @@ impl Windows {
         history: &mut dyn FnMut(&str, Date) -> Vec<u64>,
     ) -> Option<Alert> {
         let consumer = event.department.as_ref();
-        let day = self.distinct.entry((consumer.to_string(), date)).or_insert_with(|| {
+        let day = windows_of(&mut self.distinct, consumer).entry(date).or_insert_with(|| {
             let limit = usual(&history(consumer, date), config.baseline_min_days)
                 .map(|usual| usual.saturating_mul(config.distinct_factor).max(config.distinct_min));
             DistinctDay {
@@ -483,7 +508,10 @@ impl Windows {
         let mut counts: Vec<_> = self
             .distinct
             .iter()
-            .map(|((consumer, date), day)| (consumer.clone(), *date, day.keys.len() as u64))
+            .flat_map(|(consumer, days)| {
+                days.iter()
+                    .map(move |(date, day)| (consumer.clone(), *date, day.keys.len() as u64))
+            })
             .collect();
         counts.sort();
         counts
@@ -494,10 +522,10 @@ impl Windows {
     pub fn forget_before(&mut self, calendar: &WorkingCalendar, before_ms: i64) {
         let hour = before_ms.div_euclid(HOUR_MS);
         let date = calendar.date_at(before_ms.div_euclid(1000));
-        self.denied.retain(|(_, h), _| *h >= hour);
-        self.volume.retain(|(_, h), _| *h >= hour);
-        self.distinct.retain(|(_, d), _| *d >= date);
-        self.off_hours.retain(|(_, d)| *d >= date);
+        forget(&mut self.denied, |h| h >= hour);
+        forget(&mut self.volume, |h| h >= hour);
+        forget(&mut self.distinct, |d| d >= date);
+        forget(&mut self.off_hours, |d| d >= date);
     }
 }
 
