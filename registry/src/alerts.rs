@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex};
 use exchange_core::alert::{self, Alert, AlertConfig, AlertRule, AlertState, ReadingHours, Windows};
 use exchange_core::calendar::Date;
 use exchange_core::identity::Principal;
-use exchange_core::store::{Batch, Store, StoreError};
+use exchange_core::store::{Batch, Store};
 use exchange_core::{authz, CoreError, ValidationError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::shipping;
-use crate::state::State;
+use crate::state::{decode, encode, State};
 
 const META_SEQ: &[u8] = b"alert_meta/seq";
 /// Alerts listed at most at once.
@@ -68,19 +68,6 @@ fn on_state(rule: AlertRule) -> bool {
         | AlertRule::Overdue
         | AlertRule::RefusedLedger => true,
     }
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CoreError> {
-    serde_json::to_vec(value).map_err(|e| CoreError::Store(StoreError::Engine(format!("cannot encode: {e}"))))
-}
-
-fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, CoreError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        CoreError::Store(StoreError::Corrupt {
-            key: String::from_utf8_lossy(key).into_owned(),
-            message: e.to_string(),
-        })
-    })
 }
 
 /// Which alerts a listing wants.
@@ -165,6 +152,15 @@ impl Alerts {
         raised
     }
 
+    /// Commits `batch` durably, off the async threads.
+    async fn commit(&self, batch: Batch) -> Result<(), CoreError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.commit(batch))
+            .await
+            .map_err(|e| CoreError::Unavailable(format!("alert task failed: {e}")))??;
+        Ok(())
+    }
+
     /// Stores, records and sends each of `alerts` whose key was not raised yet; returns those
     /// raised.
     pub async fn raise(&self, alerts: Vec<Alert>) -> Result<Vec<Alert>, CoreError> {
@@ -211,10 +207,7 @@ impl Alerts {
         batch.put(META_SEQ.to_vec(), encode(&next)?);
         // On the record first, as every change of the registry.
         self.state.ledger().record(events).await?;
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.commit(batch))
-            .await
-            .map_err(|e| CoreError::Unavailable(format!("alert task failed: {e}")))??;
+        self.commit(batch).await?;
         *seq = next;
         self.latest.send_replace(next);
         for alert in &raised {
@@ -252,10 +245,7 @@ impl Alerts {
             }
         }
         if !batch.is_empty() {
-            let store = self.store.clone();
-            tokio::task::spawn_blocking(move || store.commit(batch))
-                .await
-                .map_err(|e| CoreError::Unavailable(format!("alert task failed: {e}")))??;
+            self.commit(batch).await?;
         }
         drop(_numbering);
         self.raise(conditions).await
@@ -450,10 +440,7 @@ impl Alerts {
         self.state.ledger().record(vec![event]).await?;
         let mut batch = Batch::default();
         batch.put(alert_key(seq), encode(&alert)?);
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.commit(batch))
-            .await
-            .map_err(|e| CoreError::Unavailable(format!("alert task failed: {e}")))??;
+        self.commit(batch).await?;
         Ok(alert)
     }
 }

@@ -21,13 +21,14 @@ use exchange_core::audit_index::{AuditIndex, Located};
 use exchange_core::clock::Clock;
 use exchange_core::identity::Principal;
 use exchange_core::ledger::node_origin;
-use exchange_core::store::{Batch, Store, StoreError};
+use exchange_core::store::{Batch, Store};
 use exchange_core::tlog::{self, Frontier, LogVerifier};
 use exchange_core::{authz, CoreError, ValidationError};
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::Alerts;
 use crate::ledger::RegistryLedger;
+use crate::state::{decode, encode};
 use exchange_core::alert::Alert;
 
 /// What the registry holds of one node's ledger.
@@ -119,39 +120,28 @@ fn health_key(department: &str) -> Vec<u8> {
     format!("health/{department}").into_bytes()
 }
 
-fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, CoreError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        CoreError::Store(StoreError::Corrupt {
-            key: String::from_utf8_lossy(key).into_owned(),
-            message: e.to_string(),
-        })
-    })
-}
-
 /// What the registry holds of every node's ledger.
 pub(crate) fn all_metas(store: &dyn Store) -> Result<Vec<ShipMeta>, CoreError> {
     store.scan_prefix(b"ship/")?.iter().map(|(k, v)| decode(k, v)).collect()
 }
 
+/// What `department`'s node last reported, if it ever did.
+fn stored_health(store: &dyn Store, department: &str) -> Result<Option<NodeHealth>, CoreError> {
+    let key = health_key(department);
+    store.get(&key)?.map(|bytes| decode(&key, &bytes)).transpose()
+}
+
 /// The last change-feed sequence of `dataset` its node reported, if it did.
 pub(crate) fn latest_sequence(store: &dyn Store, dataset: &str) -> Result<Option<u64>, CoreError> {
-    let key = health_key(exchange_core::catalog::owner_of(dataset));
-    let Some(bytes) = store.get(&key)? else {
-        return Ok(None);
-    };
-    let health: NodeHealth = decode(&key, &bytes)?;
-    Ok(health.datasets.get(dataset).map(|f| f.sequence))
+    let health = stored_health(store, exchange_core::catalog::owner_of(dataset))?;
+    Ok(health.and_then(|h| h.datasets.get(dataset).map(|f| f.sequence)))
 }
 
 /// Whether `dataset` has records, as its node last reported; true when its node never reported
 /// (a node older than reports, or none: not known to be empty).
 pub(crate) fn published(store: &dyn Store, dataset: &str) -> Result<bool, CoreError> {
-    let key = health_key(exchange_core::catalog::owner_of(dataset));
-    let Some(bytes) = store.get(&key)? else {
-        return Ok(true);
-    };
-    let health: NodeHealth = decode(&key, &bytes)?;
-    Ok(health.datasets.get(dataset).is_some_and(|f| f.sequence > 0))
+    let health = stored_health(store, exchange_core::catalog::owner_of(dataset))?;
+    Ok(health.is_none_or(|h| h.datasets.get(dataset).is_some_and(|f| f.sequence > 0)))
 }
 
 /// Every node's last report.
@@ -161,14 +151,6 @@ pub(crate) fn all_health(store: &dyn Store) -> Result<Vec<NodeHealth>, CoreError
         .iter()
         .map(|(k, v)| decode(k, v))
         .collect()
-}
-
-fn encode(meta: &ShipMeta) -> Result<Vec<u8>, CoreError> {
-    encode_json(meta)
-}
-
-fn encode_json<T: Serialize>(value: &T) -> Result<Vec<u8>, CoreError> {
-    serde_json::to_vec(value).map_err(|e| CoreError::Store(StoreError::Engine(format!("cannot encode: {e}"))))
 }
 
 fn save(store: &dyn Store, meta: &ShipMeta, mut batch: Batch) -> Result<(), CoreError> {
@@ -214,14 +196,10 @@ impl Shipping {
     /// `department`'s health after a call reporting `report` now: a dataset's sequence that
     /// moved is stamped with the time.
     fn health(&self, department: &str, report: Option<&NodeReport>) -> Result<NodeHealth, CoreError> {
-        let key = health_key(department);
-        let mut health: NodeHealth = match self.store.get(&key)? {
-            Some(bytes) => decode(&key, &bytes)?,
-            None => NodeHealth {
-                department: department.to_string(),
-                ..NodeHealth::default()
-            },
-        };
+        let mut health = stored_health(&*self.store, department)?.unwrap_or_else(|| NodeHealth {
+            department: department.to_string(),
+            ..NodeHealth::default()
+        });
         let now_ms = self.clock.now_ms();
         health.reported_at_ms = now_ms;
         if let Some(report) = report {
@@ -242,7 +220,7 @@ impl Shipping {
 
     fn save_health(&self, health: &NodeHealth) -> Result<(), CoreError> {
         let mut batch = Batch::default();
-        batch.put(health_key(&health.department), encode_json(health)?);
+        batch.put(health_key(&health.department), encode(health)?);
         Ok(self.store.commit(batch)?)
     }
 
@@ -402,7 +380,7 @@ impl Shipping {
         let raised = tokio::task::spawn_blocking(move || -> Result<Vec<Alert>, CoreError> {
             index.add(&department, &events)?;
             let mut batch = Batch::default();
-            batch.put(health_key(&department), encode_json(&health)?);
+            batch.put(health_key(&department), encode(&health)?);
             save(&*store, &held, batch)?;
             Ok(alerts.observe(&department, &events))
         })

@@ -180,7 +180,8 @@ impl Tx {
     }
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CoreError> {
+/// A stored value's bytes (serde JSON), as every registry store key holds them.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CoreError> {
     serde_json::to_vec(value)
         .map_err(|e| CoreError::Store(exchange_core::store::StoreError::Engine(format!("cannot encode: {e}"))))
 }
@@ -381,7 +382,8 @@ pub(crate) struct Watched {
     pub(crate) corrections: Vec<exchange_core::correction::Correction>,
 }
 
-fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, CoreError> {
+/// A stored value read back; bytes that do not decode are the store's corruption at `key`.
+pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, CoreError> {
     serde_json::from_slice(bytes).map_err(|e| {
         CoreError::Store(exchange_core::store::StoreError::Corrupt {
             key: String::from_utf8_lossy(key).into_owned(),
