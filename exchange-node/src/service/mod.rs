@@ -317,6 +317,17 @@ fn serve(plan: &ReadPlan, json: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// Whether every record of `schema` leaves exactly as stored under `plan`: nothing masked or
+/// filtered, the schema closed (its records hold no field it does not name) and every field it
+/// names sent. Projecting such a record gives back its stored bytes (see [`serve`]), so a Query
+/// sends them without parsing them: the owner's own unprojected stream is the common case.
+fn serves_whole(plan: &ReadPlan, schema: &exchange_core::schema::DatasetSchema) -> bool {
+    plan.masked.is_empty()
+        && plan.filter.is_empty()
+        && schema.schema.get("additionalProperties") == Some(&Value::Bool(false))
+        && schema.properties.keys().all(|p| plan.fields.iter().any(|f| f == p))
+}
+
 fn serve_raw(plan: &ReadPlan, record: &std::collections::BTreeMap<&str, &RawValue>) -> Option<Vec<u8>> {
     if !plan.filter.is_empty() {
         let mut filtered = Map::new();
@@ -529,5 +540,42 @@ mod tests {
         let all = plan(&["a\"b", "name"], &[], "");
         assert_eq!(super::serve(&all, stored), parsed(&all, stored));
         assert_eq!(super::serve(&all, b"[1]"), None);
+    }
+
+    #[test]
+    fn a_record_sent_whole_is_what_projecting_it_gives() {
+        let schema = |closed: bool| {
+            let mut schema = json!({
+                "type": "object", "required": ["id_number"],
+                "properties": {
+                    "id_number": {"type": "string", "x-sensitivity": "id_number"},
+                    "name": {"type": "string", "x-sensitivity": "name"},
+                    "age": {"type": "integer"}
+                }
+            });
+            if closed {
+                schema["additionalProperties"] = json!(false);
+            }
+            exchange_core::schema::parse_dataset_schema(&schema.to_string(), "id_number").unwrap()
+        };
+        let all = plan(&["id_number", "name", "age"], &[], "");
+        let stored = serde_json::to_vec(&json!({"id_number": "1", "name": "张三", "age": 3})).unwrap();
+        assert!(super::serves_whole(&all, &schema(true)));
+        assert_eq!(super::serve(&all, &stored), Some(stored.clone()));
+        // An open schema's record may hold fields the plan does not send.
+        assert!(!super::serves_whole(&all, &schema(false)));
+        // Masked, filtered or projected: parsed.
+        assert!(!super::serves_whole(
+            &plan(&["id_number", "name", "age"], &[("name", Sensitivity::Name)], ""),
+            &schema(true)
+        ));
+        assert!(!super::serves_whole(
+            &plan(&["id_number", "name", "age"], &[], "name = \"张三\""),
+            &schema(true)
+        ));
+        assert!(!super::serves_whole(
+            &plan(&["id_number", "age"], &[], ""),
+            &schema(true)
+        ));
     }
 }

@@ -11,7 +11,9 @@ use exchange_transport::to_status;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use super::{pseudonym_scope, serve, served_key, BoxStream, Decided, NodeService, ReadAsk, Result, CHUNK};
+use super::{
+    pseudonym_scope, serve, served_key, serves_whole, BoxStream, Decided, NodeService, ReadAsk, Result, CHUNK,
+};
 use crate::records;
 
 /// Stored records read from the store at a time while looking for matches.
@@ -176,18 +178,25 @@ impl QueryRun {
             first = false;
             let (dataset, latest, plan) = &self.decided;
             let key_field = &dataset.dataset.key_field;
+            // Records of the latest version that leave as stored are not parsed.
+            let whole = serves_whole(plan, &latest.schema).then_some(latest.version);
             while page.len() < CHUNK && served + page.len() < self.limit && !exhausted {
                 let scan = records::scan_records(&*svc.store, &r.dataset_id, after.as_deref(), SCAN_PAGE)
                     .map_err(to_status)?;
                 exhausted = scan.len() < SCAN_PAGE;
                 for (key, stored) in scan {
                     after = Some(key.clone());
-                    if let Some(json) = serve(plan, &stored.json) {
+                    let (sequence, schema_version) = (stored.sequence, stored.schema_version);
+                    let json = match whole == Some(schema_version) {
+                        true => Some(stored.json),
+                        false => serve(plan, &stored.json),
+                    };
+                    if let Some(json) = json {
                         page.push(pb::Record {
                             key,
                             json,
-                            sequence: stored.sequence,
-                            schema_version: stored.schema_version,
+                            sequence,
+                            schema_version,
                         });
                         if page.len() == CHUNK || served + page.len() == self.limit {
                             // Stop exactly after this record, so `after` is where to go on from.
