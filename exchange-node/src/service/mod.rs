@@ -302,9 +302,15 @@ impl Queued {
 /// whole records into values cost more than everything else a read does. The bytes are the
 /// same as projecting a parsed record would give.
 fn serve(plan: &ReadPlan, json: &[u8]) -> Option<Vec<u8>> {
-    match serde_json::from_slice::<std::collections::BTreeMap<&str, &RawValue>>(json) {
-        Ok(record) => serve_raw(plan, &record),
-        // A field name with escapes cannot be borrowed: parse it all.
+    let mut parser = serde_json::Deserializer::from_slice(json);
+    let served = serde::de::DeserializeSeed::deserialize(Projector { plan }, &mut parser).and_then(|served| {
+        parser.end()?;
+        Ok(served)
+    });
+    match served {
+        Ok(served) => served,
+        // A field name with escapes cannot be borrowed, and keys out of order (not serde_json's
+        // output) must be sorted: parse it all.
         Err(_) => {
             let Ok(Value::Object(record)) = serde_json::from_slice::<Value>(json) else {
                 return None;
@@ -313,6 +319,80 @@ fn serve(plan: &ReadPlan, json: &[u8]) -> Option<Vec<u8>> {
                 return None;
             }
             Some(project(plan, &record))
+        }
+    }
+}
+
+/// Projects and masks a stored record as its fields are read, in one pass, without building a
+/// map of them (the masked Query serves every record through this). The record's keys must come
+/// in order and once each, as serde_json writes them; anything else is an error here and is
+/// served by parsing the whole record instead.
+struct Projector<'p> {
+    plan: &'p ReadPlan,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Projector<'_> {
+    type Value = Option<Vec<u8>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> std::result::Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Projector<'_> {
+    type Value = Option<Vec<u8>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object with its keys in order")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut fields: A) -> std::result::Result<Self::Value, A::Error> {
+        use serde::de::Error;
+        let plan = self.plan;
+        let mut filtered = (!plan.filter.is_empty()).then(Map::new);
+        let mut out = Vec::with_capacity(64 * plan.fields.len());
+        out.push(b'{');
+        let mut last: Option<&'de str> = None;
+        while let Some(name) = fields.next_key::<&'de str>()? {
+            if last.is_some_and(|last| last >= name) {
+                return Err(A::Error::custom("keys out of order"));
+            }
+            last = Some(name);
+            let raw: &'de RawValue = fields.next_value()?;
+            if let Some(filtered) = filtered.as_mut() {
+                if plan.filter.fields().any(|f| f == name) {
+                    let Ok(value) = serde_json::from_str(raw.get()) else {
+                        return Ok(None);
+                    };
+                    filtered.insert(name.to_string(), value);
+                }
+            }
+            if !plan.fields.iter().any(|f| f == name) {
+                continue;
+            }
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            if serde_json::to_writer(&mut out, name).is_err() {
+                return Ok(None);
+            }
+            out.push(b':');
+            match plan.masked.get(name) {
+                Some(&sensitivity) => {
+                    let Ok(value) = serde_json::from_str::<Value>(raw.get()) else {
+                        return Ok(None);
+                    };
+                    if serde_json::to_writer(&mut out, &mask_value(sensitivity, &value)).is_err() {
+                        return Ok(None);
+                    }
+                }
+                None => out.extend_from_slice(raw.get().as_bytes()),
+            }
+        }
+        out.push(b'}');
+        match filtered {
+            Some(filtered) if !plan.filter.matches(&filtered) => Ok(None),
+            _ => Ok(Some(out)),
         }
     }
 }
@@ -326,42 +406,6 @@ fn serves_whole(plan: &ReadPlan, schema: &exchange_core::schema::DatasetSchema) 
         && plan.filter.is_empty()
         && schema.schema.get("additionalProperties") == Some(&Value::Bool(false))
         && schema.properties.keys().all(|p| plan.fields.iter().any(|f| f == p))
-}
-
-fn serve_raw(plan: &ReadPlan, record: &std::collections::BTreeMap<&str, &RawValue>) -> Option<Vec<u8>> {
-    if !plan.filter.is_empty() {
-        let mut filtered = Map::new();
-        for field in plan.filter.fields() {
-            if let Some(raw) = record.get(field) {
-                filtered.insert(field.to_string(), serde_json::from_str(raw.get()).ok()?);
-            }
-        }
-        if !plan.filter.matches(&filtered) {
-            return None;
-        }
-    }
-    let mut out = Vec::with_capacity(64 * plan.fields.len());
-    out.push(b'{');
-    // In key order, as serde_json writes a map.
-    for (name, raw) in record {
-        if !plan.fields.iter().any(|f| f == name) {
-            continue;
-        }
-        if out.len() > 1 {
-            out.push(b',');
-        }
-        serde_json::to_writer(&mut out, name).ok()?;
-        out.push(b':');
-        match plan.masked.get(*name) {
-            Some(&sensitivity) => {
-                let value: Value = serde_json::from_str(raw.get()).ok()?;
-                serde_json::to_writer(&mut out, &mask_value(sensitivity, &value)).ok()?;
-            }
-            None => out.extend_from_slice(raw.get().as_bytes()),
-        }
-    }
-    out.push(b'}');
-    Some(out)
 }
 
 /// What a key pseudonym is bound to: the dataset and the reading department.
@@ -540,6 +584,20 @@ mod tests {
         let all = plan(&["a\"b", "name"], &[], "");
         assert_eq!(super::serve(&all, stored), parsed(&all, stored));
         assert_eq!(super::serve(&all, b"[1]"), None);
+        // Keys out of order or given twice (not serde_json's output) take it too.
+        let both = plan(&["a", "name"], &[("name", Sensitivity::Name)], "");
+        for stored in [
+            &br#"{"name":"xy","a":1}"#[..],
+            br#"{"a":1,"name":"xy","a":2}"#,
+            br#"{"a":1} x"#,
+        ] {
+            assert_eq!(
+                super::serve(&both, stored),
+                parsed(&both, stored),
+                "{}",
+                String::from_utf8_lossy(stored)
+            );
+        }
     }
 
     #[test]
