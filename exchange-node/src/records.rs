@@ -32,13 +32,9 @@ impl StoredRecord {
         out
     }
 
-    pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<Self, StoreError> {
-        Self::decode_owned(key, bytes.to_vec())
-    }
-
-    /// [`decode`](Self::decode) of bytes the caller owns: the JSON keeps their allocation (a
-    /// Query reads a million records; a second copy of each is measurable).
-    pub(crate) fn decode_owned(key: &[u8], mut bytes: Vec<u8>) -> Result<Self, StoreError> {
+    /// Decodes the bytes read from the store; the JSON keeps their allocation (a Query reads a
+    /// million records: a second copy of each is measurable).
+    pub(crate) fn decode(key: &[u8], mut bytes: Vec<u8>) -> Result<Self, StoreError> {
         if bytes.len() < 12 {
             return Err(StoreError::Corrupt {
                 key: String::from_utf8_lossy(key).into_owned(),
@@ -135,10 +131,7 @@ pub(crate) fn corrupt(key: &[u8], e: impl std::fmt::Display) -> StoreError {
 /// Reads a record.
 pub(crate) fn get_record(store: &dyn Store, dataset: &str, key: &str) -> Result<Option<StoredRecord>, StoreError> {
     let k = record_key(dataset, key);
-    store
-        .get(&k)?
-        .map(|bytes| StoredRecord::decode_owned(&k, bytes))
-        .transpose()
+    store.get(&k)?.map(|bytes| StoredRecord::decode(&k, bytes)).transpose()
 }
 
 /// Reads up to `limit` records of a dataset, in key order, starting after `after_key` (exclusive).
@@ -164,7 +157,7 @@ pub(crate) fn scan_records(
         .into_iter()
         .map(|(k, v)| {
             let key = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            StoredRecord::decode_owned(&k, v).map(|r| (key, r))
+            StoredRecord::decode(&k, v).map(|r| (key, r))
         })
         .collect()
 }
