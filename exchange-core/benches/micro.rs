@@ -8,10 +8,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::hint::black_box;
+use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::{json, Value};
 
+use exchange_core::audit_index::{AuditIndex, StoreAuditIndex};
 use exchange_core::catalog::{Classification, Dataset};
 use exchange_core::compat::CompatMode;
 use exchange_core::filter::Filter;
@@ -22,6 +24,7 @@ use exchange_core::ledger::{encode, AuditEvent, Decision, Ledger};
 use exchange_core::mask::{mask_str, mask_value, Sensitivity};
 use exchange_core::policy::{authorize, ReadRequest};
 use exchange_core::schema::{self, DatasetSchema};
+use exchange_core::store::{LsmStore, MemStore, Store};
 use exchange_core::tlog::{self, LogKey};
 
 const NOW: i64 = 1_800_000_000;
@@ -234,8 +237,46 @@ fn merkle_proofs(c: &mut Criterion) {
     group.finish();
 }
 
+/// The registry's cost per shipped event: a node's batch of 64 `get` events, and one `query`
+/// event naming the 500 record keys of a page (a posting each), stored and indexed.
+fn audit_index_add(c: &mut Criterion) {
+    let gets: Vec<Vec<u8>> = (0..64).map(|n| encode(&event(n)).unwrap()).collect();
+    let mut query = event(0);
+    query.operation = "query".into();
+    query.keys = (0..500).map(|n| format!("3201021990{n:08}")).collect();
+    query.count = 500;
+    let query = vec![encode(&query).unwrap()];
+    let dir = ledger_dir();
+    let stores: [(&str, Arc<dyn Store>); 2] = [
+        ("memory", Arc::new(MemStore::new())),
+        ("fjall", Arc::new(LsmStore::open(dir.path()).unwrap())),
+    ];
+    let mut group = c.benchmark_group("audit_index/add");
+    for (name, store) in stores {
+        let index = StoreAuditIndex::new(store);
+        let mut next = 0u64;
+        for (what, events) in [("get_x64", &gets), ("query_500_keys", &query)] {
+            group.throughput(Throughput::Elements(events.len() as u64));
+            group.bench_function(format!("{name}/{what}"), |b| {
+                b.iter(|| {
+                    let batch: Vec<(u64, Vec<u8>)> = events
+                        .iter()
+                        .map(|bytes| {
+                            next += 1;
+                            (next, bytes.clone())
+                        })
+                        .collect();
+                    index.add("js.gongan", &batch).unwrap()
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    audit_index_add,
     schema_validation,
     masking,
     grant_check,

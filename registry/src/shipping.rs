@@ -20,7 +20,7 @@ use std::sync::Arc;
 use exchange_core::audit_index::{AuditIndex, Located};
 use exchange_core::clock::Clock;
 use exchange_core::identity::Principal;
-use exchange_core::ledger::node_origin;
+use exchange_core::ledger::{node_origin, EventView};
 use exchange_core::store::{Batch, Store};
 use exchange_core::tlog::{self, Frontier, LogVerifier};
 use exchange_core::{authz, CoreError, ValidationError};
@@ -349,14 +349,20 @@ impl Shipping {
             Frontier::from_text(&meta.frontier).map_err(|e| CoreError::Unavailable(e.to_string()))?
         };
         for (i, event) in batch.events.iter().enumerate() {
-            // Checked without building it (the index parses the event once, as it stores it).
-            if event.first() != Some(&b'{')
-                || serde_json::from_slice::<serde::de::IgnoredAny>(event).is_err()
-                || event.contains(&b'\n')
-            {
+            // Read in place, not kept: the index reads it so again as it stores it. An event
+            // the registry could not read back later is refused now, whole batch and all.
+            let unreadable = match EventView::parse(event) {
+                Err(e) => Some(e.to_string()),
+                Ok(_) if event.contains(&b'\n') => Some("it spans more than one line".to_string()),
+                Ok(_) => None,
+            };
+            if let Some(why) = unreadable {
                 return Err(ValidationError::new(
                     "events",
-                    format!("event {} is not one line of a JSON object", meta.size + i as u64),
+                    format!(
+                        "event {} is not one line of an audit event: {why}",
+                        meta.size + i as u64
+                    ),
                 )
                 .into());
             }

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use super::{day_of, AuditIndex, AuditQuery, Count, CountBy, Located, SearchPage, SCAN_BUDGET};
-use crate::ledger::AuditEvent;
+use crate::ledger::{AuditEvent, EventView};
 use crate::store::{Batch, Store, StoreError};
 
 /// Events in a chunk at most (positions are one byte).
@@ -116,28 +116,34 @@ fn parse_pos(text: &str) -> Option<Pos> {
     parts.next().is_none().then_some((time, node, index))
 }
 
-/// The index entries of one chunk of `node`'s `events` (each decoded), keyed as stored, with
-/// their values.
-fn postings(node: &str, events: &[(u64, AuditEvent)]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let min_time = events.iter().map(|(_, e)| e.time_ms).min().unwrap_or(0);
-    let max_time = events.iter().map(|(_, e)| e.time_ms).max().unwrap_or(0);
-    let last = events.last().map_or(0, |(i, _)| *i);
+/// An event to store: its index, its leaf bytes and the leaf read in place.
+type Leaf<'a> = (u64, &'a [u8], EventView<'a>);
+
+/// `bytes` of event `index` of `node`, read in place (a leaf that is not an event is corrupt).
+fn view<'a>(node: &str, index: u64, bytes: &'a [u8]) -> Result<EventView<'a>, StoreError> {
+    EventView::parse(bytes).map_err(|e| corrupt(format!("event {index} of {node}").as_bytes(), e))
+}
+
+/// The index entries of one chunk of `node`'s events, keyed as stored, with their values.
+fn postings(node: &str, events: &[Leaf<'_>]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let min_time = events.iter().map(|(_, _, e)| e.time_ms).min().unwrap_or(0);
+    let max_time = events.iter().map(|(_, _, e)| e.time_ms).max().unwrap_or(0);
+    let last = events.last().map_or(0, |(i, _, _)| *i);
     let mut lists: BTreeMap<(&str, &str), Vec<u8>> = BTreeMap::new();
-    let decisions: Vec<String> = events.iter().map(|(_, e)| e.decision.to_string()).collect();
-    for (position, ((_, event), decision)) in events.iter().zip(&decisions).enumerate() {
+    for (position, (_, _, event)) in events.iter().enumerate() {
         let position = position as u8;
-        let mut fields: Vec<(&str, &str)> = vec![
+        let fields = [
             ("t", ""),
-            ("c", &event.department),
+            ("c", &*event.department),
             ("p", node),
-            ("d", &event.dataset),
-            ("u", &event.purpose),
-            ("x", decision),
-            ("g", &event.grant_id),
-            ("k", &event.case_id),
+            ("d", &*event.dataset),
+            ("u", &*event.purpose),
+            ("x", event.decision.as_str()),
+            ("g", &*event.grant_id),
+            ("k", &*event.case_id),
         ];
-        fields.extend(event.keys.iter().map(|k| ("r", k.as_str())));
-        for (field, value) in fields {
+        let keys = event.keys.iter().map(|k| ("r", &**k));
+        for (field, value) in fields.into_iter().chain(keys) {
             if value.is_empty() && field != "t" {
                 continue;
             }
@@ -148,23 +154,32 @@ fn postings(node: &str, events: &[(u64, AuditEvent)]) -> Vec<(Vec<u8>, Vec<u8>)>
             }
         }
     }
+    // Built by hand: a query's event names hundreds of record keys, an entry each.
     let tail = format!("{}\0{node}\0{last:020}", time_text(min_time));
     lists
         .into_iter()
         .map(|((field, value), positions)| {
-            let mut v = max_time.to_be_bytes().to_vec();
+            let mut key = Vec::with_capacity(5 + field.len() + value.len() + tail.len());
+            key.extend_from_slice(b"aj/");
+            key.extend_from_slice(field.as_bytes());
+            key.push(b'/');
+            key.extend_from_slice(value.as_bytes());
+            key.push(0);
+            key.extend_from_slice(tail.as_bytes());
+            let mut v = Vec::with_capacity(8 + positions.len());
+            v.extend_from_slice(&max_time.to_be_bytes());
             v.extend_from_slice(&positions);
-            (format!("aj/{field}/{value}\0{tail}").into_bytes(), v)
+            (key, v)
         })
         .collect()
 }
 
 /// Cuts a node's events (in index order) into chunks.
-fn chunks(events: Vec<(u64, AuditEvent, Vec<u8>)>) -> Vec<Vec<(u64, AuditEvent, Vec<u8>)>> {
-    let mut out: Vec<Vec<(u64, AuditEvent, Vec<u8>)>> = Vec::new();
+fn chunks(events: Vec<Leaf<'_>>) -> Vec<Vec<Leaf<'_>>> {
+    let mut out: Vec<Vec<Leaf<'_>>> = Vec::new();
     let mut span = (i64::MAX, i64::MIN);
     for event in events {
-        let time = event.1.time_ms;
+        let time = event.2.time_ms;
         let fits = out
             .last()
             .is_some_and(|chunk| chunk.len() < CHUNK_EVENTS && span.1.max(time) - span.0.min(time) <= CHUNK_SPAN_MS);
@@ -177,6 +192,52 @@ fn chunks(events: Vec<(u64, AuditEvent, Vec<u8>)>) -> Vec<Vec<(u64, AuditEvent, 
         }
     }
     out
+}
+
+/// The day counters `events` of `node` add to: (key, how many).
+fn day_counts(node: &str, events: &[Leaf<'_>]) -> BTreeMap<Vec<u8>, u64> {
+    // Keyed by what varies, formatted once per key: a batch holds a few days and values.
+    let mut counts: BTreeMap<(&str, &str, i64), u64> = BTreeMap::new();
+    for (_, _, event) in events {
+        let decision = event.decision.as_str();
+        let day = event.time_ms.div_euclid(86_400_000);
+        // `pd` counts reads of other departments only: what a node served in sharing.
+        let shared = if event.department == node { "" } else { decision };
+        for (dim, value) in [
+            ("c", &*event.department),
+            ("p", node),
+            ("d", &*event.dataset),
+            ("x", decision),
+            ("pd", shared),
+        ] {
+            if !value.is_empty() {
+                *counts.entry((dim, value, day)).or_default() += 1;
+            }
+        }
+    }
+    counts
+        .into_iter()
+        .map(|((dim, value, day), n)| {
+            let day = day_of(day * 86_400_000);
+            let key = match dim {
+                "pd" => format!("ac/pd/{node}/{value}\0{day}"),
+                _ => format!("ac/{dim}/{value}\0{day}"),
+            };
+            (key.into_bytes(), n)
+        })
+        .collect()
+}
+
+/// Puts a chunk of `node`'s events and its index entries into `batch`.
+fn put_chunk(batch: &mut Batch, node: &str, chunk: &[Leaf<'_>]) {
+    let Some(last) = chunk.last().map(|(i, _, _)| *i) else {
+        return;
+    };
+    let leaves: Vec<(u64, &[u8])> = chunk.iter().map(|(i, b, _)| (*i, *b)).collect();
+    batch.put(chunk_key(node, last), encode_chunk(&leaves));
+    for (key, value) in postings(node, chunk) {
+        batch.put(key, value);
+    }
 }
 
 /// [`AuditIndex`] over a [`Store`] (sled at the registry).
@@ -254,7 +315,6 @@ impl<S: Store + ?Sized> StoreAuditIndex<S> {
     /// moving them from the first layout, whose counts stay as they are).
     fn write(&self, node: &str, events: &[(u64, Vec<u8>)], count: bool) -> Result<(), StoreError> {
         let mut batch = Batch::default();
-        let mut counts: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
         let held_before = self.held(node)?;
         let low = events.iter().map(|(i, _)| *i).min().unwrap_or(0);
         // Only an index below what is held can have been added before (a node's events come in
@@ -264,41 +324,24 @@ impl<S: Store + ?Sized> StoreAuditIndex<S> {
         } else {
             BTreeSet::new()
         };
-        let mut fresh: BTreeMap<u64, (AuditEvent, Vec<u8>)> = BTreeMap::new();
+        let mut fresh: BTreeMap<u64, &[u8]> = BTreeMap::new();
         for (index, bytes) in events {
-            if already.contains(index) {
-                continue;
+            if !already.contains(index) {
+                fresh.insert(*index, bytes);
             }
-            let event: AuditEvent =
-                serde_json::from_slice(bytes).map_err(|e| corrupt(format!("event {index} of {node}").as_bytes(), e))?;
-            if count {
-                let decision = event.decision.to_string();
-                // Reads of other departments only: what a node served in sharing.
-                let provider_decision = match event.department == node {
-                    true => String::new(),
-                    false => format!("{node}/{decision}"),
-                };
-                let day = day_of(event.time_ms);
-                for (dim, value) in [
-                    ("c", event.department.as_str()),
-                    ("p", node),
-                    ("d", &event.dataset),
-                    ("x", &decision),
-                    ("pd", &provider_decision),
-                ] {
-                    if !value.is_empty() {
-                        *counts
-                            .entry(format!("ac/{dim}/{value}\0{day}").into_bytes())
-                            .or_default() += 1;
-                    }
-                }
-            }
-            fresh.insert(*index, (event, bytes.clone()));
         }
+        let fresh = fresh
+            .into_iter()
+            .map(|(index, bytes)| Ok((index, bytes, view(node, index, bytes)?)))
+            .collect::<Result<Vec<Leaf<'_>>, StoreError>>()?;
+        let counts = if count {
+            day_counts(node, &fresh)
+        } else {
+            BTreeMap::new()
+        };
         let held = events.iter().map(|(i, _)| i + 1).max().unwrap_or(0).max(held_before);
-        let fresh: Vec<_> = fresh.into_iter().map(|(i, (e, b))| (i, e, b)).collect();
         for chunk in chunks(fresh) {
-            self.put_chunk(&mut batch, node, chunk);
+            put_chunk(&mut batch, node, &chunk);
         }
         for (key, added) in counts {
             let before = match self.store.get(&key)? {
@@ -315,18 +358,6 @@ impl<S: Store + ?Sized> StoreAuditIndex<S> {
         self.store.commit(batch)
     }
 
-    fn put_chunk(&self, batch: &mut Batch, node: &str, chunk: Vec<(u64, AuditEvent, Vec<u8>)>) {
-        let Some(last) = chunk.last().map(|(i, _, _)| *i) else {
-            return;
-        };
-        let leaves: Vec<(u64, &[u8])> = chunk.iter().map(|(i, _, b)| (*i, b.as_slice())).collect();
-        batch.put(chunk_key(node, last), encode_chunk(&leaves));
-        let decoded: Vec<(u64, AuditEvent)> = chunk.into_iter().map(|(i, e, _)| (i, e)).collect();
-        for (key, value) in postings(node, &decoded) {
-            batch.put(key, value);
-        }
-    }
-
     /// The stored bytes of the chunk an index entry names, and its key.
     fn chunk_bytes(&self, node: &str, last: u64) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
         let key = chunk_key(node, last);
@@ -335,15 +366,6 @@ impl<S: Store + ?Sized> StoreAuditIndex<S> {
             .get(&key)?
             .ok_or_else(|| corrupt(&key, "indexed but not stored"))?;
         Ok((key, bytes))
-    }
-
-    /// The chunk an index entry names, every event decoded: (index, leaf, event) per event.
-    fn chunk(&self, node: &str, last: u64) -> Result<Vec<(u64, Vec<u8>, AuditEvent)>, StoreError> {
-        let (key, bytes) = self.chunk_bytes(node, last)?;
-        decode_chunk(&key, &bytes)?
-            .into_iter()
-            .map(|(index, leaf)| Ok((index, leaf.to_vec(), parse(&key, leaf)?)))
-            .collect()
     }
 }
 
@@ -409,18 +431,20 @@ impl<S: Store + ?Sized> AuditIndex for StoreAuditIndex<S> {
             let mut batch = Batch::default();
             for (key, _) in &entries {
                 let (_, node, last) = entry_of(key, &key[prefix.len()..])?;
-                let chunk = self.chunk(node, last)?;
-                let decoded: Vec<(u64, AuditEvent)> = chunk.iter().map(|(i, _, e)| (*i, e.clone())).collect();
-                for (posting, _) in postings(node, &decoded) {
+                let (chunk_key, bytes) = self.chunk_bytes(node, last)?;
+                let chunk = decode_chunk(&chunk_key, &bytes)?
+                    .into_iter()
+                    .map(|(index, leaf)| Ok((index, leaf, view(node, index, leaf)?)))
+                    .collect::<Result<Vec<Leaf<'_>>, StoreError>>()?;
+                for (posting, _) in postings(node, &chunk) {
                     batch.delete(posting);
                 }
-                batch.delete(chunk_key(node, last));
+                batch.delete(chunk_key);
                 // What is left begins at or after the cut, so this scan does not meet it again.
                 let (gone, kept): (Vec<_>, Vec<_>) = chunk.into_iter().partition(|(_, _, e)| e.time_ms < before_ms);
                 removed += gone.len() as u64;
                 if !kept.is_empty() {
-                    let kept = kept.into_iter().map(|(i, b, e)| (i, e, b)).collect();
-                    self.put_chunk(&mut batch, node, kept);
+                    put_chunk(&mut batch, node, &kept);
                 }
             }
             self.store.commit(batch)?;
@@ -650,10 +674,14 @@ mod tests {
             ..self::event(0, 0)
         };
         let cut = |times: &[i64]| -> Vec<usize> {
-            let events = times
+            let leaves: Vec<(u64, Vec<u8>)> = times
                 .iter()
                 .enumerate()
-                .map(|(i, t)| (i as u64, event(*t), Vec::new()))
+                .map(|(i, t)| (i as u64, crate::ledger::encode(&event(*t)).unwrap()))
+                .collect();
+            let events = leaves
+                .iter()
+                .map(|(i, b)| (*i, b.as_slice(), EventView::parse(b).unwrap()))
                 .collect();
             chunks(events).iter().map(Vec::len).collect()
         };

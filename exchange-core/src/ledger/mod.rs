@@ -45,6 +45,8 @@ pub(crate) use v1::read_events as v1_events;
 pub use log::{Group, Ledger, LedgerReader, Recovered, LEDGER_DIR, LOG_KEY_FILE};
 pub use verify::{read_verified, verify_dir, Entry, Verified};
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::closed_set::closed_set;
@@ -104,6 +106,68 @@ pub struct AuditEvent {
     /// the encoding, when not withheld.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub withheld_until: i64,
+}
+
+/// An [`AuditEvent`] read in place: the same fields, required and defaulted alike, so it
+/// accepts exactly the encodings an `AuditEvent` does, with its text borrowed from the encoding
+/// (copied only where JSON escapes it). The registry reads every shipped event this way to
+/// check and index it: an owned event is a dozen allocations per event.
+#[derive(Debug, Deserialize)]
+pub struct EventView<'a> {
+    /// When, in Unix milliseconds.
+    pub time_ms: i64,
+    /// The node that decided.
+    #[serde(borrow)]
+    pub node: Cow<'a, str>,
+    /// The caller's certificate URI.
+    #[serde(borrow)]
+    pub principal: Cow<'a, str>,
+    /// The caller's department.
+    #[serde(borrow)]
+    pub department: Cow<'a, str>,
+    /// `get`, `query` or `subscribe`.
+    #[serde(borrow)]
+    pub operation: Cow<'a, str>,
+    /// The dataset read.
+    #[serde(borrow)]
+    pub dataset: Cow<'a, str>,
+    /// The schema version served under.
+    pub schema_version: u32,
+    /// The fields served.
+    #[serde(borrow)]
+    pub fields: Vec<Cow<'a, str>>,
+    /// The record keys served.
+    #[serde(borrow)]
+    pub keys: Vec<Cow<'a, str>>,
+    /// How many records were served.
+    pub count: u64,
+    /// The purpose stated.
+    #[serde(borrow)]
+    pub purpose: Cow<'a, str>,
+    /// The case id stated, if any.
+    #[serde(borrow)]
+    pub case_id: Cow<'a, str>,
+    /// Allow or deny.
+    pub decision: Decision,
+    /// Why.
+    #[serde(borrow)]
+    pub reason: Cow<'a, str>,
+    /// The grant relied on, if any.
+    #[serde(borrow)]
+    pub grant_id: Cow<'a, str>,
+    /// See [`AuditEvent::served_sha256`].
+    #[serde(borrow, default)]
+    pub served_sha256: Cow<'a, str>,
+    /// See [`AuditEvent::withheld_until`].
+    #[serde(default)]
+    pub withheld_until: i64,
+}
+
+impl<'a> EventView<'a> {
+    /// Reads an event's encoding (a ledger leaf).
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
 }
 
 fn is_zero(n: &i64) -> bool {

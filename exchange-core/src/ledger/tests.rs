@@ -432,3 +432,58 @@ fn pruning_frees_old_entries_and_keeps_the_rest_provable() {
     let err = verify_dir(dir.path(), &key.verifier()).unwrap_err().to_string();
     assert!(err.contains("ledger entry 42: changed"), "{err}");
 }
+
+#[test]
+fn an_event_view_reads_what_an_event_reads_and_refuses_what_it_refuses() {
+    let mut escaped = event(7);
+    escaped.reason = "quoted \"reason\"\nwith a line break".into();
+    escaped.keys.push("键\\2".into());
+    escaped.withheld_until = 1_900_000_000;
+    for event in [event(1), escaped] {
+        let bytes = encode(&event).unwrap();
+        let view = EventView::parse(&bytes).unwrap();
+        assert_eq!(
+            (
+                view.time_ms,
+                &*view.node,
+                &*view.department,
+                &*view.dataset,
+                view.decision
+            ),
+            (
+                event.time_ms,
+                &*event.node,
+                &*event.department,
+                &*event.dataset,
+                event.decision
+            )
+        );
+        assert_eq!(
+            (&*view.reason, &*view.grant_id, view.withheld_until),
+            (&*event.reason, &*event.grant_id, event.withheld_until)
+        );
+        assert_eq!(view.keys.iter().map(|k| k.to_string()).collect::<Vec<_>>(), event.keys);
+    }
+    let good: serde_json::Value = serde_json::from_slice(&encode(&event(1)).unwrap()).unwrap();
+    let mut cases = vec![b"{}".to_vec(), b"[1]".to_vec(), b"{\"time_ms\":".to_vec()];
+    for field in ["time_ms", "keys", "decision", "served_sha256"] {
+        let mut without = good.clone();
+        without.as_object_mut().unwrap().remove(field);
+        cases.push(serde_json::to_vec(&without).unwrap());
+        let mut wrong = good.clone();
+        wrong[field] = serde_json::json!({"not": "this"});
+        cases.push(serde_json::to_vec(&wrong).unwrap());
+    }
+    let mut undecided = good.clone();
+    undecided["decision"] = "maybe".into();
+    cases.push(serde_json::to_vec(&undecided).unwrap());
+    for bytes in cases {
+        let owned = serde_json::from_slice::<AuditEvent>(&bytes).is_ok();
+        assert_eq!(
+            EventView::parse(&bytes).is_ok(),
+            owned,
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+}

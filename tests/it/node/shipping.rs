@@ -222,6 +222,50 @@ async fn a_node_whose_history_changed_is_refused_and_the_refusal_is_recorded() {
 }
 
 #[tokio::test]
+async fn a_batch_holding_an_event_the_registry_cannot_read_is_refused_whole() {
+    let (ex, node, keys, _) = setup().await;
+    let mut consumer = node.client(&ex, "js.scjg", Role::System).await;
+    consumer.get(get(&keys, &["name"], "business-licensing")).await.unwrap();
+    wait_shipped(&node, &ex).await;
+    let before = shipped(&ex).await;
+    let mut auditor = ex.client("js.dsj", Role::Auditor).await;
+    let held = auditor
+        .get_shipped_ledger(pb::GetShippedLedgerRequest {
+            department_id: "js.gongan".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // A node (or whoever holds its certificate and key) ships a well-signed batch whose second
+    // event is JSON but not an audit event.
+    let key = LogKey::from_text(std::fs::read_to_string(node.data_dir.join("log.key")).unwrap().trim()).unwrap();
+    let good = exchange_core::ledger::encode(&before.last().unwrap().1).unwrap();
+    let checkpoint = key
+        .sign_checkpoint(held.size + 2, exchange_core::tlog::Hash([7; 32]))
+        .unwrap();
+    let mut as_node = ex.client("js.gongan", Role::Node).await;
+    assert_status(
+        as_node
+            .ship_ledger(pb::ShipLedgerRequest {
+                vkey: held.vkey.clone(),
+                from_index: held.size,
+                events: vec![good, br#"{"time_ms":1,"node":"js.gongan"}"#.to_vec()],
+                checkpoint: checkpoint.note,
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        &format!(
+            "event {} is not one line of an audit event: missing field",
+            held.size + 1
+        ),
+    );
+    assert_eq!(shipped(&ex).await, before, "nothing of the batch taken");
+    drop(node);
+}
+
+#[tokio::test]
 async fn another_log_key_is_refused_until_an_admin_rotates_the_pin() {
     let (ex, mut node, keys, _) = setup().await;
     let mut consumer = node.client(&ex, "js.scjg", Role::System).await;
