@@ -230,7 +230,14 @@ pub fn registry_origin(trust_domain: &str) -> String {
 
 /// Lower-case hex of a hash.
 pub fn hex(hash: &Hash) -> String {
-    hash.iter().map(|b| format!("{b:02x}")).collect()
+    // By table, not a `format!` per byte: every audited read writes one (2 % of a Get's CPU).
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for byte in hash {
+        out.push(DIGITS[usize::from(byte >> 4)] as char);
+        out.push(DIGITS[usize::from(byte & 0xf)] as char);
+    }
+    out
 }
 
 /// Parses lower- or upper-case hex into a hash.

@@ -487,3 +487,18 @@ fn an_event_view_reads_what_an_event_reads_and_refuses_what_it_refuses() {
         );
     }
 }
+
+#[test]
+fn digests_are_written_as_lower_case_hex_and_read_back() {
+    // SHA-256 of nothing, as `sha256sum` prints it.
+    let empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    assert_eq!(served_digest(std::iter::empty::<&[u8]>()), empty);
+    let mut hash = [0u8; 32];
+    hash[0] = 0x0f;
+    hash[31] = 0xa0;
+    let text = hex(&hash);
+    assert_eq!(&text[..2], "0f");
+    assert_eq!(&text[62..], "a0");
+    assert_eq!(parse_hex(&text), Some(hash));
+    assert_eq!(parse_hex(&text.to_uppercase()), Some(hash));
+}
