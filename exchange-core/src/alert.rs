@@ -222,24 +222,9 @@ impl AlertConfig {
     }
 }
 
-/// A shipped event as the rules on events read it (borrowing what they can).
-#[derive(Debug, Deserialize)]
-pub struct Read<'a> {
-    pub time_ms: i64,
-    #[serde(borrow)]
-    pub node: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    pub department: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    pub dataset: std::borrow::Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub keys: Vec<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    pub count: u64,
-    pub decision: Decision,
-    #[serde(borrow, default)]
-    pub grant_id: std::borrow::Cow<'a, str>,
-}
+/// A shipped event as the rules on events read it: the registry reads each shipped event in
+/// place once, to check, index and watch it.
+pub type Read<'a> = crate::ledger::EventView<'a>;
 
 const HOUR_MS: i64 = 3_600_000;
 /// Distinct records are counted up to this many per consumer and day (memory: about 16 MB),

@@ -12,7 +12,7 @@
 //! the query.
 
 use crate::closed_set::closed_set;
-use crate::ledger::{AuditEvent, Decision};
+use crate::ledger::{AuditEvent, Decision, EventView};
 use crate::store::StoreError;
 
 /// A shipped event and where it is: its node's ledger and its index there.
@@ -146,7 +146,16 @@ pub struct Count {
 pub trait AuditIndex: Send + Sync {
     /// Stores and indexes `events` of `node`'s ledger durably, all or none. An (node, index)
     /// already held is left as it is (shipping again after a crash counts nothing twice).
-    fn add(&self, node: &str, events: &[(u64, Vec<u8>)]) -> Result<(), StoreError>;
+    fn add(&self, node: &str, events: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        let read = events
+            .iter()
+            .map(|(index, bytes)| Ok((*index, bytes.as_slice(), store::view(node, *index, bytes)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.add_read(node, &read)
+    }
+
+    /// [`AuditIndex::add`] of events already read: each (index, leaf, the leaf read in place).
+    fn add_read(&self, node: &str, events: &[(u64, &[u8], EventView<'_>)]) -> Result<(), StoreError>;
 
     /// Up to `count` events of `node` with index `from` or more, in order (pruned ones are gone:
     /// page on from the last index read, plus one).

@@ -124,9 +124,10 @@ impl Alerts {
         })
     }
 
-    /// Counts a shipped batch of `node`'s events in the windows; returns what it raises (for
-    /// [`Alerts::raise`]). Blocking: it may read consumers' histories from the store.
-    pub fn observe(&self, node: &str, events: &[(u64, Vec<u8>)]) -> Vec<Alert> {
+    /// Counts a shipped batch of `node`'s events (each read in place) in the windows; returns
+    /// what it raises (for [`Alerts::raise`]). Blocking: it may read consumers' histories from
+    /// the store.
+    pub fn observe<'a>(&self, node: &str, events: impl IntoIterator<Item = &'a alert::Read<'a>>) -> Vec<Alert> {
         let calendar = self.state.calendar();
         let store = &*self.store;
         let days = self.config.baseline_days;
@@ -139,15 +140,9 @@ impl Alerts {
         };
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let mut raised = Vec::new();
-        for (_, bytes) in events {
-            match serde_json::from_slice::<alert::Read<'_>>(bytes) {
-                // Only the node's own reads: an event naming another node is not its to report.
-                Ok(read) if read.node == node => {
-                    raised.extend(windows.observe(&self.config, self.hours, calendar, &read, &mut history));
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(node, error = %e, "a shipped event the early warning cannot read"),
-            }
+        // Only the node's own reads: an event naming another node is not its to report.
+        for read in events.into_iter().filter(|read| read.node == node) {
+            raised.extend(windows.observe(&self.config, self.hours, calendar, read, &mut history));
         }
         raised
     }

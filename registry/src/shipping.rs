@@ -384,11 +384,19 @@ impl Shipping {
         let (index, store, held) = (self.index.clone(), self.store.clone(), meta.clone());
         let alerts = self.alerts.clone();
         let raised = tokio::task::spawn_blocking(move || -> Result<Vec<Alert>, CoreError> {
-            index.add(&department, &events)?;
+            // Read once (checked above) for the index and the early warning alike.
+            let read = events
+                .iter()
+                .map(|(index, bytes)| {
+                    let view = EventView::parse(bytes).map_err(|e| CoreError::Unavailable(e.to_string()))?;
+                    Ok((*index, bytes.as_slice(), view))
+                })
+                .collect::<Result<Vec<_>, CoreError>>()?;
+            index.add_read(&department, &read)?;
             let mut batch = Batch::default();
             batch.put(health_key(&department), encode(&health)?);
             save(&*store, &held, batch)?;
-            Ok(alerts.observe(&department, &events))
+            Ok(alerts.observe(&department, read.iter().map(|(_, _, view)| view)))
         })
         .await
         .map_err(|e| CoreError::Unavailable(format!("shipping task failed: {e}")))??;

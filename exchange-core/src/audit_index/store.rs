@@ -120,12 +120,12 @@ fn parse_pos(text: &str) -> Option<Pos> {
 type Leaf<'a> = (u64, &'a [u8], EventView<'a>);
 
 /// `bytes` of event `index` of `node`, read in place (a leaf that is not an event is corrupt).
-fn view<'a>(node: &str, index: u64, bytes: &'a [u8]) -> Result<EventView<'a>, StoreError> {
+pub(super) fn view<'a>(node: &str, index: u64, bytes: &'a [u8]) -> Result<EventView<'a>, StoreError> {
     EventView::parse(bytes).map_err(|e| corrupt(format!("event {index} of {node}").as_bytes(), e))
 }
 
 /// The index entries of one chunk of `node`'s events, keyed as stored, with their values.
-fn postings(node: &str, events: &[Leaf<'_>]) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn postings(node: &str, events: &[&Leaf<'_>]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let min_time = events.iter().map(|(_, _, e)| e.time_ms).min().unwrap_or(0);
     let max_time = events.iter().map(|(_, _, e)| e.time_ms).max().unwrap_or(0);
     let last = events.last().map_or(0, |(i, _, _)| *i);
@@ -175,8 +175,8 @@ fn postings(node: &str, events: &[Leaf<'_>]) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 /// Cuts a node's events (in index order) into chunks.
-fn chunks(events: Vec<Leaf<'_>>) -> Vec<Vec<Leaf<'_>>> {
-    let mut out: Vec<Vec<Leaf<'_>>> = Vec::new();
+fn chunks<'l, 'a>(events: Vec<&'l Leaf<'a>>) -> Vec<Vec<&'l Leaf<'a>>> {
+    let mut out: Vec<Vec<&'l Leaf<'a>>> = Vec::new();
     let mut span = (i64::MAX, i64::MIN);
     for event in events {
         let time = event.2.time_ms;
@@ -195,7 +195,7 @@ fn chunks(events: Vec<Leaf<'_>>) -> Vec<Vec<Leaf<'_>>> {
 }
 
 /// The day counters `events` of `node` add to: (key, how many).
-fn day_counts(node: &str, events: &[Leaf<'_>]) -> BTreeMap<Vec<u8>, u64> {
+fn day_counts(node: &str, events: &[&Leaf<'_>]) -> BTreeMap<Vec<u8>, u64> {
     // Keyed by what varies, formatted once per key: a batch holds a few days and values.
     let mut counts: BTreeMap<(&str, &str, i64), u64> = BTreeMap::new();
     for (_, _, event) in events {
@@ -229,7 +229,7 @@ fn day_counts(node: &str, events: &[Leaf<'_>]) -> BTreeMap<Vec<u8>, u64> {
 }
 
 /// Puts a chunk of `node`'s events and its index entries into `batch`.
-fn put_chunk(batch: &mut Batch, node: &str, chunk: &[Leaf<'_>]) {
+fn put_chunk(batch: &mut Batch, node: &str, chunk: &[&Leaf<'_>]) {
     let Some(last) = chunk.last().map(|(i, _, _)| *i) else {
         return;
     };
@@ -314,9 +314,19 @@ impl<S: Store + ?Sized> StoreAuditIndex<S> {
     /// Stores `events` of `node` in chunks with their index entries (and counts them, unless
     /// moving them from the first layout, whose counts stay as they are).
     fn write(&self, node: &str, events: &[(u64, Vec<u8>)], count: bool) -> Result<(), StoreError> {
+        let read = events
+            .iter()
+            .map(|(index, bytes)| Ok((*index, bytes.as_slice(), view(node, *index, bytes)?)))
+            .collect::<Result<Vec<Leaf<'_>>, StoreError>>()?;
+        self.write_read(node, &read, count)
+    }
+
+    /// [`Self::write`] of events already read.
+    fn write_read(&self, node: &str, events: &[Leaf<'_>], count: bool) -> Result<(), StoreError> {
         let mut batch = Batch::default();
         let held_before = self.held(node)?;
-        let low = events.iter().map(|(i, _)| *i).min().unwrap_or(0);
+        let low = events.iter().map(|(i, _, _)| *i).min().unwrap_or(0);
+        let held = events.iter().map(|(i, _, _)| i + 1).max().unwrap_or(0).max(held_before);
         // Only an index below what is held can have been added before (a node's events come in
         // order): the look-up is for shipping again after a crash.
         let already = if low < held_before {
@@ -324,22 +334,18 @@ impl<S: Store + ?Sized> StoreAuditIndex<S> {
         } else {
             BTreeSet::new()
         };
-        let mut fresh: BTreeMap<u64, &[u8]> = BTreeMap::new();
-        for (index, bytes) in events {
-            if !already.contains(index) {
-                fresh.insert(*index, bytes);
+        let mut fresh: BTreeMap<u64, &Leaf<'_>> = BTreeMap::new();
+        for leaf in events {
+            if !already.contains(&leaf.0) {
+                fresh.insert(leaf.0, leaf);
             }
         }
-        let fresh = fresh
-            .into_iter()
-            .map(|(index, bytes)| Ok((index, bytes, view(node, index, bytes)?)))
-            .collect::<Result<Vec<Leaf<'_>>, StoreError>>()?;
+        let fresh: Vec<&Leaf<'_>> = fresh.into_values().collect();
         let counts = if count {
             day_counts(node, &fresh)
         } else {
             BTreeMap::new()
         };
-        let held = events.iter().map(|(i, _)| i + 1).max().unwrap_or(0).max(held_before);
         for chunk in chunks(fresh) {
             put_chunk(&mut batch, node, &chunk);
         }
@@ -412,9 +418,9 @@ fn emit(buffer: &mut BTreeMap<Pos, Located>, page: &mut SearchPage, limit: usize
 }
 
 impl<S: Store + ?Sized> AuditIndex for StoreAuditIndex<S> {
-    fn add(&self, node: &str, events: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+    fn add_read(&self, node: &str, events: &[Leaf<'_>]) -> Result<(), StoreError> {
         let _adding = self.adding.lock().unwrap_or_else(|p| p.into_inner());
-        self.write(node, events, true)
+        self.write_read(node, events, true)
     }
 
     fn prune(&self, before_ms: i64) -> Result<u64, StoreError> {
@@ -436,12 +442,13 @@ impl<S: Store + ?Sized> AuditIndex for StoreAuditIndex<S> {
                     .into_iter()
                     .map(|(index, leaf)| Ok((index, leaf, view(node, index, leaf)?)))
                     .collect::<Result<Vec<Leaf<'_>>, StoreError>>()?;
-                for (posting, _) in postings(node, &chunk) {
+                let all: Vec<&Leaf<'_>> = chunk.iter().collect();
+                for (posting, _) in postings(node, &all) {
                     batch.delete(posting);
                 }
                 batch.delete(chunk_key);
                 // What is left begins at or after the cut, so this scan does not meet it again.
-                let (gone, kept): (Vec<_>, Vec<_>) = chunk.into_iter().partition(|(_, _, e)| e.time_ms < before_ms);
+                let (gone, kept): (Vec<_>, Vec<_>) = all.into_iter().partition(|(_, _, e)| e.time_ms < before_ms);
                 removed += gone.len() as u64;
                 if !kept.is_empty() {
                     put_chunk(&mut batch, node, &kept);
@@ -679,11 +686,11 @@ mod tests {
                 .enumerate()
                 .map(|(i, t)| (i as u64, crate::ledger::encode(&event(*t)).unwrap()))
                 .collect();
-            let events = leaves
+            let events: Vec<Leaf<'_>> = leaves
                 .iter()
                 .map(|(i, b)| (*i, b.as_slice(), EventView::parse(b).unwrap()))
                 .collect();
-            chunks(events).iter().map(Vec::len).collect()
+            chunks(events.iter().collect()).iter().map(Vec::len).collect()
         };
         assert_eq!(cut(&vec![5; 300]), vec![128, 128, 44]);
         assert_eq!(cut(&[0, 1000, 2000, 2001, 5000]), vec![3, 1, 1]);
