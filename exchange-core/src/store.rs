@@ -69,6 +69,9 @@ impl Batch {
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
+/// What [`Store::visit_range`] calls with each entry, lent: key and value.
+pub type Visitor<'v> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'v;
+
 /// An ordered, durable key-value store.
 pub trait Store: Send + Sync + 'static {
     /// The value under `key`.
@@ -79,6 +82,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Up to `limit` entries with `start <= key < end`, in key order.
     fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError>;
+
+    /// Calls `visit` with each of the entries [`Store::range`] gives, in key order, lent rather
+    /// than copied where the engine can: a scan that keeps part of each entry (a Query keeps a
+    /// stored record without its header) then copies it once.
+    fn visit_range(&self, start: &[u8], end: &[u8], limit: usize, visit: &mut Visitor<'_>) -> Result<(), StoreError> {
+        for (key, value) in self.range(start, end, limit)? {
+            visit(&key, &value)?;
+        }
+        Ok(())
+    }
 
     /// Applies the batch atomically and returns once it is durable. Blocking: async callers run
     /// it on a blocking thread.

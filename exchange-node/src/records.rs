@@ -32,9 +32,9 @@ impl StoredRecord {
         out
     }
 
-    /// Decodes the bytes read from the store; the JSON keeps their allocation (a Query reads a
-    /// million records: a second copy of each is measurable).
-    pub(crate) fn decode(key: &[u8], mut bytes: Vec<u8>) -> Result<Self, StoreError> {
+    /// Decodes a record as stored; the JSON is copied once, without the header (a Query reads
+    /// each record lent by the store: see [`scan_records`]).
+    pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<Self, StoreError> {
         if bytes.len() < 12 {
             return Err(StoreError::Corrupt {
                 key: String::from_utf8_lossy(key).into_owned(),
@@ -47,15 +47,12 @@ impl StoredRecord {
                 message: format!("record encoding {:#04x} is not one this build reads", bytes[12]),
             });
         }
-        let mut seq = [0u8; 8];
-        seq.copy_from_slice(&bytes[..8]);
-        let mut version = [0u8; 4];
-        version.copy_from_slice(&bytes[8..12]);
-        bytes.drain(..12);
+        let (seq, rest) = bytes.split_at(8);
+        let (version, json) = rest.split_at(4);
         Ok(Self {
-            sequence: u64::from_be_bytes(seq),
-            schema_version: u32::from_be_bytes(version),
-            json: bytes,
+            sequence: u64::from_be_bytes(seq.try_into().expect("8 bytes")),
+            schema_version: u32::from_be_bytes(version.try_into().expect("4 bytes")),
+            json: json.to_vec(),
         })
     }
 }
@@ -131,7 +128,7 @@ pub(crate) fn corrupt(key: &[u8], e: impl std::fmt::Display) -> StoreError {
 /// Reads a record.
 pub(crate) fn get_record(store: &dyn Store, dataset: &str, key: &str) -> Result<Option<StoredRecord>, StoreError> {
     let k = record_key(dataset, key);
-    store.get(&k)?.map(|bytes| StoredRecord::decode(&k, bytes)).transpose()
+    store.get(&k)?.map(|bytes| StoredRecord::decode(&k, &bytes)).transpose()
 }
 
 /// Reads up to `limit` records of a dataset, in key order, starting after `after_key` (exclusive).
@@ -152,14 +149,13 @@ pub(crate) fn scan_records(
     };
     let mut end = format!("rec/{dataset}").into_bytes();
     end.push(1);
-    store
-        .range(&start, &end, limit)?
-        .into_iter()
-        .map(|(k, v)| {
-            let key = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            StoredRecord::decode(&k, v).map(|r| (key, r))
-        })
-        .collect()
+    let mut records = Vec::with_capacity(limit.min(4096));
+    store.visit_range(&start, &end, limit, &mut |k, v| {
+        let key = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+        records.push((key, StoredRecord::decode(k, v)?));
+        Ok(())
+    })?;
+    Ok(records)
 }
 
 /// Reads up to `limit` changes of a dataset after sequence `after`, up to and including

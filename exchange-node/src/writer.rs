@@ -537,7 +537,7 @@ impl PublishStaging<'_> {
         Ok(self
             .store
             .get(rk)?
-            .map(|bytes| StoredRecord::decode(rk, bytes))
+            .map(|bytes| StoredRecord::decode(rk, &bytes))
             .transpose()?
             .map(|r| r.json))
     }

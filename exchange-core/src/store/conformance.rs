@@ -1,6 +1,6 @@
 //! The behaviour every [`Store`] engine must have. Engines call [`run`] from their tests.
 
-use super::{Batch, Store};
+use super::{Batch, Store, StoreError};
 
 /// Runs every check against an empty store, panicking with a description on the first failure.
 pub fn run(store: &dyn Store) {
@@ -99,6 +99,33 @@ fn ranges_are_half_open_and_limited(store: &dyn Store) {
     assert!(
         store.range(b"conf/r/09", b"conf/r/00", 10).expect("range").is_empty(),
         "empty when start >= end"
+    );
+    // Visiting gives what `range` gives, and stops at the first error the visitor returns.
+    for (start, end, limit) in [
+        (&b"conf/r/03"[..], &b"conf/r/06"[..], usize::MAX),
+        (b"conf/r/", b"conf/r0", 2),
+        (b"conf/r/09", b"conf/r/00", 10),
+    ] {
+        let mut visited = Vec::new();
+        store
+            .visit_range(start, end, limit, &mut |k, v| {
+                visited.push((k.to_vec(), v.to_vec()));
+                Ok(())
+            })
+            .expect("visit_range");
+        assert_eq!(visited, store.range(start, end, limit).expect("range"));
+    }
+    let mut seen = 0;
+    let stopped = store.visit_range(b"conf/r/", b"conf/r0", usize::MAX, &mut |k, _| {
+        seen += 1;
+        Err(StoreError::Corrupt {
+            key: String::from_utf8_lossy(k).into_owned(),
+            message: "stop".into(),
+        })
+    });
+    assert!(
+        matches!(stopped, Err(StoreError::Corrupt { .. })) && seen == 1,
+        "{stopped:?} after {seen}"
     );
     let deletes: Vec<&str> = puts.iter().map(|(k, _)| k.as_str()).collect();
     commit(store, &[], &deletes);

@@ -8,7 +8,7 @@ use std::path::Path;
 use fjall::config::{CompressionPolicy, PartitioningPolicy, PinningPolicy};
 use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use super::{Batch, Entry, Store, StoreConfig, StoreError, Write};
+use super::{Batch, Entry, Store, StoreConfig, StoreError, Visitor, Write};
 
 /// The fjall engine: one database with one keyspace.
 pub struct LsmStore {
@@ -97,6 +97,17 @@ impl Store for LsmStore {
             return Ok(Vec::new());
         }
         collect(self.keyspace.range(start..end), limit)
+    }
+
+    fn visit_range(&self, start: &[u8], end: &[u8], limit: usize, visit: &mut Visitor<'_>) -> Result<(), StoreError> {
+        if start >= end {
+            return Ok(());
+        }
+        for guard in self.keyspace.range(start..end).take(limit) {
+            let (key, value) = guard.into_inner().map_err(engine)?;
+            visit(&key, &value)?;
+        }
+        Ok(())
     }
 
     fn commit(&self, batch: Batch) -> Result<(), StoreError> {
