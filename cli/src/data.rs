@@ -18,7 +18,8 @@ pub(crate) enum Command {
     /// Publish records to your node from an NDJSON or CSV file of any size, streamed in batches
     /// with several in flight; an interrupted import goes on with --resume.
     Publish(crate::import::Args),
-    /// Read records by key; prints one JSON object a line.
+    /// Read records by key; prints one JSON object a line, and fails (after printing those
+    /// found) when a key is not found or not visible under your grant.
     Get {
         /// Dataset id.
         dataset: String,
@@ -171,8 +172,9 @@ pub(crate) async fn run(command: Command, common: Common) -> anyhow::Result<()> 
             if let Some(path) = &read.receipts {
                 crate::audit::append_receipt(path, response.receipt.as_ref(), response.records.len())?;
             }
+            // What was found is out; a key that was not fails the command, so a script can tell.
             if !response.missing_keys.is_empty() {
-                eprintln!(
+                anyhow::bail!(
                     "not found or not visible under your grant: {}",
                     response.missing_keys.join(", ")
                 );

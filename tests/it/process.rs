@@ -542,6 +542,27 @@ fn the_quickstart_sets_up_a_working_exchange_and_the_cli_uses_it() {
     assert!(ok, "{stderr}");
     let record: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(record["name"], "测*");
+    // A key not found fails the command after what was found is written.
+    let (ok, stdout, stderr) = with(
+        scjg.to_str().unwrap(),
+        &[
+            "--node",
+            &gongan_node,
+            "get",
+            "js.gongan/population",
+            &good_id,
+            "320102199001010000",
+            "--fields",
+            "name",
+            "--purpose",
+            "business-licensing",
+        ],
+    );
+    assert!(
+        !ok && stderr.contains("not found or not visible under your grant: 320102199001010000"),
+        "{stderr}"
+    );
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
     let (ok, stdout, stderr) = with(
         scjg.to_str().unwrap(),
         &[
