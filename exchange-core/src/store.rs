@@ -42,6 +42,15 @@ pub enum Write {
     Delete(Vec<u8>),
 }
 
+impl Write {
+    /// The key written.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Write::Put(key, _) | Write::Delete(key) => key,
+        }
+    }
+}
+
 /// Writes applied all together or not at all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch {

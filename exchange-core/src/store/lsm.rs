@@ -2,7 +2,6 @@
 //! outgrow memory (the registry's index of shipped events). A commit is one fjall write batch
 //! appended to its journal and `fdatasync`ed before it returns.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use fjall::config::{CompressionPolicy, PartitioningPolicy, PinningPolicy};
@@ -112,22 +111,22 @@ impl Store for LsmStore {
 
     fn commit(&self, batch: Batch) -> Result<(), StoreError> {
         // One write batch takes one sequence number for all its writes, so two writes of one
-        // key in it would be ambiguous: the last one wins, as in order.
-        let mut last: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        for write in batch.writes {
-            match write {
-                Write::Put(k, v) => last.insert(k, Some(v)),
-                Write::Delete(k) => last.insert(k, None),
-            };
-        }
-        if last.is_empty() {
+        // key in it would be ambiguous: the last one wins, as in order. A stable sort keeps
+        // each key's writes in order (no tree of them: an index batch holds hundreds of keys).
+        let mut all = batch.writes;
+        if all.is_empty() {
             return Ok(());
         }
+        all.sort_by(|a, b| a.key().cmp(b.key()));
         let mut writes = self.db.batch().durability(Some(PersistMode::SyncData));
-        for (key, value) in last {
-            match value {
-                Some(value) => writes.insert(&self.keyspace, key, value),
-                None => writes.remove(&self.keyspace, key),
+        let mut all = all.into_iter().peekable();
+        while let Some(write) = all.next() {
+            if all.peek().is_some_and(|next| next.key() == write.key()) {
+                continue;
+            }
+            match write {
+                Write::Put(key, value) => writes.insert(&self.keyspace, key, value),
+                Write::Delete(key) => writes.remove(&self.keyspace, key),
             }
         }
         writes.commit().map_err(engine)
