@@ -69,12 +69,20 @@ impl State {
         expected_history: Option<&str>,
         limit: usize,
     ) -> Result<Changes, CoreError> {
-        // Under the write lock, the store holds exactly what is committed: a write applies its
-        // batch before its flush returns, and a watcher must never pass on (and a node never
-        // keep) a change that a crash in that window would undo.
-        // The lock keeps writes out while reading; the bound is the last revision whose commit
-        // succeeded (a failed one took its number, but may not be on disk: it is not passed on).
-        let _writes_held = self.writer.lock().await;
+        // A write applies its batch before its flush returns, and a watcher must never pass on
+        // (and a node never keep) a change that a crash in that window would undo. The bound is
+        // the last revision whose commit succeeded, published after its flush: log entries up to
+        // it are on disk and never rewritten. An item is sent only in the state its own entry
+        // wrote (`revision == entry`), so a newer state a write in progress has applied but not
+        // flushed makes the item wait for that write's entry, and is never sent early. Reading
+        // needs no lock, then: with one, a hundred watchers woken by a change held the next
+        // write behind all of their reads (a grant decision's p99 rose 4.6 × in the bench).
+        // Only the history check of a resuming watcher holds writes, so its answer cannot go
+        // stale.
+        let _writes_held = match expected_history {
+            Some(history) if after != 0 && !history.is_empty() => Some(self.writer.lock().await),
+            _ => None,
+        };
         let committed = *self.revision.borrow();
         if after > committed {
             return Err(CoreError::OutOfRange(format!(

@@ -401,3 +401,52 @@ async fn a_request_on_data_not_yet_published_has_longer_to_be_decided() {
     let g = s.request_grant(&consumer, "spiffe://x", request()).await.unwrap();
     assert_eq!(g.steps.due_at, s.calendar().due(now, 5), "published");
 }
+
+#[tokio::test]
+async fn a_watcher_reading_while_writes_run_misses_nothing_and_ends_at_each_latest_state() {
+    let s = state();
+    let admin = Principal::new("js.dsj", Role::Admin);
+    s.register_department(&admin, dept("js.gongan")).await.unwrap();
+    let schema = r#"{"type":"object","required":["id"],"properties":{"id":{"type":"string"}}}"#;
+    let ids: Vec<String> = (0..20).map(|i| format!("js.gongan/d{i:02}")).collect();
+    let writes = async {
+        for id in &ids {
+            s.register_dataset(&admin, open_dataset(id)).await.unwrap();
+            s.publish_schema(&admin, id, schema).await.unwrap();
+        }
+    };
+    // Reads interleave with the writes (reading holds no write back), a few entries at a time.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let watch = async {
+        let (mut last, mut seen) = (0, Vec::new());
+        loop {
+            let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+            let changes = s.changes_since(Some("js.gongan"), last, None, 3).await.unwrap();
+            for (revision, _, item) in changes.items {
+                assert!(revision > seen.last().map_or(0, |(r, _, _)| *r), "in revision order");
+                let WatchItem::Dataset(d) = item else {
+                    panic!("only datasets here")
+                };
+                seen.push((revision, d.dataset.id.clone(), d.dataset.latest_version));
+            }
+            if changes.last == last && finished {
+                return seen;
+            }
+            last = changes.last;
+            tokio::task::yield_now().await;
+        }
+    };
+    let ((), seen) = tokio::join!(
+        async {
+            writes.await;
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        },
+        watch
+    );
+    // Each dataset reaches the watcher in its latest state (a state sent early, registered
+    // without its schema, is sent again once the schema is published).
+    for id in &ids {
+        let last = seen.iter().rev().find(|(_, d, _)| d == id);
+        assert_eq!(last.map(|(_, _, v)| *v), Some(1), "{id}: {seen:?}");
+    }
+}
