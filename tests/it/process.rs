@@ -525,39 +525,18 @@ fn the_quickstart_sets_up_a_working_exchange_and_the_cli_uses_it() {
     );
 
     let scjg = qs.join("profiles/js.scjg.toml");
-    let (ok, stdout, stderr) = with(
-        scjg.to_str().unwrap(),
-        &[
-            "--node",
-            &gongan_node,
-            "get",
-            "js.gongan/population",
-            &good_id,
-            "--fields",
-            "name",
-            "--purpose",
-            "business-licensing",
-        ],
-    );
+    let get_names = |keys: &[&str]| {
+        let mut args = vec!["--node", &gongan_node, "get", "js.gongan/population"];
+        args.extend_from_slice(keys);
+        args.extend(["--fields", "name", "--purpose", "business-licensing"]);
+        with(scjg.to_str().unwrap(), &args)
+    };
+    let (ok, stdout, stderr) = get_names(&[&good_id]);
     assert!(ok, "{stderr}");
     let record: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(record["name"], "测*");
     // A key not found fails the command after what was found is written.
-    let (ok, stdout, stderr) = with(
-        scjg.to_str().unwrap(),
-        &[
-            "--node",
-            &gongan_node,
-            "get",
-            "js.gongan/population",
-            &good_id,
-            "320102199001010000",
-            "--fields",
-            "name",
-            "--purpose",
-            "business-licensing",
-        ],
-    );
+    let (ok, stdout, stderr) = get_names(&[&good_id, "320102199001010000"]);
     assert!(
         !ok && stderr.contains("not found or not visible under your grant: 320102199001010000"),
         "{stderr}"

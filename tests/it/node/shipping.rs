@@ -38,6 +38,18 @@ async fn shipped(ex: &TestExchange) -> Vec<(u64, AuditEvent)> {
     }
 }
 
+/// What the registry says it holds of js.gongan's ledger, asked by `dept` in `role`.
+async fn shipped_ledger(ex: &TestExchange, dept: &str, role: Role) -> pb::ShippedLedger {
+    ex.client(dept, role)
+        .await
+        .get_shipped_ledger(pb::GetShippedLedgerRequest {
+            department_id: "js.gongan".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 fn node_events(node: &TestNode) -> Vec<(u64, AuditEvent)> {
     exchange_node::read_ledger(&node.data_dir)
         .unwrap()
@@ -64,14 +76,7 @@ async fn every_event_reaches_the_registry_once_in_order_through_an_outage() {
     let status = wait_shipped(&node, &ex).await;
     assert_eq!(status.audit_entries, 3);
     assert_eq!(shipped(&ex).await, node_events(&node));
-    let mut owner = ex.client("js.gongan", Role::System).await;
-    let held = owner
-        .get_shipped_ledger(pb::GetShippedLedgerRequest {
-            department_id: "js.gongan".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let held = shipped_ledger(&ex, "js.gongan", Role::System).await;
     assert_eq!(
         (held.size, held.vkey.as_str()),
         (3, status.log_vkey.as_str()),
@@ -178,13 +183,7 @@ async fn a_node_whose_history_changed_is_refused_and_the_refusal_is_recorded() {
         status.ship_error
     );
     let mut auditor = ex.client("js.dsj", Role::Auditor).await;
-    let held = auditor
-        .get_shipped_ledger(pb::GetShippedLedgerRequest {
-            department_id: "js.gongan".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let held = shipped_ledger(&ex, "js.dsj", Role::Auditor).await;
     assert!(held.refused.contains("its history changed"), "{held:?}");
     assert_eq!(
         shipped(&ex).await,
@@ -228,14 +227,7 @@ async fn a_batch_holding_an_event_the_registry_cannot_read_is_refused_whole() {
     consumer.get(get(&keys, &["name"], "business-licensing")).await.unwrap();
     wait_shipped(&node, &ex).await;
     let before = shipped(&ex).await;
-    let mut auditor = ex.client("js.dsj", Role::Auditor).await;
-    let held = auditor
-        .get_shipped_ledger(pb::GetShippedLedgerRequest {
-            department_id: "js.gongan".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let held = shipped_ledger(&ex, "js.dsj", Role::Auditor).await;
 
     // A node (or whoever holds its certificate and key) ships a well-signed batch whose second
     // event is JSON but not an audit event.
