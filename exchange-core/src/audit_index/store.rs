@@ -675,6 +675,50 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_has_one_entry_per_field_value_listing_its_events_once_each() {
+        let mut first = event(1, 0);
+        first.keys = vec!["k2".into(), "k1".into(), "k2".into()];
+        first.grant_id = "g-1".into();
+        let mut second = event(1, 1);
+        second.keys = vec!["k1".into()];
+        let leaves: Vec<(u64, Vec<u8>)> = [first, second]
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (10 + i as u64, crate::ledger::encode(e).unwrap()))
+            .collect();
+        let read: Vec<Leaf<'_>> = leaves
+            .iter()
+            .map(|(i, b)| (*i, b.as_slice(), EventView::parse(b).unwrap()))
+            .collect();
+        let max = (1_796_000_000_000i64 + 300 + 170).to_be_bytes();
+        let got: Vec<(String, Vec<u8>)> = postings("js.n1", &read.iter().collect::<Vec<_>>())
+            .into_iter()
+            .map(|(k, v)| {
+                assert_eq!(v[..8], max, "the chunk's latest time");
+                (String::from_utf8(k).unwrap().replace('\0', "|"), v[8..].to_vec())
+            })
+            .collect();
+        // The earliest time and the last index, 20 digits each.
+        let tail = "|00000001796000000170|js.n1|00000000000000000011";
+        let want: Vec<(String, Vec<u8>)> = [
+            ("c/js.c0", vec![0]),
+            ("c/js.c1", vec![1]),
+            ("d/js.n1/d", vec![0, 1]),
+            ("g/g-1", vec![0]),
+            ("p/js.n1", vec![0, 1]),
+            ("r/k1", vec![0, 1]),
+            ("r/k2", vec![0]),
+            ("t/", vec![0, 1]),
+            ("u/p", vec![0, 1]),
+            ("x/allow", vec![0, 1]),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("aj/{k}{tail}"), v))
+        .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
     fn chunks_are_cut_by_count_and_by_time_span() {
         let event = |time_ms: i64| AuditEvent {
             time_ms,
