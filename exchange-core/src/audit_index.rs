@@ -147,15 +147,11 @@ pub trait AuditIndex: Send + Sync {
     /// Stores and indexes `events` of `node`'s ledger durably, all or none. An (node, index)
     /// already held is left as it is (shipping again after a crash counts nothing twice).
     fn add(&self, node: &str, events: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
-        let read = events
-            .iter()
-            .map(|(index, bytes)| Ok((*index, bytes.as_slice(), store::view(node, *index, bytes)?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        self.add_read(node, &read)
+        self.add_read(node, &read_events(node, events)?)
     }
 
     /// [`AuditIndex::add`] of events already read: each (index, leaf, the leaf read in place).
-    fn add_read(&self, node: &str, events: &[(u64, &[u8], EventView<'_>)]) -> Result<(), StoreError>;
+    fn add_read(&self, node: &str, events: &[Leaf<'_>]) -> Result<(), StoreError>;
 
     /// Up to `count` events of `node` with index `from` or more, in order (pruned ones are gone:
     /// page on from the last index read, plus one).
@@ -174,6 +170,18 @@ pub trait AuditIndex: Send + Sync {
     /// Counts per value of `by` and day, for days from `from_day` to `to_day` (inclusive,
     /// `yyyy-mm-dd`; either may be empty).
     fn counts(&self, by: CountBy, from_day: &str, to_day: &str) -> Result<Vec<Count>, StoreError>;
+}
+
+/// An event to store: its index, its leaf bytes and the leaf read in place.
+pub type Leaf<'a> = (u64, &'a [u8], EventView<'a>);
+
+/// `events` of `node` (index, leaf), each with its leaf read in place, as
+/// [`AuditIndex::add_read`] takes them; a leaf that is not an event is corrupt.
+pub fn read_events<'a>(node: &str, events: &'a [(u64, Vec<u8>)]) -> Result<Vec<Leaf<'a>>, StoreError> {
+    events
+        .iter()
+        .map(|(index, bytes)| Ok((*index, bytes.as_slice(), store::view(node, *index, bytes)?)))
+        .collect()
 }
 
 /// Events a search examines at most per call (it finishes the chunk it is in).

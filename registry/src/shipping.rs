@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use exchange_core::audit_index::{AuditIndex, Located};
+use exchange_core::audit_index::{read_events, AuditIndex, Located};
 use exchange_core::clock::Clock;
 use exchange_core::identity::Principal;
 use exchange_core::ledger::{node_origin, EventView};
@@ -385,13 +385,7 @@ impl Shipping {
         let alerts = self.alerts.clone();
         let raised = tokio::task::spawn_blocking(move || -> Result<Vec<Alert>, CoreError> {
             // Read once (checked above) for the index and the early warning alike.
-            let read = events
-                .iter()
-                .map(|(index, bytes)| {
-                    let view = EventView::parse(bytes).map_err(|e| CoreError::Unavailable(e.to_string()))?;
-                    Ok((*index, bytes.as_slice(), view))
-                })
-                .collect::<Result<Vec<_>, CoreError>>()?;
+            let read = read_events(&department, &events)?;
             index.add_read(&department, &read)?;
             let mut batch = Batch::default();
             batch.put(health_key(&department), encode(&health)?);

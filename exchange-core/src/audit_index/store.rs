@@ -28,7 +28,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use super::{day_of, AuditIndex, AuditQuery, Count, CountBy, Located, SearchPage, SCAN_BUDGET};
+use super::{day_of, AuditIndex, AuditQuery, Count, CountBy, Leaf, Located, SearchPage, SCAN_BUDGET};
 use crate::ledger::{AuditEvent, EventView};
 use crate::store::{Batch, Store, StoreError};
 
@@ -115,9 +115,6 @@ fn parse_pos(text: &str) -> Option<Pos> {
     let index = parts.next()?.parse().ok()?;
     parts.next().is_none().then_some((time, node, index))
 }
-
-/// An event to store: its index, its leaf bytes and the leaf read in place.
-type Leaf<'a> = (u64, &'a [u8], EventView<'a>);
 
 /// `bytes` of event `index` of `node`, read in place (a leaf that is not an event is corrupt).
 pub(super) fn view<'a>(node: &str, index: u64, bytes: &'a [u8]) -> Result<EventView<'a>, StoreError> {
@@ -314,11 +311,7 @@ impl<S: Store + ?Sized> StoreAuditIndex<S> {
     /// Stores `events` of `node` in chunks with their index entries (and counts them, unless
     /// moving them from the first layout, whose counts stay as they are).
     fn write(&self, node: &str, events: &[(u64, Vec<u8>)], count: bool) -> Result<(), StoreError> {
-        let read = events
-            .iter()
-            .map(|(index, bytes)| Ok((*index, bytes.as_slice(), view(node, *index, bytes)?)))
-            .collect::<Result<Vec<Leaf<'_>>, StoreError>>()?;
-        self.write_read(node, &read, count)
+        self.write_read(node, &super::read_events(node, events)?, count)
     }
 
     /// [`Self::write`] of events already read.
