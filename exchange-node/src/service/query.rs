@@ -1,5 +1,6 @@
 //! Query: a row-filtered, projected and masked stream of a dataset's records, page by page.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use exchange_core::identity::Principal;
@@ -14,10 +15,12 @@ use tonic::{Request, Response, Status};
 use super::{
     pseudonym_scope, serve, served_key, serves_whole, BoxStream, Decided, NodeService, ReadAsk, Result, CHUNK,
 };
-use crate::records;
+use crate::records::{self, StoredRecord};
 
 /// Stored records read from the store at a time while looking for matches.
 const SCAN_PAGE: usize = 1000;
+/// Messages read and audited ahead of the one being sent, at most.
+const MESSAGES_AHEAD: usize = 3;
 
 pub(super) async fn query(
     service: &NodeService,
@@ -132,11 +135,17 @@ impl QueryRun {
         let mut served = 0usize;
         let mut audited_any = false;
         let mut page: Vec<pb::Record> = Vec::with_capacity(CHUNK);
-        let mut exhausted = false;
+        // Records read from the store and not yet looked at: a message takes what it needs and
+        // the next goes on from the rest, so no record is read twice.
+        let mut scanned: VecDeque<(String, StoredRecord)> = VecDeque::with_capacity(SCAN_PAGE);
+        // The last key read from the store (`after` is the last one looked at).
+        let mut scan_after = after.clone();
+        let mut scan_done = false;
         let mut first = true;
-        // The message whose event is being written while the next one is read: each is sent only
-        // once its own event is durable, in order, but reading the next page need not wait.
-        let mut pending: Option<Pending> = None;
+        // Messages whose events are being written while the next ones are read: each is sent
+        // only once its own event is durable, in order, but reading on need not wait for the
+        // disk (a sync that grows the ledger file takes about as long as reading a message).
+        let mut pending: VecDeque<Pending> = VecDeque::with_capacity(MESSAGES_AHEAD + 1);
         macro_rules! deliver {
             ($pending:expr) => {
                 if let Some(p) = $pending {
@@ -160,6 +169,13 @@ impl QueryRun {
                 }
             };
         }
+        macro_rules! deliver_all {
+            () => {
+                while let Some(p) = pending.pop_front() {
+                    deliver!(Some(p));
+                }
+            };
+        }
         loop {
             if *shutdown.borrow() {
                 return Err(stopping(&delivered));
@@ -170,7 +186,7 @@ impl QueryRun {
                 match svc.plan(&self.who, &ask, &r.filter).await {
                     Ok(decided) => self.decided = decided,
                     Err(status) => {
-                        deliver!(pending.take());
+                        deliver_all!();
                         return Err(status);
                     }
                 }
@@ -180,36 +196,39 @@ impl QueryRun {
             let key_field = &dataset.dataset.key_field;
             // Records of the latest version that leave as stored are not parsed.
             let whole = serves_whole(plan, &latest.schema).then_some(latest.version);
-            while page.len() < CHUNK && served + page.len() < self.limit && !exhausted {
-                let scan = records::scan_records(&*svc.store, &r.dataset_id, after.as_deref(), SCAN_PAGE)
-                    .map_err(to_status)?;
-                exhausted = scan.len() < SCAN_PAGE;
-                for (key, stored) in scan {
-                    after = Some(key.clone());
-                    let (sequence, schema_version) = (stored.sequence, stored.schema_version);
-                    let json = match whole == Some(schema_version) {
-                        true => Some(stored.json),
-                        false => serve(plan, &stored.json),
-                    };
-                    if let Some(json) = json {
-                        page.push(pb::Record {
-                            key,
-                            json,
-                            sequence,
-                            schema_version,
-                        });
-                        if page.len() == CHUNK || served + page.len() == self.limit {
-                            // Stop exactly after this record, so `after` is where to go on from.
-                            exhausted = false;
-                            break;
-                        }
+            while page.len() < CHUNK && served + page.len() < self.limit {
+                if scanned.is_empty() && !scan_done {
+                    let scan = records::scan_records(&*svc.store, &r.dataset_id, scan_after.as_deref(), SCAN_PAGE)
+                        .map_err(to_status)?;
+                    scan_done = scan.len() < SCAN_PAGE;
+                    if let Some((key, _)) = scan.last() {
+                        scan_after = Some(key.clone());
                     }
+                    scanned.extend(scan);
+                }
+                let Some((key, stored)) = scanned.pop_front() else {
+                    break;
+                };
+                after = Some(key.clone());
+                let (sequence, schema_version) = (stored.sequence, stored.schema_version);
+                let json = match whole == Some(schema_version) {
+                    true => Some(stored.json),
+                    false => serve(plan, &stored.json),
+                };
+                if let Some(json) = json {
+                    page.push(pb::Record {
+                        key,
+                        json,
+                        sequence,
+                        schema_version,
+                    });
                 }
             }
+            let exhausted = scan_done && scanned.is_empty();
             let limit_hit = served + page.len() >= self.limit;
             let last = exhausted || limit_hit;
             if page.is_empty() {
-                deliver!(pending.take());
+                deliver_all!();
                 // A query that matched nothing is on the record too, with a count of 0.
                 if !audited_any {
                     svc.audit_allowed(&self.who, &ask, plan, latest.version, &[], [])
@@ -248,17 +267,19 @@ impl QueryRun {
                 true => resume_token.clone(),
                 false => String::new(),
             };
-            let previous = pending.replace(Pending {
+            pending.push_back(Pending {
                 queued,
                 records,
                 next_page_token,
                 resume_token,
                 after: after.clone(),
             });
-            deliver!(previous);
             if last {
-                deliver!(pending.take());
+                deliver_all!();
                 return Ok(());
+            }
+            if pending.len() > MESSAGES_AHEAD {
+                deliver!(pending.pop_front());
             }
         }
     }
