@@ -126,7 +126,9 @@ fn postings(node: &str, events: &[&Leaf<'_>]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let min_time = events.iter().map(|(_, _, e)| e.time_ms).min().unwrap_or(0);
     let max_time = events.iter().map(|(_, _, e)| e.time_ms).max().unwrap_or(0);
     let last = events.last().map_or(0, |(i, _, _)| *i);
-    let mut lists: BTreeMap<(&str, &str), Vec<u8>> = BTreeMap::new();
+    // Every (field, value, position), sorted: a Query's events name hundreds of record keys
+    // each, already in key order, and a stable sort merges such runs in few passes.
+    let mut all: Vec<(&str, &str, u8)> = Vec::with_capacity(events.iter().map(|(_, _, e)| 8 + e.keys.len()).sum());
     for (position, (_, _, event)) in events.iter().enumerate() {
         let position = position as u8;
         let fields = [
@@ -141,21 +143,19 @@ fn postings(node: &str, events: &[&Leaf<'_>]) -> Vec<(Vec<u8>, Vec<u8>)> {
         ];
         let keys = event.keys.iter().map(|k| ("r", &**k));
         for (field, value) in fields.into_iter().chain(keys) {
-            if value.is_empty() && field != "t" {
-                continue;
-            }
-            let list = lists.entry((field, value)).or_default();
-            // An event naming one record key twice is listed once.
-            if list.last() != Some(&position) {
-                list.push(position);
+            if !value.is_empty() || field == "t" {
+                all.push((field, value, position));
             }
         }
     }
+    all.sort();
+    // An event naming one record key twice is listed once.
+    all.dedup();
     // Built by hand: a query's event names hundreds of record keys, an entry each.
     let tail = format!("{}\0{node}\0{last:020}", time_text(min_time));
-    lists
-        .into_iter()
-        .map(|((field, value), positions)| {
+    all.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1))
+        .map(|list| {
+            let (field, value, _) = list[0];
             let mut key = Vec::with_capacity(5 + field.len() + value.len() + tail.len());
             key.extend_from_slice(b"aj/");
             key.extend_from_slice(field.as_bytes());
@@ -163,9 +163,9 @@ fn postings(node: &str, events: &[&Leaf<'_>]) -> Vec<(Vec<u8>, Vec<u8>)> {
             key.extend_from_slice(value.as_bytes());
             key.push(0);
             key.extend_from_slice(tail.as_bytes());
-            let mut v = Vec::with_capacity(8 + positions.len());
+            let mut v = Vec::with_capacity(8 + list.len());
             v.extend_from_slice(&max_time.to_be_bytes());
-            v.extend_from_slice(&positions);
+            v.extend(list.iter().map(|(_, _, position)| position));
             (key, v)
         })
         .collect()
