@@ -92,7 +92,7 @@ pub async fn run_with_clock(
     let store: Arc<dyn exchange_core::store::Store> = Arc::new(store);
     // Shipped events are indexed in an LSM tree of their own: a write-heavy table that outgrows
     // any cache, which sled's B-tree pages handled at a few thousand events a second.
-    let index_store = exchange_core::store::LsmStore::open_with(
+    let index_store = exchange_core::store::LsmStore::open_index(
         &config.data_dir.join(AUDIT_INDEX_DIR),
         audit_index_config(config.store),
     )

@@ -151,7 +151,7 @@ fn first_pages(index: &dyn AuditIndex, queries: &[AuditQuery]) -> anyhow::Result
 pub(crate) fn run(dir: &std::path::Path, events: u64, samples: usize) -> anyhow::Result<Row> {
     // Opened as the registry opens its own.
     let config = registry::audit_index_config(StoreConfig::default());
-    let store = Arc::new(LsmStore::open_with(&dir.join("audit-index"), config)?);
+    let store = Arc::new(LsmStore::open_index(&dir.join("audit-index"), config)?);
     let index = StoreAuditIndex::new(store);
     let start_ms = exchange_core::now() * 1000 - DAYS * 86_400_000;
     let (fill_seconds, kept) = fill(&index, events, start_ms, samples)?;

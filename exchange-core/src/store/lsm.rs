@@ -23,6 +23,20 @@ impl LsmStore {
     /// Opens (or creates) the store in directory `path`; `config.cache_mib` is fjall's block
     /// cache (its memtable adds up to 16 MiB before it is flushed).
     pub fn open_with(path: &Path, config: StoreConfig) -> Result<Self, StoreError> {
+        Self::open_tuned(path, config, 16)
+    }
+
+    /// [`LsmStore::open_with`] for an index written far more than it is read (the registry's
+    /// index of shipped events, an entry per record key read): memtables of 32 MiB, so that
+    /// half as many tables are flushed and merged into the next level. Measured beside 16 MiB
+    /// in `exchange bench` (BENCHMARKS.md, 2026-12-04): the registry's compaction took up to
+    /// half of the two cores while a node streamed a million records. fjall keeps a store's
+    /// tuning from its creation, so an index created before keeps 16 MiB.
+    pub fn open_index(path: &Path, config: StoreConfig) -> Result<Self, StoreError> {
+        Self::open_tuned(path, config, 32)
+    }
+
+    fn open_tuned(path: &Path, config: StoreConfig, memtable_mib: u64) -> Result<Self, StoreError> {
         config.check()?;
         let db = Database::builder(path)
             .cache_size(config.cache_mib << 20)
@@ -47,7 +61,7 @@ impl LsmStore {
         let keyspace = db
             .keyspace("store", || {
                 KeyspaceCreateOptions::default()
-                    .max_memtable_size(16 << 20)
+                    .max_memtable_size(memtable_mib << 20)
                     // Every level compressed: fjall leaves its first two levels uncompressed,
                     // and at a few million records they hold most of the data (JSON shrinks to
                     // about half under lz4, which costs little beside the fsync).
