@@ -65,7 +65,7 @@ pub(super) async fn query(
     Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
 }
 
-/// One Query being streamed. Memory stays bounded by a message or two whatever the dataset's
+/// One Query being streamed. Memory stays bounded by a few messages whatever the dataset's
 /// size: records are read a page at a time, and each message's audit event (with its keys) is
 /// durable before the message is sent.
 struct QueryRun {
