@@ -136,10 +136,9 @@ impl QueryRun {
         let mut audited_any = false;
         let mut page: Vec<pb::Record> = Vec::with_capacity(CHUNK);
         // Records read from the store and not yet looked at: a message takes what it needs and
-        // the next goes on from the rest, so no record is read twice.
+        // the next goes on from the rest, so no record is read twice. The store is read only
+        // once they are all looked at, so from `after`.
         let mut scanned: VecDeque<(String, StoredRecord)> = VecDeque::with_capacity(SCAN_PAGE);
-        // The last key read from the store (`after` is the last one looked at).
-        let mut scan_after = after.clone();
         let mut scan_done = false;
         let mut first = true;
         // Messages whose events are being written while the next ones are read: each is sent
@@ -198,12 +197,9 @@ impl QueryRun {
             let whole = serves_whole(plan, &latest.schema).then_some(latest.version);
             while page.len() < CHUNK && served + page.len() < self.limit {
                 if scanned.is_empty() && !scan_done {
-                    let scan = records::scan_records(&*svc.store, &r.dataset_id, scan_after.as_deref(), SCAN_PAGE)
+                    let scan = records::scan_records(&*svc.store, &r.dataset_id, after.as_deref(), SCAN_PAGE)
                         .map_err(to_status)?;
                     scan_done = scan.len() < SCAN_PAGE;
-                    if let Some((key, _)) = scan.last() {
-                        scan_after = Some(key.clone());
-                    }
                     scanned.extend(scan);
                 }
                 let Some((key, stored)) = scanned.pop_front() else {
